@@ -1,0 +1,563 @@
+"""`seer`: every operator action from the command line, for runbooks, cron and scripts.
+
+Each command is a thin caller of a service function in worker/. Exit status: 0 done, 1 the
+action failed or found nothing, 2 bad usage, input or settings (`seer status`: 0 OK,
+1 warning, 2 critical, 3 unknown, as monitoring plugins expect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from seer_console import output
+from worker import control, failures, inbox, migrations, parcels, status, supervision
+from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
+from worker.cas import CasError
+from worker.db import LedgerUnavailable
+from worker.layout import Layout, NotInitialised, apply_umask
+from worker.runtime import Runtime
+from worker.settings import SettingsError, load_settings, parse_duration
+
+
+class UserError(Exception):
+    """A mistake of the caller's: printed as one line, exit 2, no traceback."""
+
+
+class Failure(Exception):
+    """The action could not be done (not found, unreachable): one line, exit 1."""
+
+
+def _runtime() -> Runtime:
+    return Runtime.open()
+
+
+# -- setup --------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    layout = Layout.from_settings(settings)
+    apply_umask(layout)
+    created = layout.create()
+    from worker.db import open_ledger
+
+    ledger = open_ledger(layout, settings)
+    applied = migrations.migrate(ledger)
+    os.chmod(layout.ledger_db, layout.file_mode)
+    layout.write_marker()
+    runtime = Runtime.open(settings)
+    runtime.queues.postmaster.storage.initialize_schema()
+    os.chmod(layout.queue_db, layout.file_mode)
+    print(f"storage root {layout.root}")
+    print(f"  directories created: {len(created)} (mode {oct(layout.dir_mode)[2:]:0>4})")
+    print(f"  migrations applied: {len(applied)} (schema version {migrations.LATEST})")
+    print("ready: `seer up` starts the workers, `seer status` shows them")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    layout = Layout.from_settings(settings)
+    apply_umask(layout)
+    layout.require_initialised()
+    from worker.db import open_ledger
+
+    ledger = open_ledger(layout, settings)
+    if args.status:
+        states = migrations.status(ledger)
+        if args.json:
+            output.emit_json([s.__dict__ for s in states])
+            return 0
+        rows = [
+            (s.version, "applied" if s.applied_at else "pending", output.when(s.applied_at), s.name)
+            for s in states
+        ]
+        output.table(rows, ("VERSION", "STATE", "APPLIED", "NAME"))
+        print(f"schema version {migrations.current_version(ledger)}, code {migrations.LATEST}")
+        return 0
+    if args.rollback is not None:
+        undone = migrations.rollback(ledger, args.rollback)
+        for m in undone:
+            print(f"rolled back {m.version}: {m.name}")
+        if not undone:
+            print("nothing to roll back")
+        print(f"schema version now {migrations.current_version(ledger)}")
+        return 0
+    applied = migrations.migrate(ledger)
+    for m in applied:
+        print(f"applied {m.version}: {m.name}")
+    if not applied:
+        print(f"nothing to do: schema is at version {migrations.LATEST}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    queue = args.queue
+    module = f"worker.huey_app.{queue}"
+    consumer = Path(sys.executable).parent / "huey_consumer"
+    command = [str(consumer), module, "--workers", "1", "--worker-type", "thread"]
+    # Poll an idle queue at least every second: Huey's default waits up to 10 s for new work.
+    command += ["--delay", "0.1", "--max-delay", "1.0"]
+    if queue == "postmaster":
+        # Only the scheduler consumer enqueues periodic jobs (else they would run twice).
+        command.append("--no-periodic")
+    runtime.close()
+    sys.stdout.flush()
+    # exec, not a child: supervisord's signals must reach the consumer itself.
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    started, programs = supervision.up(runtime.layout)
+    print(
+        ("started" if started else "already running") + f": supervisord on unix://"
+        f"{supervision.socket_path(runtime.layout)}"
+    )
+    _print_programs(programs)
+    return 0 if all(p.state == "RUNNING" for p in programs) else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    if supervision.down(runtime.layout):
+        print("stopped supervisord and the workers")
+    else:
+        print("supervisord was not running")
+    return 0
+
+
+def _print_programs(programs: Sequence[supervision.ProgramInfo]) -> None:
+    output.table(
+        [
+            (
+                supervision.full_name(p),
+                p.state,
+                p.pid or "-",
+                output.age(p.uptime) if p.pid else "-",
+            )
+            for p in programs
+        ],
+        ("PROGRAM", "STATE", "PID", "UPTIME"),
+    )
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        runtime = _runtime()
+        snap = status.snapshot(runtime)
+    except (SettingsError, NotInitialised, migrations.SchemaMismatch, LedgerUnavailable) as exc:
+        if args.json:
+            output.emit_json({"level": "unknown", "error": str(exc)})
+        print(f"seer status: UNKNOWN: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        output.emit_json(snap.as_dict())
+    else:
+        status.print_text(snap)
+    return snap.exit_code
+
+
+# -- parcels ------------------------------------------------------------------------------------
+
+
+def _read_input(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def cmd_parcel_send(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    raw = _read_input(args.file)
+    try:
+        batch = parcels.parse_input(raw, runtime.settings.max_parcel_size)
+    except parcels.ParcelError as exc:
+        raise UserError(f"nothing queued: {exc}") from None
+    ids = parcels.queue_parcels(runtime.ledger, batch)
+    _ring(runtime, ids)
+    if args.json:
+        output.emit_json(ids)
+    else:
+        print("\n".join(ids))
+    return 0
+
+
+def _ring(runtime: Runtime, ids: list[str]) -> None:
+    try:
+        runtime.ring(ids)
+    except Exception as exc:
+        # Queued in the ledger all the same: the consumer's start-up and the reaper ring later.
+        print(
+            f"seer: warning: parcels are queued but the worker was not notified ({exc}); "
+            "they will be picked up by the reaper within a minute",
+            file=sys.stderr,
+        )
+
+
+def cmd_send_test_parcel(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    parcel = parcels.validate(
+        parcels.test_parcel(runtime.settings.test_agent), runtime.settings.max_parcel_size
+    )
+    ids = parcels.queue_parcels(runtime.ledger, [parcel])
+    _ring(runtime, ids)
+    print(ids[0])
+    if control.is_paused(runtime.ledger):
+        print(
+            "note: the postmaster queue is paused; it is delivered after `seer queue resume`",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_parcel_show(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    found = failures.parcel(runtime.ledger, args.id)
+    if found is None:
+        raise Failure(f"no parcel {args.id!r}")
+    message = inbox.message_for_parcel(runtime.ledger, args.id)
+    arts = artifacts_of_parcel(runtime.ledger, args.id)
+    if args.json:
+        if not args.traceback:
+            found.pop("traceback", None)
+        output.emit_json(
+            {**found, "message_id": message["id"] if message else None, "artifacts": arts}
+        )
+        return 0
+    _print_parcel(found, message, arts, show_traceback=args.traceback)
+    return 0
+
+
+def _print_parcel(
+    found: dict[str, Any],
+    message: dict[str, Any] | None,
+    arts: list[dict[str, Any]],
+    show_traceback: bool = True,
+) -> None:
+    print(f"parcel   {found['id']}")
+    print(f"state    {found['state']}")
+    print(f"agent    {found['to_agent_id']}   task {found['task_id']}   type {found['type']}")
+    print(f"tries    {found['attempts']}   worker deaths {found['crashes']}")
+    print(f"queued   {output.when(found['created_at'])}")
+    print(f"finished {output.when(found['finished_at'])}")
+    if message:
+        print(f"message  {message['id']} in the inbox of {message['to_agent_id']}")
+    for a in arts:
+        print(f"artifact {a['kind']:<10} {a['size']:>9}  {a['uri']}")
+    if found.get("error"):
+        print(f"error    {found['error']}")
+    if show_traceback and found.get("traceback"):
+        print(found["traceback"].rstrip())
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    if args.agent == "ack":
+        if not args.rest:
+            raise UserError("usage: seer inbox ack MESSAGE_ID")
+        try:
+            message_id = int(args.rest[0])
+        except ValueError:
+            raise UserError(f"message id must be a number, not {args.rest[0]!r}") from None
+        changed = inbox.ack(runtime.ledger, message_id)
+        if changed is None:
+            raise Failure(f"no message {message_id}")
+        print(f"message {message_id} " + ("acknowledged" if changed else "was already read"))
+        return 0
+    if args.rest:
+        raise UserError(f"unexpected argument {args.rest[0]!r}: seer inbox AGENT [--unread]")
+    found = inbox.messages(runtime.ledger, args.agent, unread=args.unread, limit=args.limit)
+    if args.json:
+        output.emit_json(found)
+        return 0
+    rows = [
+        (
+            m["id"],
+            output.when(m["created_at"]),
+            "read" if m["read_at"] else "unread",
+            m["headers"].get("original_type", ""),
+            m["headers"].get("artifact_count", 0),
+            m["parcel_id"],
+        )
+        for m in found
+    ]
+    output.table(rows, ("ID", "DELIVERED", "STATE", "TYPE", "ARTIFACTS", "PARCEL"))
+    if not found:
+        print(f"(no {'unread ' if args.unread else ''}messages for {args.agent})")
+    return 0
+
+
+def cmd_artifacts_pull(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    try:
+        digest = digest_of(args.ref)
+    except ArtifactError as exc:
+        raise UserError(str(exc)) from None
+    if args.output:
+        dest = Path(args.output)
+        if dest.exists() and not args.force:
+            raise UserError(f"{dest} exists: choose another file or pass --force")
+        runtime.store.copy_to(digest, dest)
+        print(f"wrote {dest} ({output.size(dest.stat().st_size)}, sha256 {digest})")
+        return 0
+    data = runtime.store.read(digest)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+def cmd_failed_list(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    found = failures.list_failed(runtime.ledger, args.limit)
+    if args.json:
+        output.emit_json(found)
+        return 0
+    output.table(
+        [
+            (
+                f["id"],
+                f["to_agent_id"],
+                f["attempts"],
+                output.when(f["failed_at"]),
+                output.one_line(f["error"] or "", 60),
+            )
+            for f in found
+        ],
+        ("PARCEL", "AGENT", "TRIES", "FAILED", "ERROR"),
+    )
+    total = failures.count_failed(runtime.ledger)
+    print(f"({total} failed)" if total > len(found) else f"({len(found)} failed)")
+    return 0
+
+
+def cmd_failed_show(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    found = failures.parcel(runtime.ledger, args.id)
+    if found is None or found["state"] != "failed":
+        raise Failure(f"no failed parcel {args.id!r}")
+    if args.json:
+        output.emit_json(found)
+        return 0
+    _print_parcel(found, None, [], show_traceback=True)
+    return 0
+
+
+def cmd_failed_retry(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    if args.all:
+        ids = failures.retry_all(runtime.ledger)
+        if ids:
+            _ring(runtime, ids)
+        print(f"{len(ids)} failed parcels back in the queue")
+        return 0
+    if not args.id:
+        raise UserError("give a parcel id, or --all")
+    if not failures.retry(runtime.ledger, args.id):
+        raise Failure(f"no failed parcel {args.id!r}")
+    _ring(runtime, [args.id])
+    print(f"parcel {args.id} back in the queue")
+    return 0
+
+
+def _confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UserError(f"{question} Refusing without a terminal to ask: pass --yes")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def cmd_failed_purge(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    older = _duration_arg(args.older_than) if args.older_than else None
+    count = failures.count_failed(runtime.ledger, older)
+    if count == 0:
+        print("no failed parcels to purge")
+        return 0
+    scope = f" failed more than {args.older_than} ago" if older is not None else ""
+    if not _confirm(f"Delete {count} failed parcels{scope} for good?", args.yes):
+        print("nothing purged")
+        return 1
+    removed = failures.purge(runtime.ledger, older)
+    print(f"purged {removed} failed parcels")
+    return 0
+
+
+# -- queue --------------------------------------------------------------------------------------
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    if args.action == "pause":
+        changed = control.pause(runtime.ledger, by=f"cli:{os.environ.get('USER', '?')}")
+        print("postmaster queue paused" if changed else "postmaster queue was already paused")
+        print(
+            "the consumer finishes what it is running and takes no new parcel; parcels keep "
+            "queueing; `seer queue resume` continues in order"
+        )
+        return 0
+    if args.action == "resume":
+        changed = control.resume(runtime.ledger)
+        print("postmaster queue resumed" if changed else "postmaster queue was not paused")
+        return 0
+    snap = status.snapshot(runtime)
+    if args.json:
+        output.emit_json(snap.as_dict()["queue"])
+        return 0
+    status.print_queue(snap)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UserError(f"--older-than {text!r} is not {exc}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every user mistake
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="seer",
+        description="Operate Seer Ops: the Postmaster worker, its queue, the CAS and the inbox.",
+        epilog="Settings come from the environment and .env (see config/seer.env.example).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, func: Callable, help: str, **kw: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    add("init", cmd_init, "create the storage root and databases (safe to run again)")
+    p = add("migrate", cmd_migrate, "apply migrations; --status lists them; --rollback N undoes N")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--status", action="store_true", help="list migrations and their state")
+    group.add_argument("--rollback", type=_positive_int, metavar="N", help="undo the last N")
+    p.add_argument("--json", action="store_true", help="with --status: JSON output")
+
+    p = add("worker", cmd_worker, "run a consumer in the foreground (exec huey_consumer)")
+    p.add_argument("queue", nargs="?", default="postmaster", choices=("postmaster", "scheduler"))
+    add("up", cmd_up, "start the local supervisord with both consumers (idempotent)")
+    add("down", cmd_down, "stop the local supervisord and both consumers (idempotent)")
+
+    p = add("status", cmd_status, "one-shot health: queue, parcels, failures, consumers")
+    p.add_argument("--json", action="store_true")
+
+    add("send-test-parcel", cmd_send_test_parcel, "send a test parcel to POSTMASTER_TEST_AGENT")
+
+    parcel = sub.add_parser("parcel", help="send or inspect parcels")
+    psub = parcel.add_subparsers(dest="parcel_command", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    p = psub.add_parser("send", help="queue one JSON parcel, or JSON Lines of many; prints ids")
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parcel_send)
+    p = psub.add_parser("show", help="a parcel's state, message and artifacts")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--traceback", action="store_true", help="include the last traceback")
+    p.set_defaults(func=cmd_parcel_show)
+
+    p = add("inbox", cmd_inbox, "an agent's messages (`seer inbox ack ID` marks one read)")
+    p.add_argument("agent", metavar="AGENT|ack")
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--unread", action="store_true")
+    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    art = sub.add_parser("artifacts", help="read artifacts from the CAS")
+    asub = art.add_subparsers(dest="artifacts_command", metavar="ACTION", parser_class=_Parser)
+    asub.required = True
+    p = asub.add_parser("pull", help="write an artifact (hash verified) to stdout or -o FILE")
+    p.add_argument("ref", metavar="URI|HASH")
+    p.add_argument("-o", "--output", metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE")
+    p.set_defaults(func=cmd_artifacts_pull)
+
+    failed = sub.add_parser("failed", help="parcels that used up their tries")
+    fsub = failed.add_subparsers(dest="failed_command", metavar="ACTION", parser_class=_Parser)
+    fsub.required = True
+    p = fsub.add_parser("list", help="failed parcels, newest first")
+    p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_failed_list)
+    p = fsub.add_parser("show", help="one failed parcel with its error and traceback")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_failed_show)
+    p = fsub.add_parser("retry", help="put one failed parcel (or --all) back in the queue")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_failed_retry)
+    p = fsub.add_parser("purge", help="delete failed parcels for good (asks first)")
+    p.add_argument("--older-than", metavar="AGE", help="only those failed before, e.g. 7d, 12h")
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p.set_defaults(func=cmd_failed_purge)
+
+    p = add("queue", cmd_queue, "pause, resume or show the postmaster queue")
+    p.add_argument("action", choices=("pause", "resume", "status"))
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, SettingsError, NotInitialised, migrations.SchemaMismatch) as exc:
+        print(f"seer: {exc}", file=sys.stderr)
+        return 2
+    except (Failure, CasError, supervision.SupervisorError, LedgerUnavailable) as exc:
+        print(f"seer: {exc}", file=sys.stderr)
+        return 1
+    except NotImplementedError as exc:
+        print(f"seer: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

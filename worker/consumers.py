@@ -1,0 +1,61 @@
+"""Which consumers are running: each registers itself when it starts, liveness is checked by pid."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+
+from worker.db import Ledger
+from worker.identity import Owner, current_owner, is_alive
+
+PREFIX = "consumer:"
+
+
+@dataclass(frozen=True)
+class ConsumerInfo:
+    queue: str
+    host: str
+    pid: int
+    started: float
+    alive: bool | None  # None: on another host, cannot tell from here
+
+
+def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    owner = current_owner()
+    key = f"{PREFIX}{queue}:{owner.host}:{owner.pid}"
+    value = {"queue": queue, "token": owner.token, "started": now}
+    with ledger.write():
+        # Entries of dead consumers on this host are dropped as a new one registers.
+        for row in ledger.rows("SELECT key, value FROM control WHERE key LIKE ?", (PREFIX + "%",)):
+            old = Owner.parse(json.loads(row["value"])["token"])
+            if old and is_alive(old) is False:
+                ledger.execute("DELETE FROM control WHERE key = ?", (row["key"],))
+        ledger.execute(
+            "INSERT OR REPLACE INTO control (key, value, updated_at) VALUES (?, ?, ?)",
+            (key, json.dumps(value), now),
+        )
+
+
+def consumers(ledger: Ledger) -> list[ConsumerInfo]:
+    found = []
+    host = socket.gethostname()
+    for row in ledger.rows(
+        "SELECT value FROM control WHERE key LIKE ? ORDER BY key", (PREFIX + "%",)
+    ):
+        value = json.loads(row["value"])
+        owner = Owner.parse(value["token"])
+        if owner is None:
+            continue
+        found.append(
+            ConsumerInfo(
+                value["queue"], owner.host, owner.pid, value["started"], is_alive(owner, host)
+            )
+        )
+    return found
+
+
+def alive_for(ledger: Ledger, queue: str) -> list[ConsumerInfo]:
+    return [c for c in consumers(ledger) if c.queue == queue and c.alive is not False]

@@ -1,0 +1,77 @@
+"""The ledger database: one peewee connection per thread, WAL, busy timeout, IMMEDIATE writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from peewee import SqliteDatabase
+
+from worker.layout import Layout
+from worker.settings import Settings
+
+BUSY_TIMEOUT_SECONDS = 10
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger database cannot be opened or read."""
+
+
+def open_ledger(layout: Layout, settings: Settings) -> Ledger:
+    if settings.database_url:
+        raise LedgerUnavailable(
+            "SEER_DATABASE_URL (PostgreSQL) is not supported yet: leave it empty for the SQLite "
+            "ledger under the storage root"
+        )
+    return Ledger(str(layout.ledger_db), synchronous=settings.sqlite_synchronous)
+
+
+class Ledger:
+    """A thin wrapper over peewee's database: SQL in, rows out, writes in IMMEDIATE transactions.
+
+    Every write transaction takes the write lock when it begins (BEGIN IMMEDIATE), so a
+    read-then-write never fails with SQLITE_BUSY halfway: it waits for the busy timeout instead.
+    """
+
+    def __init__(self, path: str, synchronous: str = "full") -> None:
+        self.path = path
+        self.db = SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": synchronous.upper(),
+                "foreign_keys": 1,
+                "cache_size": -16000,
+            },
+            timeout=BUSY_TIMEOUT_SECONDS,
+            lock_type="IMMEDIATE",
+        )
+
+    @contextmanager
+    def write(self) -> Iterator[Ledger]:
+        with self.db.atomic():
+            yield self
+
+    def execute(self, sql: str, params: tuple | list = ()) -> Any:
+        return self.db.execute_sql(sql, params)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        self.db.connection().executemany(sql, rows)
+
+    def rows(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+        cursor = self.db.execute_sql(sql, params)
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def row(self, sql: str, params: tuple | list = ()) -> dict[str, Any] | None:
+        found = self.rows(sql, params)
+        return found[0] if found else None
+
+    def scalar(self, sql: str, params: tuple | list = ()) -> Any:
+        row = self.db.execute_sql(sql, params).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()

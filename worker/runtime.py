@@ -1,0 +1,67 @@
+"""Wiring: settings to storage root, ledger, CAS and queues, checked before anything runs.
+
+The CLI, the console and the consumers all start here, so every entry point refuses the same
+way on a bad setting, an uninitialised root or a schema that does not match the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from worker import migrations
+from worker.cas import ContentStore
+from worker.db import Ledger, open_ledger
+from worker.layout import Layout, apply_umask
+from worker.postmaster import Postmaster
+from worker.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from worker.queues import Queues
+    from worker.tasks import Tasks
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    layout: Layout
+    ledger: Ledger
+    store: ContentStore
+    _tasks: Tasks | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
+        settings = settings or load_settings()
+        layout = Layout.from_settings(settings)
+        apply_umask(layout)
+        layout.require_initialised()
+        ledger = open_ledger(layout, settings)
+        if check_schema:
+            migrations.check_schema(ledger)
+        store = ContentStore(layout.cas, file_mode=layout.file_mode, dir_mode=layout.dir_mode)
+        return cls(settings, layout, ledger, store)
+
+    @cached_property
+    def queues(self) -> Queues:
+        from worker.queues import build_queues
+
+        return build_queues(self.settings, self.layout)
+
+    @property
+    def tasks(self) -> Tasks:
+        if self._tasks is None:
+            from worker.tasks import register
+
+            self._tasks = register(self)
+        return self._tasks
+
+    def postmaster(self) -> Postmaster:
+        return Postmaster(self.ledger, self.store, self.settings)
+
+    def ring(self, parcel_ids: list[str]) -> None:
+        """Puts one delivery task per parcel on the postmaster queue."""
+        self.tasks.ring(parcel_ids)
+
+    def close(self) -> None:
+        self.ledger.close()

@@ -1,0 +1,315 @@
+"""Every setting Seer Ops reads, defined once: name, default, parser and the line of help.
+
+Values come from the environment and a `.env` file (the environment wins). A bad value raises
+SettingsError, whose message names the variable, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value that is not allowed; the message is one line for the operator."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2}
+_SIZE_UNITS.update({"g": 1024**3, "gb": 1024**3, "t": 1024**4, "tb": 1024**4})
+
+
+def parse_size(raw: str) -> int:
+    """Bytes, or a number with K/M/G/T (binary units): 107374182400, 100G, 512M."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", raw)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError("a size in bytes, or a number with K, M, G or T (e.g. 100G)")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(raw: str) -> float:
+    """Seconds, or a number with s/m/h/d/w: 90s, 15m, 24h, 7d."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", raw.lower())
+    if not match:
+        raise ValueError("a duration such as 30, 90s, 15m, 24h or 7d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ValueError(f"a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise ValueError("a fraction between 0 and 1, e.g. 0.8")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _mode(raw: str) -> int:
+    value = raw.strip()
+    if not re.fullmatch(r"0?[0-7]{3}", value):
+        raise ValueError("an octal permission such as 0770")
+    mode = int(value, 8)
+    if mode & 0o007:
+        raise ValueError("a mode with no permission for others, such as 0770 or 0750")
+    return mode
+
+
+def _queue_name(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise ValueError("1 to 64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _agent_id(raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 200:
+        raise ValueError("a non-empty agent id of at most 200 characters")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("a directory path")
+    return Path(raw.strip())
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its variable, default (as written in the env file) and help line."""
+
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+
+def _spec(name: str, default: str, parse: Callable[[str], Any], help: str, **kw: Any) -> Any:
+    return field(metadata={"spec": Spec(name, default, parse, help, **kw)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings in force, parsed; build it with load_settings()."""
+
+    storage_path: Path = _spec(
+        "SEER_STORAGE_PATH",
+        "storage",
+        _path,
+        "Storage root: databases, CAS, logs, supervisord socket (relative to the working dir).",
+    )
+    redact_secrets: bool = _spec(
+        "ORCHESTRATION_REDACT_SECRETS",
+        "true",
+        _bool,
+        "Replace secrets (tokens, keys, passwords) in parcels before they are stored.",
+    )
+    cas_max_size: int = _spec(
+        "ORCHESTRATION_CAS_MAX_SIZE",
+        "107374182400",
+        parse_size,
+        "CAS quota in bytes (or 100G): a put that would pass it fails the parcel.",
+    )
+    cas_alert_threshold: float = _spec(
+        "ORCHESTRATION_CAS_ALERT_THRESHOLD",
+        "0.8",
+        _fraction,
+        "Fraction of the CAS quota at which storage monitoring warns.",
+    )
+    memory_ttl_hours: int = _spec(
+        "ORCHESTRATION_MEMORY_TTL_HOURS",
+        "24",
+        _int_range(1, 24 * 365),
+        "Hours an ephemeral memory key lives before compaction removes it.",
+    )
+    queue_connection: str = _spec(
+        "QUEUE_CONNECTION",
+        "sqlite",
+        _choice("sqlite", "database", "redis"),
+        "Queue storage: sqlite (embedded; 'database' means the same) or redis (scale-out).",
+    )
+    postmaster_queue: str = _spec(
+        "POSTMASTER_QUEUE", "postmaster", _queue_name, "Name of the parcel queue."
+    )
+    scheduler_queue: str = _spec(
+        "SEER_SCHEDULER_QUEUE",
+        "scheduler",
+        _queue_name,
+        "Name of the queue of periodic jobs (never paused).",
+    )
+    database_url: str = _spec(
+        "SEER_DATABASE_URL",
+        "",
+        _text,
+        "Ledger database; empty means the SQLite file ledger.db under the storage root.",
+        secret=True,
+    )
+    sqlite_synchronous: str = _spec(
+        "SEER_SQLITE_SYNCHRONOUS",
+        "full",
+        _choice("full", "normal"),
+        "SQLite durability for ledger and queue: full syncs every commit; normal may lose the "
+        "last commits on power loss (never on a crash).",
+    )
+    tries: int = _spec(
+        "POSTMASTER_TRIES",
+        "3",
+        _int_range(1, 100),
+        "Tries a parcel gets in all before it lands in the failed store.",
+    )
+    retry_delay: float = _spec(
+        "POSTMASTER_RETRY_DELAY",
+        "10s",
+        parse_duration,
+        "Wait before the second try; it doubles for each try after that.",
+    )
+    max_crashes: int = _spec(
+        "POSTMASTER_MAX_CRASHES",
+        "3",
+        _int_range(1, 100),
+        "A parcel in flight this many times when its worker died goes to failed.",
+    )
+    batch_size: int = _spec(
+        "POSTMASTER_BATCH_SIZE",
+        "100",
+        _int_range(1, 10000),
+        "Parcels that are already waiting are delivered this many at a time (one commit each).",
+    )
+    max_parcel_size: int = _spec(
+        "POSTMASTER_MAX_PARCEL_SIZE",
+        "32M",
+        parse_size,
+        "Largest parcel accepted, attachments included (bytes, or 32M).",
+    )
+    test_agent: str = _spec(
+        "POSTMASTER_TEST_AGENT",
+        "seer-test",
+        _agent_id,
+        "Agent that receives `seer send-test-parcel`.",
+    )
+    lease: float = _spec(
+        "POSTMASTER_LEASE",
+        "10m",
+        parse_duration,
+        "A parcel in flight longer than this on a worker that cannot be checked (another host) "
+        "is taken back.",
+    )
+    dir_mode: int = _spec(
+        "SEER_DIR_MODE",
+        "0770",
+        _mode,
+        "Mode of directories under the storage root (web-server user and operators' group).",
+    )
+    file_mode: int = _spec(
+        "SEER_FILE_MODE",
+        "0660",
+        _mode,
+        "Mode of files under the storage root.",
+    )
+
+    @property
+    def storage_root(self) -> Path:
+        return self.storage_path.absolute()
+
+
+SPECS: tuple[Spec, ...] = tuple(f.metadata["spec"] for f in fields(Settings))
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """Reads KEY=VALUE lines; '#' comments, blank lines, `export` and quotes are understood."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not valid UTF-8") from exc
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the settings file ({exc.strerror})") from exc
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        stripped = stripped.removeprefix("export ").strip()
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def env_file_path(environ: Mapping[str, str]) -> Path | None:
+    explicit = environ.get("SEER_ENV_FILE")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise SettingsError(f"SEER_ENV_FILE={explicit}: no such file")
+        return path
+    default = Path(".env")
+    return default if default.is_file() else None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `environ` (default os.environ) over the .env file; raises SettingsError."""
+    environ = os.environ if environ is None else environ
+    path = env_file_path(environ)
+    from_file = parse_env_file(path) if path else {}
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        spec: Spec = f.metadata["spec"]
+        raw = environ.get(spec.name, from_file.get(spec.name, spec.default))
+        try:
+            values[f.name] = spec.parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if spec.secret else repr(raw)
+            raise SettingsError(f"{spec.name}={shown} is not allowed: expected {exc}") from None
+    return Settings(**values)

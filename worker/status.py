@@ -1,0 +1,177 @@
+"""One read of everything `seer status` (and later the console) shows, as a frozen snapshot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from worker import consumers, control, supervision
+from worker.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    name: str
+    depth: int
+    in_flight: int
+    oldest_queued_age: float | None
+    paused: bool
+    paused_since: float | None
+    paused_by: str | None
+    backoff_reason: str | None
+    backoff_until: float | None
+
+
+@dataclass(frozen=True)
+class ConsumerStatus:
+    queue: str
+    alive: bool
+    pids: tuple[int, ...]
+    supervisor_state: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    storage_root: str
+    queue: QueueStatus
+    parcels: dict[str, int]
+    failed_last_hour: int
+    cas_bytes: int
+    cas_blobs: int
+    cas_quota: int
+    consumers: tuple[ConsumerStatus, ...]
+    supervisor: str
+    level: str
+    problems: tuple[str, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "warning": 1, "critical": 2}.get(self.level, 3)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _counters(runtime: Runtime) -> dict[str, int]:
+    return {r["name"]: r["value"] for r in runtime.ledger.rows("SELECT name, value FROM counters")}
+
+
+def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
+    now = time.time() if now is None else now
+    ledger = runtime.ledger
+    counts = _counters(runtime)
+    oldest = ledger.scalar(
+        "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"
+    )
+    pause = control.pause_state(ledger)
+    backoff = control.backoff_state(ledger)
+    if backoff and backoff.until < now - 60:
+        backoff = None
+    failed_hour = ledger.scalar(
+        "SELECT count(*) FROM parcels WHERE state = 'failed' AND finished_at >= ?", (now - 3600,)
+    )
+    queue = QueueStatus(
+        runtime.settings.postmaster_queue,
+        counts.get("parcels_queued", 0),
+        counts.get("parcels_in_flight", 0),
+        None if oldest is None else max(0.0, now - oldest),
+        pause.paused,
+        pause.since,
+        pause.by,
+        backoff.reason if backoff else None,
+        backoff.until if backoff else None,
+    )
+    sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
+    try:
+        programs = {p.name: p for p in sup.programs()}
+        sup_state = "running"
+    except supervision.SupervisorError:
+        programs = {}
+        sup_state = "not reachable"
+    registered = consumers.consumers(ledger)
+    found = []
+    for queue_name, program in (
+        (runtime.settings.postmaster_queue, "seer-postmaster"),
+        (runtime.settings.scheduler_queue, "seer-scheduler"),
+    ):
+        live = [c for c in registered if c.queue == queue_name and c.alive]
+        info = programs.get(program)
+        found.append(
+            ConsumerStatus(
+                queue_name, bool(live), tuple(c.pid for c in live), info.state if info else None
+            )
+        )
+    problems = []
+    level = "ok"
+    if queue.paused:
+        problems.append("postmaster queue is PAUSED")
+        level = "warning"
+    if queue.backoff_reason:
+        problems.append(f"postmaster is backing off: {queue.backoff_reason}")
+        level = "warning"
+    for c in found:
+        if not c.alive:
+            problems.append(f"no live consumer for the {c.queue} queue")
+            level = "critical" if c.queue == queue.name and queue.depth else max_level(level)
+    return Snapshot(
+        taken_at=now,
+        storage_root=str(runtime.layout.root),
+        queue=queue,
+        parcels={
+            s: counts.get(f"parcels_{s}", 0) for s in ("queued", "in_flight", "delivered", "failed")
+        },
+        failed_last_hour=failed_hour,
+        cas_bytes=counts.get("cas_bytes", 0),
+        cas_blobs=counts.get("cas_blobs", 0),
+        cas_quota=runtime.settings.cas_max_size,
+        consumers=tuple(found),
+        supervisor=sup_state,
+        level=level,
+        problems=tuple(problems),
+    )
+
+
+def max_level(level: str) -> str:
+    return "critical" if level == "critical" else "warning"
+
+
+def print_queue(snap: Snapshot) -> None:
+    from seer_console import output
+
+    q = snap.queue
+    state = "PAUSED" if q.paused else "running"
+    if q.paused:
+        state += f" since {output.when(q.paused_since, snap.taken_at)} by {q.paused_by}"
+    print(f"queue      {q.name}: {state}")
+    print(
+        f"depth      {q.depth} queued, {q.in_flight} in flight, oldest "
+        f"{output.age(q.oldest_queued_age)}"
+    )
+    if q.backoff_reason:
+        print(f"backoff    {q.backoff_reason} (next try {output.when(q.backoff_until)})")
+
+
+def print_text(snap: Snapshot) -> None:
+    from seer_console import output
+
+    print(f"seer ops   {snap.level.upper()}")
+    print(f"storage    {snap.storage_root}")
+    print_queue(snap)
+    p = snap.parcels
+    print(
+        f"parcels    {p['queued']} queued, {p['in_flight']} in flight, {p['delivered']} "
+        f"delivered, {p['failed']} failed ({snap.failed_last_hour} in the last hour)"
+    )
+    pct = 100.0 * snap.cas_bytes / snap.cas_quota if snap.cas_quota else 0.0
+    print(
+        f"cas        {output.size(snap.cas_bytes)} in {snap.cas_blobs} blobs, "
+        f"{pct:.1f}% of {output.size(snap.cas_quota)}"
+    )
+    print(f"supervisor {snap.supervisor}")
+    for c in snap.consumers:
+        alive = f"alive (pid {', '.join(map(str, c.pids))})" if c.alive else "NOT RUNNING"
+        sup = f", supervisord: {c.supervisor_state}" if c.supervisor_state else ""
+        print(f"consumer   {c.queue}: {alive}{sup}")
+    for problem in snap.problems:
+        print(f"problem    {problem}")

@@ -1,0 +1,109 @@
+"""Thin Huey tasks over the domain services: deliver parcels, and the reaper.
+
+Each delivery task carries only a parcel id. It delivers the oldest waiting parcels (its own
+among them, or already delivered by an earlier batch), so the ledger, not Huey's queue, decides
+what is delivered; a task lost with a killed consumer loses no parcel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from huey import crontab
+from huey.storage import SqliteStorage
+
+from worker import consumers, control, postmaster
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
+log = logging.getLogger("seer.tasks")
+
+
+@dataclass(frozen=True)
+class Tasks:
+    deliver: Any
+    reap: Any
+    runtime: Runtime
+
+    def ring(self, parcel_ids: list[str], delay: float | None = None) -> None:
+        huey = self.runtime.queues.postmaster
+        storage = huey.storage
+        if delay:
+            for parcel_id in parcel_ids:
+                self.deliver.schedule((parcel_id,), delay=delay)
+            return
+        if not isinstance(storage, SqliteStorage):
+            for parcel_id in parcel_ids:
+                self.deliver(parcel_id)
+            return
+        # One transaction for the lot: a commit per task would dominate sending a batch.
+        with storage.db(commit=True) as cursor:
+            for parcel_id in parcel_ids:
+                message = huey.serialize_task(self.deliver.s(parcel_id))
+                cursor.execute(
+                    "INSERT INTO task (queue, data, priority) VALUES (?, ?, ?)",
+                    (storage.name, storage.to_blob(message), 0),
+                )
+
+    def ring_if_due(self, now: float | None = None) -> str | None:
+        due = postmaster.due_parcel(self.runtime.ledger, now)
+        if due:
+            self.ring([due])
+        return due
+
+
+def register(runtime: Runtime) -> Tasks:
+    queues = runtime.queues
+    pm = queues.postmaster
+    pm.pause_check = lambda: control.is_paused(runtime.ledger)
+    backoff_until = [0.0]
+
+    @pm.task(name="deliver")
+    def deliver(parcel_id: str) -> None:
+        now = time.time()
+        if now < backoff_until[0]:
+            return  # a doorbell is already scheduled for the end of the backoff
+        result = runtime.postmaster().deliver_waiting()
+        if result.retry_at is not None:
+            if result.disk_full:
+                backoff_until[0] = result.retry_at
+            tasks.ring([parcel_id], delay=max(0.0, result.retry_at - time.time()))
+
+    @pm.on_startup(name="recover")
+    def recover_on_start() -> None:
+        consumers.register(runtime.ledger, pm.name)
+        recovery = postmaster.recover(runtime.ledger, runtime.settings)
+        removed = runtime.store.clean_temp()
+        due = tasks.ring_if_due()
+        log.info(
+            "postmaster consumer started: %d parcels taken back from dead workers, %d failed, "
+            "%d temp files removed%s",
+            recovery.requeued,
+            recovery.failed,
+            removed,
+            ", delivering" if due else "",
+        )
+
+    @queues.scheduler.on_startup(name="register")
+    def register_scheduler() -> None:
+        consumers.register(runtime.ledger, queues.scheduler.name)
+
+    @queues.scheduler.periodic_task(crontab(minute="*"), name="reap")
+    def reap() -> None:
+        postmaster.recover(runtime.ledger, runtime.settings)
+        runtime.store.clean_temp()
+        # A ring lost between the ledger and the queue (a crash in `seer parcel send`) is
+        # found here: due parcels, nothing waiting in the queue, nothing paused.
+        if (
+            not control.is_paused(runtime.ledger)
+            and pm.pending_count() == 0
+            and postmaster.due_parcel(runtime.ledger)
+        ):
+            tasks.ring_if_due()
+
+    tasks = Tasks(deliver, reap, runtime)
+    return tasks
