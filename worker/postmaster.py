@@ -180,6 +180,11 @@ class Postmaster:
             self.store.put_many([b for d in outcome.deliveries for b in d.blobs])
         except DiskFull as exc:
             return self._back_off_disk_full(rows, exc, now)
+        except Exception as exc:
+            # The store failed for the batch as a whole: a try used by each of its parcels.
+            by_id = {r["id"]: r for r in rows}
+            outcome.failures += [(by_id[d.parcel_id], exc, False) for d in outcome.deliveries]
+            outcome.deliveries = []
         control.clear_backoff(self.ledger)
         return self._commit(rows, outcome, now)
 

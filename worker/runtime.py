@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from worker import migrations
+from worker import control, migrations
 from worker.cas import ContentStore
 from worker.db import Ledger, open_ledger
 from worker.layout import Layout, apply_umask
@@ -46,7 +46,9 @@ class Runtime:
     def queues(self) -> Queues:
         from worker.queues import build_queues
 
-        return build_queues(self.settings, self.layout)
+        queues = build_queues(self.settings, self.layout)
+        queues.postmaster.pause_check = lambda: control.is_paused(self.ledger)
+        return queues
 
     @property
     def tasks(self) -> Tasks:

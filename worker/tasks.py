@@ -59,7 +59,6 @@ class Tasks:
 def register(runtime: Runtime) -> Tasks:
     queues = runtime.queues
     pm = queues.postmaster
-    pm.pause_check = lambda: control.is_paused(runtime.ledger)
     backoff_until = [0.0]
 
     @pm.task(name="deliver")

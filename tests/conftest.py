@@ -1,0 +1,125 @@
+"""Fixtures: a temporary storage root per test, the CLI run in-process, real consumers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from seer_console.cli import main
+from worker.runtime import Runtime
+from worker.settings import SPECS
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A clean environment whose storage root is tmp_path/storage; cwd is tmp_path."""
+    for spec in SPECS:
+        monkeypatch.delenv(spec.name, raising=False)
+    monkeypatch.delenv("SEER_ENV_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEER_STORAGE_PATH", str(tmp_path / "storage"))
+    # Tests retry quickly; production waits longer between tries.
+    monkeypatch.setenv("POSTMASTER_RETRY_DELAY", "0.2s")
+    return dict(os.environ)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """Runs `seer ARGS` in-process; returns Result(code, out, err)."""
+
+    def run(*args: str, stdin: bytes | str | None = None) -> Result:
+        capsys.readouterr()
+        if stdin is not None:
+            raw = stdin.encode() if isinstance(stdin, str) else stdin
+            fake = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")
+            monkeypatch.setattr(sys, "stdin", fake)
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def runtime(env: dict[str, str], cli) -> Iterator[Runtime]:
+    """An initialised storage root, opened."""
+    assert cli("init").code == 0
+    rt = Runtime.open()
+    yield rt
+    rt.close()
+
+
+class Consumer:
+    """A real `seer worker QUEUE` process (which execs huey_consumer)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, queue: str = "postmaster") -> None:
+        self.env, self.cwd, self.queue = env, cwd, queue
+        self.log = cwd / f"{queue}-consumer.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Consumer:
+        handle = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [str(BIN / "seer"), "worker", self.queue],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+        handle.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def consumers(env: dict[str, str], tmp_path: Path) -> Iterator[callable]:
+    started: list[Consumer] = []
+
+    def start(queue: str = "postmaster") -> Consumer:
+        consumer = Consumer(dict(os.environ), tmp_path, queue).start()
+        started.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in started:
+        consumer.kill()
