@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from supervisor.xmlrpc import SupervisorTransport
+from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
 from worker.layout import Layout
 
@@ -55,23 +57,45 @@ def config_path() -> Path:
     return path
 
 
+class _UnixConnection(UnixStreamHTTPConnection):
+    def connect(self) -> None:
+        # supervisor's own connection has no timeout: a hung supervisord would hang us.
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socketfile)
+
+
+class _Transport(SupervisorTransport):
+    def __init__(self, sock: Path, timeout: float) -> None:
+        super().__init__(None, None, f"unix://{sock}")
+
+        def connect() -> _UnixConnection:
+            conn = _UnixConnection("localhost", timeout=timeout)
+            conn.socketfile = str(sock)
+            return conn
+
+        self._get_connection = connect
+
+
 class Supervisor:
     def __init__(self, sock: Path, timeout: float = 5.0) -> None:
         self.sock = sock
-        transport = SupervisorTransport(None, None, f"unix://{sock}")
-        transport.timeout = timeout
+        self.transport = _Transport(sock, timeout)
         # The host part is ignored: the transport always connects to the unix socket.
-        self.proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        self.proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=self.transport)
 
     def _call(self, name: str, *args):
         try:
             return getattr(self.proxy.supervisor, name)(*args)
         except xmlrpc.client.Fault as fault:
             raise SupervisorError(f"supervisord refused {name}: {fault.faultString}") from None
-        except (OSError, xmlrpc.client.ProtocolError) as exc:
+        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
+            # A failed request leaves the persistent connection unusable: start afresh.
+            self.transport.close()
             raise SupervisorError(
-                f"cannot reach supervisord at unix://{self.sock} ({exc.__class__.__name__}: "
-                f"{getattr(exc, 'strerror', None) or exc}); is it running? (`seer up`)"
+                f"cannot reach supervisord at unix://{self.sock} ("
+                f"{getattr(exc, 'strerror', None) or exc.__class__.__name__}); "
+                "is it running? (`seer up`)"
             ) from None
 
     def reachable(self) -> bool:
