@@ -6,6 +6,8 @@ import sys
 
 
 def main() -> int:
-    print("seer-console: the console is not built yet; `seer status` shows the same state",
-          file=sys.stderr)
+    print(
+        "seer-console: the console is not built yet; `seer status` shows the same state",
+        file=sys.stderr,
+    )
     return 1

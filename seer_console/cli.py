@@ -18,7 +18,7 @@ from seer_console import output
 from worker import control, failures, inbox, migrations, parcels, status, supervision
 from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
 from worker.cas import CasError
-from worker.db import LedgerUnavailable
+from worker.db import LedgerUnavailable, check_supported, open_ledger
 from worker.layout import Layout, NotInitialised, apply_umask
 from worker.runtime import Runtime
 from worker.settings import SettingsError, load_settings, parse_duration
@@ -41,18 +41,16 @@ def _runtime() -> Runtime:
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = load_settings()
+    check_supported(settings)
     layout = Layout.from_settings(settings)
     apply_umask(layout)
     created = layout.create()
-    from worker.db import open_ledger
-
-    ledger = open_ledger(layout, settings)
-    applied = migrations.migrate(ledger)
-    os.chmod(layout.ledger_db, layout.file_mode)
+    layout.create_file(layout.ledger_db)
+    layout.create_file(layout.queue_db)
+    applied = migrations.migrate(open_ledger(layout, settings))
     layout.write_marker()
     runtime = Runtime.open(settings)
     runtime.queues.postmaster.storage.initialize_schema()
-    os.chmod(layout.queue_db, layout.file_mode)
     print(f"storage root {layout.root}")
     print(f"  directories created: {len(created)} (mode {oct(layout.dir_mode)[2:]:0>4})")
     print(f"  migrations applied: {len(applied)} (schema version {migrations.LATEST})")
@@ -65,8 +63,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     layout = Layout.from_settings(settings)
     apply_umask(layout)
     layout.require_initialised()
-    from worker.db import open_ledger
-
     ledger = open_ledger(layout, settings)
     if args.status:
         states = migrations.status(ledger)

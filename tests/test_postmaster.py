@@ -161,7 +161,7 @@ def test_quota_fails_the_parcel_without_writing_a_blob(runtime, monkeypatch):
     from worker.runtime import Runtime
 
     small = Runtime.open()
-    ok, too_big = queue(small, parcel("a", 1, attachment="x" * 100), parcel("a", 2, "y" * 500))
+    _, too_big = queue(small, parcel("a", 1, attachment="x" * 100), parcel("a", 2, "y" * 500))
     result = small.postmaster().deliver_waiting()
     assert (result.delivered, result.failed) == (1, 1)
     row = failures.parcel(small.ledger, too_big)

@@ -40,9 +40,9 @@ def test_up_runs_both_consumers_idempotently_and_down_stops_them(runtime, cli):
             assert (layout.logs / f"{name}.log").is_file()
         # supervisord listens on its unix socket only, group-accessible, nothing for others.
         assert supervision.socket_path(layout).stat().st_mode & 0o777 == 0o770
-        assert not [
-            c for c in psutil.Process(supervisord_pid).net_connections("inet")
-        ], "supervisord must not listen on the network"
+        assert not [c for c in psutil.Process(supervisord_pid).net_connections("inet")], (
+            "supervisord must not listen on the network"
+        )
     finally:
         down = cli("down")
     assert down.code == 0 and "stopped" in down.out

@@ -9,7 +9,7 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from worker.layout import Layout
-from worker.settings import Settings
+from worker.settings import Settings, SettingsError
 
 BUSY_TIMEOUT_SECONDS = 10
 
@@ -19,12 +19,21 @@ class LedgerUnavailable(RuntimeError):
 
 
 def open_ledger(layout: Layout, settings: Settings) -> Ledger:
-    if settings.database_url:
-        raise LedgerUnavailable(
-            "SEER_DATABASE_URL (PostgreSQL) is not supported yet: leave it empty for the SQLite "
-            "ledger under the storage root"
-        )
+    check_supported(settings)
     return Ledger(str(layout.ledger_db), synchronous=settings.sqlite_synchronous)
+
+
+def check_supported(settings: Settings) -> None:
+    """Refuses, as a settings error, the scale-out backends that are not built yet."""
+    if settings.database_url:
+        raise SettingsError(
+            "SEER_DATABASE_URL=(hidden) is not allowed yet: PostgreSQL is not supported; leave it "
+            "empty for the SQLite ledger under the storage root"
+        )
+    if settings.queue_connection == "redis":
+        raise SettingsError(
+            "QUEUE_CONNECTION='redis' is not allowed yet: Redis is not supported; use sqlite"
+        )
 
 
 class Ledger:

@@ -90,6 +90,14 @@ class Layout:
             os.chmod(directory, self.dir_mode)
         return created
 
+    def create_file(self, path: Path) -> None:
+        """Creates an empty file with the file mode, so SQLite's -wal and -shm inherit it."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, self.file_mode)
+        try:
+            os.fchmod(fd, self.file_mode)
+        finally:
+            os.close(fd)
+
     def write_marker(self) -> None:
         if not self.marker.exists():
             fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)

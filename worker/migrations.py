@@ -167,6 +167,8 @@ def migrate(ledger: Ledger, now: float | None = None) -> list[Migration]:
     """Applies every pending migration, each in its own transaction; returns those applied."""
     applied = []
     ledger.execute(_VERSION_TABLE)
+    if current_version(ledger) > LATEST:
+        check_schema(ledger)
     for migration in MIGRATIONS:
         with ledger.write():
             if current_version(ledger) >= migration.version:

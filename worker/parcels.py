@@ -91,7 +91,12 @@ def validate(parcel: Any, max_size: int) -> dict[str, Any]:
         "envelope": envelope,
         "attachments": attachments,
     }
-    size = len(dumps(normalised).encode("utf-8"))
+    try:
+        size = len(dumps(normalised).encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ParcelError(
+            "a string holds an unpaired surrogate (\\ud800-\\udfff): not text"
+        ) from None
     if size > max_size:
         raise ParcelError(
             f"parcel is {size} bytes, over the limit of {max_size} (POSTMASTER_MAX_PARCEL_SIZE)"

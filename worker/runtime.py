@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from worker import control, migrations
 from worker.cas import ContentStore
-from worker.db import Ledger, open_ledger
+from worker.db import Ledger, check_supported, open_ledger
 from worker.layout import Layout, apply_umask
 from worker.postmaster import Postmaster
 from worker.settings import Settings, load_settings
@@ -33,6 +33,7 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
         settings = settings or load_settings()
+        check_supported(settings)
         layout = Layout.from_settings(settings)
         apply_umask(layout)
         layout.require_initialised()

@@ -279,10 +279,8 @@ def parse_env_file(path: Path) -> dict[str, str]:
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].rstrip()
+        quoted = re.fullmatch(r"""(["'])(.*?)\1\s*(#.*)?""", value)
+        value = quoted.group(2) if quoted else value.split(" #", 1)[0].rstrip()
         values[key] = value
     return values
 
