@@ -123,3 +123,25 @@ def consumers(env: dict[str, str], tmp_path: Path) -> Iterator[callable]:
     yield start
     for consumer in started:
         consumer.kill()
+
+
+@pytest.fixture
+def tmpfs():
+    """Mounts a small tmpfs at a directory, so that writes really fail with ENOSPC."""
+    mounted: list[Path] = []
+
+    def mount(where: Path, size: str) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0770", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"a real full disk needs a tmpfs mount, not permitted here: {proc.stderr}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=True)

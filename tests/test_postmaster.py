@@ -247,3 +247,22 @@ def test_delivery_by_a_worker_taken_for_dead_is_discarded(runtime):
     late = slow._deliver(rows, now=2.0)
     assert late.delivered == 0
     assert runtime.ledger.scalar("SELECT count(*) FROM messages WHERE parcel_id = ?", (pid,)) == 1
+
+
+def test_real_full_disk_backs_off_then_delivers_when_space_returns(runtime, tmpfs):
+    import subprocess
+
+    from worker import control
+
+    cas = tmpfs(runtime.layout.cas, "64k")
+    (pid,) = queue(runtime, parcel("a", 1, attachment="z" * 100_000))
+    result = runtime.postmaster().deliver_waiting(now=10.0)
+    assert result.disk_full and result.retry_at == 15.0
+    row = failures.parcel(runtime.ledger, pid)
+    assert (row["state"], row["attempts"]) == ("queued", 0)
+    assert "disk full" in control.backoff_state(runtime.ledger).reason
+    assert list((cas / "tmp").iterdir()) == []
+    # The operator frees space (here: grows the filesystem); the next ring delivers.
+    subprocess.run(["mount", "-o", "remount,size=1m", str(cas)], check=True)
+    assert runtime.postmaster().deliver_waiting(now=16.0).delivered == 1
+    assert control.backoff_state(runtime.ledger) is None

@@ -23,7 +23,20 @@ except (SettingsError, NotInitialised, SchemaMismatch, NotImplementedError) as e
 postmaster = runtime.queues.postmaster
 scheduler = runtime.queues.scheduler
 
-# Huey logs two lines per task at INFO; at thousands of parcels a second that is noise and
-# cost. Its consumer's start and stop messages (huey.consumer) stay.
-logging.getLogger("huey").setLevel(logging.WARNING)
-logging.getLogger("huey.consumer").setLevel(logging.INFO)
+
+class _QuietTaskLines(logging.Filter):
+    """Drops Huey's two INFO lines per task: at thousands of parcels a second they are noise
+    and cost. Its warnings and errors, and the consumer's start and stop lines, stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name != "huey"
+
+
+# huey_consumer sets up the "huey" logger after importing this module; a filter survives that.
+logging.getLogger("huey").addFilter(_QuietTaskLines())
+_handler = logging.StreamHandler()
+_handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s:%(name)s:%(message)s"))
+_seer_log = logging.getLogger("seer")
+_seer_log.addHandler(_handler)
+_seer_log.setLevel(logging.INFO)
+_seer_log.propagate = False

@@ -359,6 +359,17 @@ class Postmaster:
                             due,
                             error,
                         )
+        if delivered:
+            done = outcome.deliveries
+            if len(done) == 1:
+                log.info("delivered parcel %s to %s", done[0].parcel_id, done[0].message[1])
+            else:
+                log.info(
+                    "delivered %d parcels (%s … %s)",
+                    delivered,
+                    done[0].parcel_id,
+                    done[-1].parcel_id,
+                )
         return BatchResult(len(rows), delivered, retried, failed, False, retry_at)
 
     def _back_off_disk_full(
