@@ -129,6 +129,45 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        3,
+        "metric history, running totals, index of failures by time",
+        (
+            """INSERT INTO counters (name, value) VALUES
+               ('delivered_total', (SELECT count(*) FROM parcels WHERE state = 'delivered')),
+               ('failed_total', (SELECT count(*) FROM parcels WHERE state = 'failed'))""",
+            # Running totals only ever grow: a sample's "delivered since the last one" is the
+            # difference, whatever is retried or purged in between.
+            """CREATE TRIGGER parcels_totals AFTER UPDATE OF state ON parcels
+               WHEN NEW.state IN ('delivered', 'failed') AND OLD.state <> NEW.state BEGIN
+               UPDATE counters SET value = value + 1 WHERE name = NEW.state || '_total'; END""",
+            "CREATE INDEX parcels_state_finished ON parcels (state, finished_at)",
+            """CREATE TABLE metric_samples (
+                resolution INTEGER NOT NULL,
+                ts REAL NOT NULL,
+                queue_depth INTEGER NOT NULL,
+                oldest_queued_age REAL,
+                delivered INTEGER NOT NULL,
+                failed INTEGER NOT NULL,
+                failed_last_hour INTEGER NOT NULL,
+                cas_bytes INTEGER NOT NULL,
+                cas_blobs INTEGER NOT NULL,
+                postmaster_up INTEGER NOT NULL,
+                scheduler_up INTEGER NOT NULL,
+                delivered_total INTEGER NOT NULL,
+                failed_total INTEGER NOT NULL,
+                PRIMARY KEY (resolution, ts)) WITHOUT ROWID""",
+        ),
+        (
+            "DROP TABLE metric_samples",
+            "DROP INDEX parcels_state_finished",
+            "DROP TRIGGER parcels_totals",
+            "DELETE FROM counters WHERE name IN ('delivered_total', 'failed_total')",
+        ),
+    ),
+)
+
 LATEST = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from huey import Huey
-from huey.consumer import Consumer, Worker
+from huey.consumer import Consumer, Scheduler, Worker
 from huey.storage import SqliteStorage
 
 from worker.layout import Layout
+from worker.schedules import TICK
 from worker.settings import Settings
 
 log = logging.getLogger("seer.queues")
@@ -73,10 +74,27 @@ class PostmasterHuey(Huey):
         return PausableConsumer(self, **options)
 
 
+class TickingScheduler(Scheduler):
+    """Checks the periodic jobs every TICK seconds instead of Huey's 60."""
+
+    periodic_task_seconds = TICK
+
+
+class SchedulerConsumer(Consumer):
+    scheduler_class = TickingScheduler
+
+
+class SchedulerHuey(Huey):
+    """Huey for the periodic jobs; its rules (worker.schedules) fire once per slot."""
+
+    def create_consumer(self, **options) -> Consumer:
+        return SchedulerConsumer(self, **options)
+
+
 @dataclass(frozen=True)
 class Queues:
     postmaster: PostmasterHuey
-    scheduler: Huey
+    scheduler: SchedulerHuey
 
 
 def build_queues(settings: Settings, layout: Layout) -> Queues:
@@ -94,5 +112,6 @@ def build_queues(settings: Settings, layout: Layout) -> Queues:
     }
     # results=False: outcomes are recorded in the ledger, not in Huey's result store.
     postmaster = PostmasterHuey(settings.postmaster_queue, results=False, **storage)
-    scheduler = Huey(settings.scheduler_queue, results=False, **storage)
+    # Local time, as cron has it: schedules are read in the server's time zone.
+    scheduler = SchedulerHuey(settings.scheduler_queue, results=False, utc=False, **storage)
     return Queues(postmaster, scheduler)

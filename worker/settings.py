@@ -64,6 +64,20 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _whole_seconds(raw: str, low: int, high: int) -> int:
+    value = parse_duration(raw)
+    if value != int(value) or not low <= value <= high:
+        raise ValueError(f"a whole number of seconds from {low}s to {high}s, e.g. 15s")
+    return int(value)
+
+
+def _seconds_between(raw: str, low: float, high: float) -> float:
+    value = parse_duration(raw)
+    if not low <= value <= high:
+        raise ValueError(f"a duration from {low}s to {high}s")
+    return value
+
+
 def _fraction(raw: str) -> float:
     try:
         value = float(raw)
@@ -238,6 +252,36 @@ class Settings:
         parse_duration,
         "A parcel in flight longer than this on a worker that cannot be checked (another host) "
         "is taken back.",
+    )
+    sample_interval: int = _spec(
+        "SEER_SAMPLE_INTERVAL",
+        "15s",
+        lambda raw: _whole_seconds(raw, 5, 3600),
+        "How often the scheduler records a metric sample (5s to 1h).",
+    )
+    keep_raw_samples: float = _spec(
+        "SEER_METRICS_KEEP_RAW",
+        "24h",
+        parse_duration,
+        "Samples are kept as taken for this long, then rolled up per minute.",
+    )
+    keep_minute_samples: float = _spec(
+        "SEER_METRICS_KEEP_MINUTE",
+        "7d",
+        parse_duration,
+        "Per-minute samples are kept this long, then rolled up per hour.",
+    )
+    keep_hour_samples: float = _spec(
+        "SEER_METRICS_KEEP_HOUR",
+        "90d",
+        parse_duration,
+        "Per-hour samples are kept this long.",
+    )
+    console_refresh: float = _spec(
+        "SEER_CONSOLE_REFRESH",
+        "1s",
+        lambda raw: _seconds_between(raw, 0.2, 60),
+        "How often the console reads a new snapshot (0.2s to 60s).",
     )
     dir_mode: int = _spec(
         "SEER_DIR_MODE",

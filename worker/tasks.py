@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from huey import crontab
 from huey.storage import SqliteStorage
 
-from worker import consumers, control, postmaster
+from worker import consumers, control, metrics, postmaster
+from worker.schedules import Every
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -27,6 +27,7 @@ log = logging.getLogger("seer.tasks")
 class Tasks:
     deliver: Any
     reap: Any
+    sample: Any
     runtime: Runtime
 
     def ring(self, parcel_ids: list[str], delay: float | None = None) -> None:
@@ -91,7 +92,19 @@ def register(runtime: Runtime) -> Tasks:
     def register_scheduler() -> None:
         consumers.register(runtime.ledger, queues.scheduler.name)
 
-    @queues.scheduler.periodic_task(crontab(minute="*"), name="reap")
+    @queues.scheduler.periodic_task(Every(runtime.settings.sample_interval), name="sample")
+    def sample() -> None:
+        settings = runtime.settings
+        taken = metrics.measure(runtime.ledger, settings.postmaster_queue, settings.scheduler_queue)
+        metrics.record(runtime.ledger, taken)
+        metrics.downsample(
+            runtime.ledger,
+            metrics.Retention(
+                settings.keep_raw_samples, settings.keep_minute_samples, settings.keep_hour_samples
+            ),
+        )
+
+    @queues.scheduler.periodic_task(Every(60), name="reap")
     def reap() -> None:
         postmaster.recover(runtime.ledger, runtime.settings)
         runtime.store.clean_temp()
@@ -104,5 +117,5 @@ def register(runtime: Runtime) -> Tasks:
         ):
             tasks.ring_if_due()
 
-    tasks = Tasks(deliver, reap, runtime)
+    tasks = Tasks(deliver, reap, sample, runtime)
     return tasks

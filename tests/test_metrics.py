@@ -1,0 +1,82 @@
+"""Metric samples: what they count, rolling them up, and the scheduler consumer taking them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tests.helpers import parcel, wait_for
+from worker import metrics, parcels
+from worker.schedules import Every
+
+
+def sample(runtime, now):
+    s = runtime.settings
+    taken = metrics.measure(runtime.ledger, s.postmaster_queue, s.scheduler_queue, now=now)
+    metrics.record(runtime.ledger, taken)
+    return taken
+
+
+def test_sample_counts_queue_deliveries_and_failures_since_the_last(runtime):
+    batch = [parcels.validate(parcel("a", n, attachment=f"{n}"), 10**6) for n in range(5)]
+    ids = parcels.queue_parcels(runtime.ledger, batch, now=1000.0)
+    first = sample(runtime, 1010.0)
+    assert (first.queue_depth, first.oldest_queued_age, first.delivered) == (5, 10.0, 0)
+    runtime.postmaster().deliver_waiting(now=1020.0, limit=3)
+    with runtime.ledger.write():
+        runtime.ledger.execute(
+            "UPDATE parcels SET state='failed', finished_at=1025 WHERE id = ?", (ids[4],)
+        )
+    second = sample(runtime, 1030.0)
+    assert (second.queue_depth, second.delivered, second.failed) == (1, 3, 1)
+    assert second.failed_last_hour == 1
+    assert second.cas_blobs == 6 and second.cas_bytes > 0
+    assert not second.postmaster_up and not second.scheduler_up
+    # Retrying the failure does not make the next sample count backwards.
+    with runtime.ledger.write():
+        runtime.ledger.execute("UPDATE parcels SET state='queued' WHERE id = ?", (ids[4],))
+    assert sample(runtime, 1040.0).failed == 0
+
+
+def test_downsampling_rolls_up_whole_buckets_and_expires_old_ones(runtime):
+    retention = metrics.Retention(raw=3600, minute=7200, hour=86400)
+    base = 1_000_020.0 // 3600 * 3600
+    for i in range(12):  # two minutes of raw samples, 10 s apart
+        taken = metrics.Sample(base + i * 10, i, None, 1, 0, 0, 100 * i, i, True, True, i, 0)
+        metrics.record(runtime.ledger, taken)
+    metrics.downsample(runtime.ledger, retention, now=base + 3600 + 60)
+    minute = metrics.history(runtime.ledger, 0, metrics.MINUTE)
+    raw = metrics.history(runtime.ledger, 0, metrics.RAW)
+    # Only the first minute is past the raw retention; the second stays raw.
+    assert [m.ts for m in minute] == [base]
+    assert (minute[0].queue_depth, minute[0].delivered, minute[0].cas_bytes) == (5, 6, 500)
+    assert len(raw) == 6
+    metrics.downsample(runtime.ledger, retention, now=base + 3 * 3600 + 1)
+    hour = metrics.history(runtime.ledger, 0, metrics.HOUR)
+    assert len(hour) == 1 and hour[0].delivered == 12
+    metrics.downsample(runtime.ledger, retention, now=base + 90000)
+    assert metrics.history(runtime.ledger, 0, metrics.HOUR) == []
+
+
+def test_growth_per_day_from_samples(runtime):
+    for i in range(7):
+        metrics.record(
+            runtime.ledger,
+            metrics.Sample(1000.0 + 600 * i, 0, None, 0, 0, 0, 1000 * i, i, True, True, 0, 0),
+        )
+    assert metrics.growth_per_day(runtime.ledger, now=4600.0) == 1000 / 600 * 86400
+    assert metrics.growth_per_day(runtime.ledger, now=4600.0, window=300) is None
+
+
+def test_every_fires_once_per_slot_however_the_checks_drift():
+    rule = Every(15)
+    start = dt.datetime(2026, 11, 27, 12, 0, 0)
+    checks = [start + dt.timedelta(seconds=s) for s in (0.2, 5.9, 10.1, 14.99, 15.0, 19, 44, 61)]
+    assert [rule(c) for c in checks] == [True, False, False, False, True, False, True, True]
+    assert rule.next_after(start) == start + dt.timedelta(seconds=15)
+
+
+def test_scheduler_consumer_records_samples(runtime, consumers):
+    consumers("scheduler")
+    wait_for(lambda: metrics.history(runtime.ledger, 0), 30, "a metric sample")
+    (first,) = metrics.history(runtime.ledger, 0)[:1]
+    assert first.scheduler_up
