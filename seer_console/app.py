@@ -1,13 +1,361 @@
-"""`seer-console`: the operations console (Textual). Not built yet: see issue 3."""
+"""`seer-console`: watch and steer Seer Ops from a terminal, over SSH.
+
+One thread worker reads a snapshot of everything on screen and posts it; the panes only
+render. The next read is scheduled when one finishes, so reads never overlap and the UI
+thread never waits on the database, supervisord or the disk.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from seer_console import output
+from seer_console.messages import SnapshotFailed, SnapshotReady
+from seer_console.panes import PANES, Pane, PaneKey
+from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
+from seer_console.source import ConsoleSnapshot, SnapshotSource
+from worker import failures, operations
+from worker.settings import SettingsError, load_settings
+
+GLOBAL_KEYS: tuple[tuple[str, str, str, str], ...] = (
+    # key, action, footer label, help
+    ("f", "freeze", "Freeze", "stop or restart the live refresh"),
+    ("z", "zoom", "Zoom", "fill the screen with the focused pane (escape restores)"),
+    ("question_mark", "help", "Help", "this list of keys"),
+    ("q", "quit", "Quit", "leave the console (the worker keeps running)"),
+)
+NAV_KEYS = (
+    ("tab / shift+tab", "move between panes"),
+    ("1-9", "jump to a pane"),
+    ("ctrl+p", "command palette: every action by name"),
+)
 
 
-def main() -> int:
-    print(
-        "seer-console: the console is not built yet; `seer status` shows the same state",
-        file=sys.stderr,
+def _pane_bindings() -> list[Binding]:
+    seen: dict[str, str] = {}
+    bindings = []
+    for pane in PANES:
+        for k in pane.KEYS:
+            if seen.get(k.key, pane.pane_id) != pane.pane_id:
+                raise RuntimeError(f"key {k.key!r} of {pane.pane_id} is taken by {seen[k.key]}")
+            seen[k.key] = pane.pane_id
+            bindings.append(Binding(k.key, f"pane('{pane.pane_id}', '{k.action}')", k.description))
+    return bindings
+
+
+class SeerConsole(App):
+    CSS_PATH = "seer.tcss"
+    TITLE = "Seer Ops"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        *_pane_bindings(),
+        *(Binding(key, action, label) for key, action, label, _ in GLOBAL_KEYS),
+        *(Binding(str(i + 1), f"jump({i})", show=False) for i in range(min(len(PANES), 9))),
+        Binding("escape", "minimize", show=False),
+    ]
+
+    def __init__(
+        self,
+        source: Any = None,
+        *,
+        read_only: bool = False,
+        refresh: float | None = None,
+        clock: Callable[[], float] = time.time,
+        live: bool = True,
+    ) -> None:
+        super().__init__()
+        self.source = source or SnapshotSource()
+        self.read_only = read_only
+        self.clock = clock
+        self.refresh_every = refresh or 1.0
+        self.frozen = False
+        self.live = live
+        self.snapshot: ConsoleSnapshot | None = None
+        self.last_error: str | None = None
+        self._tracked: dict[str, float] = {}  # test parcels sent from here, and when
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        yield Static("", id="banner")
+        with Grid(id="panes"):
+            for pane in PANES:
+                yield pane()
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        try:
+            root = self.source.storage_root()
+        except SettingsError as exc:
+            root = f"settings error: {exc}"
+        host = getattr(self.source, "host", "")
+        self.sub_title = f"{host} · {root}" + (" · READ-ONLY" if self.read_only else "")
+        self._banner()
+        self.query_one(Pane).focus()
+        self.poll()
+
+    def _banner(self) -> None:
+        parts = []
+        if self.read_only:
+            parts.append("READ-ONLY: actions are disabled")
+        if self.frozen:
+            parts.append("FROZEN: f resumes the live refresh")
+        if self.last_error:
+            parts.append(self.last_error)
+        elif self.snapshot and self.snapshot.status.problems:
+            parts += list(self.snapshot.status.problems)
+        banner = self.query_one("#banner", Static)
+        banner.update(" · ".join(parts))
+        banner.display = bool(parts)
+        banner.set_class(bool(self.last_error), "-error")
+
+    # -- the snapshot loop -----------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="snapshot")
+    def poll(self) -> None:
+        now = self.clock()
+        try:
+            snapshot = self.source.read(now=now, tracked=tuple(self._tracked))
+        except Exception as exc:  # any failure is shown in the panes; the console stays up
+            self.post_message(SnapshotFailed(_describe(exc), now))
+        else:
+            self.post_message(SnapshotReady(snapshot))
+
+    def _next_poll(self) -> None:
+        if self.live and not self.frozen:
+            self.set_timer(self.refresh_every, self.poll, name="next-poll")
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.snapshot = message.snapshot
+        self.last_error = None
+        for pane in self.query(Pane):
+            pane.show(message.snapshot)
+        self._announce_arrivals(message.snapshot)
+        self._banner()
+        self._next_poll()
+
+    def on_snapshot_failed(self, message: SnapshotFailed) -> None:
+        since = f" (last good data {output.clock(self.snapshot.taken_at)})" if self.snapshot else ""
+        self.last_error = f"cannot read state: {message.error}{since}"
+        for pane in self.query(Pane):
+            pane.show_error(message.error)
+        self._banner()
+        self._next_poll()
+
+    def _announce_arrivals(self, snapshot: ConsoleSnapshot) -> None:
+        for parcel_id, state in snapshot.tracked.items():
+            if state in ("delivered", "failed") and parcel_id in self._tracked:
+                took = snapshot.taken_at - self._tracked.pop(parcel_id)
+                if state == "delivered":
+                    self.notify(f"Test parcel {parcel_id[:8]} delivered (seen {took:.1f}s after)")
+                else:
+                    self.notify(f"Test parcel {parcel_id[:8]} FAILED", severity="error")
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "pane":
+            return True
+        pane_id, name = parameters
+        panes = self.query(f"#{pane_id}")
+        if panes and not panes.first(Pane).available(name):
+            return False  # hidden: the same key does the other thing now
+        key = next(k for p in PANES if p.pane_id == pane_id for k in p.KEYS if k.action == name)
+        # Shown dimmed and inert in read-only mode.
+        return None if self.read_only and key.mutates else True
+
+    def action_pane(self, pane_id: str, action: str) -> None:
+        self.query_one(f"#{pane_id}", Pane).act(action)
+
+    def action_freeze(self) -> None:
+        self.frozen = not self.frozen
+        self._banner()
+        if not self.frozen:
+            self.poll()
+
+    def action_zoom(self) -> None:
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+            return
+        focused = self.focused
+        pane = focused if isinstance(focused, Pane) else None
+        if pane is None and focused is not None:
+            pane = next((a for a in focused.ancestors if isinstance(a, Pane)), None)
+        if pane is not None:
+            self.screen.maximize(pane, container=False)
+
+    def action_minimize(self) -> None:
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+
+    def action_jump(self, index: int) -> None:
+        panes = list(self.query(Pane))
+        if index < len(panes):
+            panes[index].focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_sections(), self._help_note()))
+
+    def _help_note(self) -> str:
+        note = f"Refresh every {self.refresh_every:g}s. "
+        if self.read_only:
+            note += "Read-only: every action that changes something is disabled."
+        else:
+            note += "Destructive or disruptive actions ask first; Cancel is the default."
+        return note
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        sections = [("Everywhere", [(_key(k), h) for k, _, _, h in GLOBAL_KEYS] + list(NAV_KEYS))]
+        for pane in PANES:
+            keys = [(_key(k.key), k.help + _ro(k, self.read_only)) for k in pane.KEYS]
+            keys += list(pane.LOCAL_KEYS)
+            if keys:
+                sections.append((f"{pane.title} pane", keys))
+        sections.append(
+            (
+                "In a confirmation",
+                [
+                    ("enter", "the focused button (Cancel first)"),
+                    ("y", "confirm"),
+                    ("n / escape", "cancel"),
+                ],
+            )
+        )
+        return sections
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for pane in PANES:
+            for k in pane.KEYS:
+                if self.read_only and k.mutates:
+                    continue
+                yield SystemCommand(
+                    f"{k.description} ({_key(k.key)})",
+                    k.help,
+                    lambda p=pane.pane_id, a=k.action: self.action_pane(p, a),
+                )
+        for key, action, label, text in GLOBAL_KEYS:
+            if action not in ("quit", "help"):
+                yield SystemCommand(f"{label} ({key})", text, getattr(self, f"action_{action}"))
+
+    # -- helpers the panes use ---------------------------------------------------------------
+
+    def confirm(
+        self, question: str, label: str, then: Callable[[], None], danger: bool = False
+    ) -> None:
+        if self.read_only:
+            self.notify("Read-only console: actions are disabled.", severity="warning")
+            return
+
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                then()
+            else:
+                self.notify(f"{label}: cancelled, nothing changed.")
+
+        self.push_screen(ConfirmScreen(question, label, danger), done)
+
+    @work(thread=True, group="actions")
+    def perform(self, label: str, call: Callable[[Any, Any], Any], done: str) -> None:
+        """Runs a service call off the UI thread and says how it went."""
+        if self.read_only:
+            self.call_from_thread(self.notify, "Read-only console: actions are disabled.")
+            return
+        try:
+            result = call(operations, self.source.runtime)
+        except Exception as exc:
+            self.call_from_thread(
+                self.notify, f"{label} failed: {_describe(exc)}", severity="error"
+            )
+            return
+        text = done.format(result) if "{}" in done else done
+        if result is False:
+            text = f"{label}: nothing to change"
+        self.call_from_thread(self.notify, text)
+        self.call_from_thread(self.refresh_now)
+
+    def refresh_now(self) -> None:
+        if not self.frozen:
+            self.poll()
+
+    def send_test_parcel(self) -> None:
+        if self.read_only:
+            return
+        sent_at = self.clock()
+
+        def call(ops, runtime):
+            rung = ops.send_test_parcel(runtime)
+            self._tracked[rung.ids[0]] = sent_at
+            return rung.ids[0][:8] + ("" if rung.notified else f" ({rung.warning})")
+
+        self.perform("Test parcel", call, "Test parcel {} queued; watching for its delivery")
+
+    def retry_one(self, parcel_id: str) -> None:
+        def call(ops, runtime):
+            return ops.retry_failed(runtime, parcel_id) is not None
+
+        self.perform("Retry", call, f"Parcel {parcel_id[:8]} back in the queue")
+
+    def open_failure(self, parcel_id: str) -> None:
+        self.push_screen(
+            FailureScreen(
+                parcel_id,
+                lambda pid: failures.parcel(self.source.runtime.ledger, pid),
+                self.retry_one,
+                self.read_only,
+            )
+        )
+
+
+def _key(key: str) -> str:
+    return {"question_mark": "?", "slash": "/"}.get(key, key)
+
+
+def _ro(key: PaneKey, read_only: bool) -> str:
+    return " (disabled: read-only)" if read_only and key.mutates else ""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return output.one_line(text, 160)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="seer-console",
+        description="The Seer Ops console: live queue, CAS, failures and worker; keys to act.",
     )
-    return 1
+    parser.add_argument("--read-only", action="store_true", help="watch only: no action works")
+    parser.add_argument("--refresh", type=float, help="seconds between refreshes (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"seer-console: {exc}", file=sys.stderr)
+        return 2
+    if args.refresh is not None and not 0.2 <= args.refresh <= 60:
+        print("seer-console: --refresh must be from 0.2 to 60 seconds", file=sys.stderr)
+        return 2
+    app = SeerConsole(
+        SnapshotSource(settings),
+        read_only=args.read_only,
+        refresh=args.refresh or settings.console_refresh,
+    )
+    app.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

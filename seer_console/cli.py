@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from seer_console import output
-from worker import control, failures, inbox, migrations, parcels, status, supervision
+from worker import control, failures, inbox, migrations, operations, parcels, status, supervision
 from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
 from worker.cas import CasError
 from worker.db import LedgerUnavailable, check_supported, open_ledger
@@ -184,35 +184,24 @@ def cmd_parcel_send(args: argparse.Namespace) -> int:
         batch = parcels.parse_input(raw, runtime.settings.max_parcel_size)
     except parcels.ParcelError as exc:
         raise UserError(f"nothing queued: {exc}") from None
-    ids = parcels.queue_parcels(runtime.ledger, batch)
-    _ring(runtime, ids)
+    rung = _warn(operations.send_parcels(runtime, batch))
     if args.json:
-        output.emit_json(ids)
+        output.emit_json(list(rung.ids))
     else:
-        print("\n".join(ids))
+        print("\n".join(rung.ids))
     return 0
 
 
-def _ring(runtime: Runtime, ids: list[str]) -> None:
-    try:
-        runtime.ring(ids)
-    except Exception as exc:
-        # Queued in the ledger all the same: the consumer's start-up and the reaper ring later.
-        print(
-            f"seer: warning: parcels are queued but the worker was not notified ({exc}); "
-            "they will be picked up by the reaper within a minute",
-            file=sys.stderr,
-        )
+def _warn(rung: operations.Rung) -> operations.Rung:
+    if rung.warning:
+        print(f"seer: warning: {rung.warning}", file=sys.stderr)
+    return rung
 
 
 def cmd_send_test_parcel(args: argparse.Namespace) -> int:
     runtime = _runtime()
-    parcel = parcels.validate(
-        parcels.test_parcel(runtime.settings.test_agent), runtime.settings.max_parcel_size
-    )
-    ids = parcels.queue_parcels(runtime.ledger, [parcel])
-    _ring(runtime, ids)
-    print(ids[0])
+    rung = _warn(operations.send_test_parcel(runtime))
+    print(rung.ids[0])
     if control.is_paused(runtime.ledger):
         print(
             "note: the postmaster queue is paused; it is delivered after `seer queue resume`",
@@ -359,16 +348,13 @@ def cmd_failed_show(args: argparse.Namespace) -> int:
 def cmd_failed_retry(args: argparse.Namespace) -> int:
     runtime = _runtime()
     if args.all:
-        ids = failures.retry_all(runtime.ledger)
-        if ids:
-            _ring(runtime, ids)
-        print(f"{len(ids)} failed parcels back in the queue")
+        rung = _warn(operations.retry_all_failed(runtime))
+        print(f"{len(rung.ids)} failed parcels back in the queue")
         return 0
     if not args.id:
         raise UserError("give a parcel id, or --all")
-    if not failures.retry(runtime.ledger, args.id):
+    if operations.retry_failed(runtime, args.id) is None:
         raise Failure(f"no failed parcel {args.id!r}")
-    _ring(runtime, [args.id])
     print(f"parcel {args.id} back in the queue")
     return 0
 
@@ -393,7 +379,7 @@ def cmd_failed_purge(args: argparse.Namespace) -> int:
     if not _confirm(f"Delete {count} failed parcels{scope} for good?", args.yes):
         print("nothing purged")
         return 1
-    removed = failures.purge(runtime.ledger, older)
+    removed = operations.purge_failed(runtime, older)
     print(f"purged {removed} failed parcels")
     return 0
 
@@ -404,7 +390,7 @@ def cmd_failed_purge(args: argparse.Namespace) -> int:
 def cmd_queue(args: argparse.Namespace) -> int:
     runtime = _runtime()
     if args.action == "pause":
-        changed = control.pause(runtime.ledger, by=f"cli:{os.environ.get('USER', '?')}")
+        changed = operations.pause(runtime, by=f"cli:{os.environ.get('USER', '?')}")
         print("postmaster queue paused" if changed else "postmaster queue was already paused")
         print(
             "the consumer finishes what it is running and takes no new parcel; parcels keep "
@@ -412,7 +398,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         )
         return 0
     if args.action == "resume":
-        changed = control.resume(runtime.ledger)
+        changed = operations.resume(runtime)
         print("postmaster queue resumed" if changed else "postmaster queue was not paused")
         return 0
     snap = status.snapshot(runtime)

@@ -44,3 +44,42 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], out: TextIO | N
 def one_line(text: str, limit: int = 80) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def clock(ts: float | None) -> str:
+    return "-" if not ts else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def rate(bytes_per_day: float | None) -> str:
+    if bytes_per_day is None:
+        return "growth: not enough history yet"
+    sign = "-" if bytes_per_day < 0 else "+"
+    return f"{sign}{size(int(abs(bytes_per_day)))}/day"
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def spark(values: Sequence[float], width: int) -> str:
+    """The last `width` values as bars scaled from zero (so a flat line at 0 stays low)."""
+    if not values:
+        return "no history yet".ljust(width)[:width]
+    shown = list(values)[-width:]
+    top = max(shown)
+    if top <= 0:
+        return (_BARS[0] * len(shown)).rjust(width)
+    return "".join(_BARS[min(7, int(v / top * 7.999))] for v in shown).rjust(width, " ")
+
+
+def short_age(seconds: float | None) -> str:
+    """13s, 4m12s, 2h03m, 3d04h: ages that fit a narrow pane."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

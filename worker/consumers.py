@@ -11,6 +11,7 @@ from worker.db import Ledger
 from worker.identity import Owner, current_owner, is_alive
 
 PREFIX = "consumer:"
+STARTS = "starts:"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
             "INSERT OR REPLACE INTO control (key, value, updated_at) VALUES (?, ?, ?)",
             (key, json.dumps(value), now),
         )
+        # How often each queue's consumer started: restarts are starts after the first.
+        ledger.execute(
+            "INSERT INTO control (key, value, updated_at) VALUES (?, '1', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, updated_at = ?",
+            (f"{STARTS}{queue}", now, now),
+        )
 
 
 def consumers(ledger: Ledger) -> list[ConsumerInfo]:
@@ -59,3 +66,11 @@ def consumers(ledger: Ledger) -> list[ConsumerInfo]:
 
 def alive_for(ledger: Ledger, queue: str) -> list[ConsumerInfo]:
     return [c for c in consumers(ledger) if c.queue == queue and c.alive is not False]
+
+
+def starts(ledger: Ledger) -> dict[str, int]:
+    """How many times each queue's consumer has started since the storage root was made."""
+    return {
+        r["key"][len(STARTS) :]: int(r["value"])
+        for r in ledger.rows("SELECT key, value FROM control WHERE key LIKE ?", (STARTS + "%",))
+    }

@@ -112,7 +112,7 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         level = "warning"
     for c in found:
         if not c.alive:
-            problems.append(f"no live consumer for the {c.queue} queue")
+            problems.append(f"{c.queue} consumer not running")
             level = "critical" if c.queue == queue.name and queue.depth else max_level(level)
     return Snapshot(
         taken_at=now,

@@ -1,0 +1,58 @@
+"""What every pane is: a focusable, zoomable box that renders a snapshot and owns its keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.containers import Vertical
+
+from seer_console.source import ConsoleSnapshot
+
+if TYPE_CHECKING:
+    from seer_console.app import SeerConsole
+
+
+@dataclass(frozen=True)
+class PaneKey:
+    """A key the pane answers to from anywhere on the main screen (footer, palette, help)."""
+
+    key: str
+    action: str
+    description: str
+    help: str
+    mutates: bool = True  # disabled in read-only mode
+
+
+class Pane(Vertical, can_focus=True):
+    """Subclasses set pane_id, title and KEYS, implement show(), and act_<action>() for keys."""
+
+    ALLOW_MAXIMIZE = True
+    pane_id: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    KEYS: ClassVar[tuple[PaneKey, ...]] = ()
+    LOCAL_KEYS: ClassVar[tuple[tuple[str, str], ...]] = ()  # (key, help) when focused
+
+    def __init__(self) -> None:
+        super().__init__(id=self.pane_id, classes="pane")
+        self.border_title = self.title
+
+    @property
+    def console(self) -> SeerConsole:
+        return self.app  # type: ignore[return-value]
+
+    def show(self, snapshot: ConsoleSnapshot) -> None:
+        raise NotImplementedError
+
+    def show_error(self, message: str) -> None:
+        self.border_subtitle = "data unavailable"
+
+    def available(self, action: str) -> bool:
+        """Whether a key of this pane applies now (one key may mean two things in turn)."""
+        return True
+
+    def act(self, action: str) -> None:
+        handler: Callable[[], None] | None = getattr(self, f"act_{action}", None)
+        if handler is not None:
+            handler()

@@ -1,0 +1,79 @@
+"""Queue pane: depth now and over time, oldest parcel, flow per minute, and PAUSED."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from seer_console import output
+from seer_console.panes.base import Pane, PaneKey
+from seer_console.source import ConsoleSnapshot
+
+
+class QueuePane(Pane):
+    pane_id = "queue"
+    title = "Queue"
+    KEYS = (
+        PaneKey("p", "pause", "Pause", "pause the postmaster queue (asks first)"),
+        PaneKey("p", "resume", "Resume", "resume the postmaster queue, in order"),
+        PaneKey("t", "send_test", "Test", "send a test parcel and watch it arrive"),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._paused = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="queue-paused")
+        yield Static("", id="queue-depth")
+        yield Static("", id="queue-history", classes="spark")
+        yield Static("", id="queue-flow")
+
+    def show(self, snapshot: ConsoleSnapshot) -> None:
+        q = snapshot.status.queue
+        if q.paused != self._paused:
+            self._paused = q.paused
+            self.app.refresh_bindings()
+        banner = self.query_one("#queue-paused", Static)
+        banner.display = q.paused or bool(q.backoff_reason)
+        if q.paused:
+            banner.update(f" PAUSED since {output.clock(q.paused_since)} · p resumes ")
+        elif q.backoff_reason:
+            banner.update(f" BACKING OFF: {output.one_line(q.backoff_reason, 60)} ")
+        self.set_class(q.paused, "-paused")
+        self.border_title = f"Queue {q.name}" + (" · PAUSED" if q.paused else "")
+        self.query_one("#queue-depth", Static).update(
+            f"[b]{q.depth:,}[/] queued  {q.in_flight} in flight  "
+            f"oldest {output.short_age(q.oldest_queued_age)}"
+        )
+        width = max(10, self.content_region.width or 30)
+        self.query_one("#queue-history", Static).update(output.spark(snapshot.depth_history, width))
+        self.query_one("#queue-flow", Static).update(
+            f"delivered {snapshot.delivered_per_minute:,.0f}/min  "
+            f"failed {snapshot.failed_per_minute:,.0f}/min"
+        )
+        self.border_subtitle = ""
+
+    def available(self, action: str) -> bool:
+        # p pauses a running queue and resumes a paused one; the footer shows which.
+        return {"pause": not self._paused, "resume": self._paused}.get(action, True)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def act_resume(self) -> None:
+        self.console.perform("Resume", lambda ops, rt: ops.resume(rt), "queue resumed")
+
+    def act_pause(self) -> None:
+        self.console.confirm(
+            "Pause the postmaster queue?\n\nThe consumer finishes what it is running and takes "
+            "no new parcel; parcels keep queueing. Monitoring keeps running.",
+            "Pause",
+            lambda: self.console.perform(
+                "Pause", lambda ops, rt: ops.pause(rt, by="console"), "queue paused"
+            ),
+        )
+
+    def act_send_test(self) -> None:
+        self.console.send_test_parcel()

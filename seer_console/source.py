@@ -1,0 +1,173 @@
+"""Everything the console shows, read in one go into an immutable snapshot (off the UI thread).
+
+The source is used by one thread worker at a time (polls never overlap), so it may keep the
+psutil handles it needs to measure CPU between two polls.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from worker import consumers, failures, metrics, status, supervision
+from worker.runtime import Runtime
+from worker.settings import Settings, load_settings
+
+HISTORY_SECONDS = 15 * 60
+FAILURE_ROWS = 500
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    id: str
+    agent: str
+    error: str
+    tries: int
+    failed_at: float
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    program: str
+    queue: str
+    state: str
+    pid: int | None
+    uptime: float | None
+    cpu_percent: float | None
+    rss: int | None
+    restarts: int
+
+
+@dataclass(frozen=True)
+class ConsoleSnapshot:
+    taken_at: float
+    host: str
+    storage_root: str
+    status: status.Snapshot
+    depth_history: tuple[int, ...]
+    cas_history: tuple[int, ...]
+    delivered_per_minute: float
+    failed_per_minute: float
+    growth_per_day: float | None
+    warning_bytes: int
+    critical_bytes: int
+    failures: tuple[FailureRow, ...]
+    workers: tuple[WorkerRow, ...]
+    tracked: dict[str, str] = field(default_factory=dict)  # parcel id -> state
+
+
+def thresholds(settings: Settings) -> tuple[int, int]:
+    """The CAS warning and critical lines: 80% of quota or 10 GB, whichever is lower; 90%."""
+    quota = settings.cas_max_size
+    warning = min(int(quota * settings.cas_alert_threshold), 10 * 1024**3)
+    return warning, int(quota * 0.9)
+
+
+def _per_minute(samples: list[metrics.Sample], attr: str, now: float) -> float:
+    recent = [s for s in samples if s.ts > now - 60]
+    if len(recent) < 2:
+        recent = samples[-2:]
+    if not recent:
+        return 0.0
+    span = max(recent[-1].ts - recent[0].ts, 1.0) if len(recent) > 1 else 60.0
+    total = sum(getattr(s, attr) for s in recent[1:]) if len(recent) > 1 else 0
+    return total * 60.0 / span
+
+
+class SnapshotSource:
+    """Opens the runtime lazily (a missing root is reported, then retried on the next poll)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self._runtime: Runtime | None = None
+        self._processes: dict[int, psutil.Process] = {}
+        self.host = socket.gethostname()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime.open(self._settings or load_settings())
+        return self._runtime
+
+    def storage_root(self) -> str:
+        settings = self._settings or load_settings()
+        return str(settings.storage_root)
+
+    def read(self, now: float | None = None, tracked: tuple[str, ...] = ()) -> ConsoleSnapshot:
+        now = time.time() if now is None else now
+        runtime = self.runtime
+        ledger = runtime.ledger
+        snap = status.snapshot(runtime, now=now)
+        samples = metrics.history(ledger, now - HISTORY_SECONDS)
+        warning, critical = thresholds(runtime.settings)
+        failed = tuple(
+            FailureRow(f["id"], f["to_agent_id"], f["error"] or "", f["attempts"], f["failed_at"])
+            for f in failures.list_failed(ledger, FAILURE_ROWS)
+        )
+        return ConsoleSnapshot(
+            taken_at=now,
+            host=self.host,
+            storage_root=snap.storage_root,
+            status=snap,
+            depth_history=tuple(s.queue_depth for s in samples),
+            cas_history=tuple(s.cas_bytes for s in samples),
+            delivered_per_minute=_per_minute(samples, "delivered", now),
+            failed_per_minute=_per_minute(samples, "failed", now),
+            growth_per_day=metrics.growth_per_day(ledger, now),
+            warning_bytes=warning,
+            critical_bytes=critical,
+            failures=failed,
+            workers=self._workers(runtime, snap, now),
+            tracked={
+                pid: row["state"]
+                for pid in tracked
+                if (row := ledger.row("SELECT state FROM parcels WHERE id = ?", (pid,)))
+            },
+        )
+
+    def _workers(self, runtime: Runtime, snap: status.Snapshot, now: float) -> tuple:
+        sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
+        try:
+            programs = {p.name: p for p in sup.programs()}
+        except supervision.SupervisorError:
+            programs = {}
+        started = consumers.starts(runtime.ledger)
+        rows = []
+        for program, queue_status in zip(
+            ("seer-postmaster", "seer-scheduler"), snap.consumers, strict=True
+        ):
+            info = programs.get(program)
+            pid = (info.pid if info and info.pid else None) or (
+                queue_status.pids[0] if queue_status.pids else None
+            )
+            cpu = rss = uptime = None
+            if pid:
+                try:
+                    process = self._processes.get(pid) or psutil.Process(pid)
+                    first = pid not in self._processes
+                    self._processes[pid] = process
+                    with process.oneshot():
+                        cpu = None if first else process.cpu_percent(None)
+                        if first:
+                            process.cpu_percent(None)
+                        rss = process.memory_info().rss
+                        uptime = max(0.0, now - process.create_time())
+                except psutil.Error:
+                    pid = None
+            state = info.state if info else ("RUNNING" if queue_status.alive else "NOT RUNNING")
+            rows.append(
+                WorkerRow(
+                    program,
+                    queue_status.queue,
+                    state,
+                    pid,
+                    uptime,
+                    cpu,
+                    rss,
+                    max(0, started.get(queue_status.queue, 0) - 1),
+                )
+            )
+        return tuple(rows)
