@@ -315,6 +315,7 @@ class SeerConsole(App):
                 lambda pid: failures.parcel(self.source.runtime.ledger, pid),
                 self.retry_one,
                 self.read_only,
+                now=self.clock,
             )
         )
 

@@ -52,7 +52,7 @@ def clock(ts: float | None) -> str:
 
 def rate(bytes_per_day: float | None) -> str:
     if bytes_per_day is None:
-        return "growth: not enough history yet"
+        return "growth: too little history"
     sign = "-" if bytes_per_day < 0 else "+"
     return f"{sign}{size(int(abs(bytes_per_day)))}/day"
 
@@ -60,15 +60,17 @@ def rate(bytes_per_day: float | None) -> str:
 _BARS = "▁▂▃▄▅▆▇█"
 
 
-def spark(values: Sequence[float], width: int) -> str:
-    """The last `width` values as bars scaled from zero (so a flat line at 0 stays low)."""
+def spark(values: Sequence[float], width: int, from_zero: bool = True) -> str:
+    """The last `width` values as bars, scaled from zero (a count) or from their minimum (a
+    level such as bytes stored, whose change would not show against zero)."""
     if not values:
         return "no history yet".ljust(width)[:width]
     shown = list(values)[-width:]
-    top = max(shown)
-    if top <= 0:
-        return (_BARS[0] * len(shown)).rjust(width)
-    return "".join(_BARS[min(7, int(v / top * 7.999))] for v in shown).rjust(width, " ")
+    low = 0.0 if from_zero else min(shown)
+    span = max(shown) - low
+    if span <= 0:
+        return (_BARS[0 if from_zero and max(shown) <= 0 else 3] * len(shown)).rjust(width)
+    return "".join(_BARS[min(7, int((v - low) / span * 7.999))] for v in shown).rjust(width)
 
 
 def short_age(seconds: float | None) -> str:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -88,8 +89,9 @@ class FailureScreen(ModalScreen[None]):
         Binding("r", "retry", "Retry this parcel"),
     ]
 
-    def __init__(self, parcel_id: str, loader, retry, read_only: bool) -> None:
+    def __init__(self, parcel_id: str, loader, retry, read_only: bool, now=None) -> None:
         super().__init__()
+        self.now = now
         self.parcel_id = parcel_id
         self.loader = loader
         self.retry = retry
@@ -107,9 +109,9 @@ class FailureScreen(ModalScreen[None]):
         try:
             row = self.loader(self.parcel_id)
         except Exception as exc:  # shown, not raised: the console must stay up
-            text = f"[red]Cannot read parcel {self.parcel_id}: {exc}[/]"
+            text = Text(f"Cannot read parcel {self.parcel_id}: {exc}", style="red")
         else:
-            text = render_failure(row, self.parcel_id)
+            text = render_failure(row, self.parcel_id, self.now() if self.now else None)
         self.app.call_from_thread(self.query_one("#failure-text", Static).update, text)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -125,27 +127,33 @@ class FailureScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-def render_failure(row: dict[str, Any] | None, parcel_id: str) -> str:
-    from rich.markup import escape
-
+def render_failure(row: dict[str, Any] | None, parcel_id: str, now: float | None = None) -> Text:
+    """Plain Text, not markup: tracebacks and JSON keep their indentation and brackets."""
     if row is None:
-        return f"Parcel {parcel_id} is no longer in the ledger (purged?)."
+        return Text(f"Parcel {parcel_id} is no longer in the ledger (purged?).")
     payload = row.get("payload")
     shown = json.dumps(redact_value(payload), indent=2, ensure_ascii=False) if payload else "-"
-    parts = [
-        f"[b]Parcel[/] {row['id']}   [b]state[/] {row['state']}",
-        f"[b]Agent[/] {escape(row['to_agent_id'])}   [b]task[/] {escape(row['task_id'])}   "
-        f"[b]type[/] {escape(row['type'])}",
-        f"[b]Tries[/] {row['attempts']}   [b]worker deaths[/] {row['crashes']}",
-        f"[b]Queued[/] {output.when(row['created_at'])}",
-        f"[b]Failed[/] {output.when(row['finished_at'])}",
-        "",
-        f"[b]Error[/]\n{escape(row.get('error') or '-')}",
-        "",
-        f"[b]Traceback[/]\n{escape(row.get('traceback') or '-')}",
-        "",
-        f"[b]Parcel (secrets redacted)[/]\n{escape(shown)}",
-        "",
-        "[dim]r retries this parcel · escape closes[/]",
-    ]
-    return "\n".join(parts)
+    text = Text()
+
+    def field(label: str, value: object, end: str = "   ") -> None:
+        text.append(f"{label} ", style="bold")
+        text.append(f"{value}{end}")
+
+    field("Parcel", row["id"])
+    field("state", row["state"], "\n")
+    field("Agent", row["to_agent_id"])
+    field("task", row["task_id"])
+    field("type", row["type"], "\n")
+    field("Tries", row["attempts"])
+    field("worker deaths", row["crashes"], "\n")
+    field("Queued", output.when(row["created_at"], now), "\n")
+    field("Failed", output.when(row["finished_at"], now), "\n\n")
+    for title, body in (
+        ("Error", row.get("error") or "-"),
+        ("Traceback", (row.get("traceback") or "-").rstrip()),
+        ("Parcel (secrets redacted)", shown),
+    ):
+        text.append(f"{title}\n", style="bold")
+        text.append(f"{body}\n\n")
+    text.append("r retries this parcel · escape closes", style="dim")
+    return text

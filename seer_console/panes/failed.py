@@ -72,6 +72,9 @@ class FailedPane(Pane):
     def on_mount(self) -> None:
         self.query_one("#failed-filter", Input).display = False
 
+    def on_resize(self) -> None:
+        self._fill()
+
     def on_focus(self) -> None:
         self.query_one(FailedTable).focus()
 
@@ -96,13 +99,15 @@ class FailedPane(Pane):
         table = self.query_one(FailedTable)
         selected = self.selected_id()
         table.clear()
+        # The error gets what the other columns leave, so the table never scrolls sideways.
+        room = max(20, (self.content_region.width or 80) - 8 - 16 - 5 - 8 - 10)
         for r in self._visible():
             table.add_row(
                 r.id[:8],
                 output.one_line(r.agent, 16),
                 str(r.tries),
                 output.clock(r.failed_at),
-                output.one_line(r.error, 200),
+                output.one_line(r.error, room),
                 key=r.id,
             )
         if selected and selected in table.rows:

@@ -1,0 +1,130 @@
+"""Deterministic console data: a real ledger filled at a fixed clock, and a source that pins
+what cannot be fixed (host name, process ids, CPU). Used by the tests and `make screenshots`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+
+from seer_console.source import ConsoleSnapshot, SnapshotSource, WorkerRow
+from worker import control, metrics, parcels
+from worker.runtime import Runtime
+from worker.status import ConsumerStatus
+
+NOW = 1_795_780_800.0  # 2026-11-27 08:00:00 UTC
+ROOT = "/srv/seer/storage"
+HOST = "seer-prod-1"
+GITHUB_TOKEN = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
+
+
+def use_utc() -> None:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+def fill(runtime: Runtime, *, paused: bool = False) -> None:
+    """Delivered, queued and failed parcels, and two hours of samples, all at fixed times."""
+    ledger = runtime.ledger
+    size = runtime.settings.max_parcel_size
+    agents = ["planner", "coder", "reviewer", "researcher"]
+    batch = [
+        parcels.validate(
+            {
+                "to_agent_id": agents[n % 4],
+                "task_id": f"task-{n:03d}",
+                "type": "pm.task.created",
+                "envelope": {"body": f"step {n}", "metadata": {"api_key": GITHUB_TOKEN}},
+                "attachments": {"notes.md": {"content": f"notes {n}\n" * 20}},
+            },
+            size,
+        )
+        for n in range(60)
+    ]
+    parcels.queue_parcels(ledger, batch, now=NOW - 7200)
+    with ledger.write():
+        # Fixed ids, so that the screens are the same on every run.
+        ledger.execute(
+            "UPDATE parcels SET id = printf('%08x-5eed-4000-8000-%012d', seq * 2654435761 "
+            "% 4294967296, seq)"
+        )
+    ids = [r["id"] for r in ledger.rows("SELECT id FROM parcels ORDER BY seq")]
+    runtime.postmaster().deliver_waiting(now=NOW - 3600, limit=40)
+    errors = [
+        "TimeoutError: agent inbox store did not answer within 30s",
+        "CAS quota exceeded: this parcel needs 52428800 more bytes (ORCHESTRATION_CAS_MAX_SIZE)",
+        "ValueError: envelope.metadata.priority must be one of low, normal, high",
+        "WorkerDied: the worker died 3 times while delivering this parcel alone",
+    ]
+    with ledger.write():
+        for n, parcel_id in enumerate(ids[40:46]):
+            trace = (
+                "Traceback (most recent call last):\n"
+                '  File "worker/postmaster.py", line 180, in _deliver\n'
+                "    self.store.put_many(blobs)\n"
+                f"{errors[n % 4]}\n"
+            )
+            ledger.execute(
+                "UPDATE parcels SET state = 'failed', attempts = ?, finished_at = ?, error = ?, "
+                "traceback = ? WHERE id = ?",
+                (1 + n % 3, NOW - 300 * (n + 1), errors[n % 4], trace, parcel_id),
+            )
+    # A store of a production size (the counters are what every screen reads), and two hours
+    # of samples: a backlog that built up and drained twice, the CAS growing steadily.
+    cas, blobs = int(8.6 * 1024**3), 182_340
+    with ledger.write():
+        ledger.execute("UPDATE counters SET value = ? WHERE name = 'cas_bytes'", (cas,))
+        ledger.execute("UPDATE counters SET value = ? WHERE name = 'cas_blobs'", (blobs,))
+    for i in range(480):
+        ts = NOW - 7200 + 15 * i
+        depth = int(14 + 60 * max(0.0, 1 - abs((i % 160) - 80) / 50)) + (i * 7) % 5
+        sample = metrics.Sample(
+            ts, depth, 12.0 + i % 7, 3 + i % 5, 1 if i % 37 == 0 else 0, 6,
+            cas - (480 - i) * 1_200_000, blobs - (480 - i) * 20, True, True, 100 + i, i // 37,
+        )  # fmt: skip
+        metrics.record(ledger, sample)
+    if paused:
+        control.pause(ledger, by="console", now=NOW - 420)
+
+
+WORKERS = (
+    WorkerRow("seer-postmaster", "postmaster", "RUNNING", 48211, 3 * 86400 + 4000, 3.0,
+              82 * 1024**2, 1),
+    WorkerRow("seer-scheduler", "scheduler", "RUNNING", 48212, 3 * 86400 + 4000, 0.0,
+              61 * 1024**2, 0),
+)  # fmt: skip
+
+
+class FixedSource(SnapshotSource):
+    """The real snapshot read, at NOW, with host, root and processes pinned."""
+
+    host = HOST
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime.settings)
+        self._runtime = runtime
+        self.host = HOST
+
+    def storage_root(self) -> str:
+        return ROOT
+
+    def read(self, now: float | None = None, tracked: tuple[str, ...] = ()) -> ConsoleSnapshot:
+        snap = super().read(now=NOW, tracked=tracked)
+        consumers = tuple(ConsumerStatus(w.queue, True, (w.pid,), w.state) for w in WORKERS)
+        problems = tuple(p for p in snap.status.problems if "consumer" not in p)
+        status = replace(
+            snap.status,
+            storage_root=ROOT,
+            supervisor="running",
+            consumers=consumers,
+            problems=problems,
+            level="warning" if problems else "ok",
+        )
+        return replace(snap, host=HOST, storage_root=ROOT, status=status, workers=WORKERS)
+
+
+def payload_of(runtime: Runtime, parcel_id: str) -> dict:
+    return json.loads(
+        runtime.ledger.scalar("SELECT payload FROM parcels WHERE id = ?", (parcel_id,))
+    )

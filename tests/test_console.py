@@ -1,0 +1,311 @@
+"""The console, driven by Textual's Pilot against a real ledger, and its snapshots."""
+
+from __future__ import annotations
+
+import pytest
+
+from seer_console.app import GLOBAL_KEYS, SeerConsole
+from seer_console.panes import PANES
+from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
+from seer_console.source import SnapshotSource
+from tests.console_fixtures import GITHUB_TOKEN, NOW, FixedSource, fill, use_utc
+from worker import control
+
+
+@pytest.fixture
+def filled(runtime):
+    use_utc()
+    fill(runtime)
+    return runtime
+
+
+def app_for(runtime, **kw) -> SeerConsole:
+    return SeerConsole(FixedSource(runtime), live=False, clock=lambda: NOW, **kw)
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def failed_ids(runtime) -> list[str]:
+    return [r["id"] for r in runtime.ledger.rows("SELECT id FROM parcels WHERE state='failed'")]
+
+
+async def test_pause_asks_first_cancel_is_the_default_and_resume_does_not_ask(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("enter")  # the focused button is Cancel
+        await settle(pilot)
+        assert not control.is_paused(filled.ledger)
+
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        assert control.is_paused(filled.ledger)
+        assert "PAUSED" in app.query_one("#queue").border_title
+        assert app.query_one("#queue").paused
+
+        await pilot.press("p")  # now means resume, without a question
+        await settle(pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert not control.is_paused(filled.ledger)
+
+
+async def test_send_test_parcel_queues_one_for_the_test_agent(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+        rows = filled.ledger.rows("SELECT id, state FROM parcels WHERE to_agent_id = 'seer-test'")
+        assert len(rows) == 1 and rows[0]["state"] == "queued"
+        assert rows[0]["id"] in app._tracked
+        assert filled.queues.postmaster.pending_count() == 1
+
+
+async def test_send_test_parcel_shows_it_arrive_through_a_real_consumer(runtime, consumers):
+    app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
+    consumers("postmaster")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("t")
+
+        async def delivered_notice() -> bool:
+            await pilot.pause(0.1)
+            return any("delivered" in n.message for n in app._notifications)
+
+        for _ in range(200):
+            if await delivered_notice():
+                break
+        assert any("delivered" in n.message for n in app._notifications)
+    (row,) = runtime.ledger.rows("SELECT state FROM parcels WHERE to_agent_id = 'seer-test'")
+    assert row["state"] == "delivered"
+
+
+async def test_retry_selected_retry_all_and_purge(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")  # the Failed jobs pane
+        await settle(pilot)
+        selected = app.query_one("#failed").selected_id()
+        assert selected in failed_ids(filled)
+        await pilot.press("r")
+        await settle(pilot)
+        assert selected not in failed_ids(filled)
+        assert filled.ledger.scalar("SELECT state FROM parcels WHERE id = ?", (selected,)) == (
+            "queued"
+        )
+
+        await pilot.press("X")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert len(failed_ids(filled)) == 5
+
+        await pilot.press("R")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        assert failed_ids(filled) == []
+
+
+async def test_purge_after_confirmation(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("X")
+        await pilot.pause()
+        await pilot.press("tab", "enter")  # move from Cancel to Purge
+        await settle(pilot)
+        assert failed_ids(filled) == []
+        assert app.query_one("#failed").border_title.startswith("Failed jobs (0)")
+
+
+async def test_failure_detail_shows_traceback_and_redacted_parcel(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("3", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, FailureScreen)
+        text = str(app.screen.query_one("#failure-text").render())
+        assert "Traceback" in text and "worker/postmaster.py" in text
+        assert GITHUB_TOKEN not in text and "REDACTED" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, FailureScreen)
+
+
+async def test_failed_table_sorts_and_filters(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#failed")
+        table = pane.query_one("#failed-table")
+        assert table.row_count == 6
+        await pilot.press("3", "s")
+        assert "sort: agent" in pane.border_title
+        await pilot.press("slash")
+        await pilot.press(*"quota")
+        await pilot.pause()
+        assert table.row_count == 2
+        await pilot.press("enter", "escape")
+        await pilot.pause()
+        assert table.row_count == 6
+
+
+async def test_read_only_disables_every_action_and_says_so(filled):
+    app = app_for(filled, read_only=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert "READ-ONLY" in str(app.query_one("#banner").render())
+        assert "READ-ONLY" in app.sub_title
+        for key in ("p", "t", "R", "X"):
+            await pilot.press(key)
+            await settle(pilot)
+            assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("3", "r", "enter")
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot)
+        assert not control.is_paused(filled.ledger)
+        assert len(failed_ids(filled)) == 6
+        assert (
+            filled.ledger.scalar("SELECT count(*) FROM parcels WHERE to_agent_id='seer-test'") == 0
+        )
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert not any(t.startswith(("Pause", "Test", "Retry", "Purge")) for t in titles)
+
+
+async def test_help_lists_every_key(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one("#help-text").render())
+        for pane in PANES:
+            for key in pane.KEYS:
+                assert key.help in text
+        for _, _, _, help_text in GLOBAL_KEYS:
+            assert help_text in text
+
+
+async def test_palette_offers_every_action(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        titles = " ".join(c.title for c in app.get_system_commands(app.screen))
+        for pane in PANES:
+            for key in pane.KEYS:
+                assert key.description in titles
+
+
+async def test_freeze_and_zoom(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("f")
+        assert app.frozen and "FROZEN" in str(app.query_one("#banner").render())
+        await pilot.press("f")
+        assert not app.frozen
+        await pilot.press("2", "z")
+        assert app.screen.maximized is app.query_one("#cas")
+        await pilot.press("escape")
+        assert app.screen.maximized is None
+
+
+async def test_uninitialised_root_is_a_message_not_a_crash(env):
+    app = SeerConsole(SnapshotSource(), live=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        banner = str(app.query_one("#banner").render())
+        assert "not initialised" in banner and "seer init" in banner
+
+
+async def test_locked_database_is_a_message_not_a_freeze(filled):
+    import sqlite3
+
+    locker = sqlite3.connect(filled.layout.ledger_db, timeout=1)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        source = FixedSource(filled)
+
+        def broken(now=None, tracked=()):
+            raise sqlite3.OperationalError("database is locked")
+
+        source.read = broken
+        app = SeerConsole(source, live=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert "database is locked" in str(app.query_one("#banner").render())
+    finally:
+        locker.rollback()
+        locker.close()
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+def _snap_app(runtime, **kw):
+    return app_for(runtime, **kw)
+
+
+async def _ready(pilot) -> None:
+    await settle(pilot)
+
+
+def test_snapshot_main_80x24(filled, snap_compare):
+    assert snap_compare(_snap_app(filled), terminal_size=(80, 24), run_before=_ready)
+
+
+def test_snapshot_main_120x40_paused(filled, snap_compare):
+    from worker import control
+
+    control.pause(filled.ledger, by="console", now=1_795_780_800.0 - 420)
+    assert snap_compare(_snap_app(filled), terminal_size=(120, 40), run_before=_ready)
+
+
+def test_snapshot_failure_detail(filled, snap_compare):
+    async def open_detail(pilot):
+        await settle(pilot)
+        await pilot.press("3", "enter")
+        await settle(pilot)
+
+    assert snap_compare(_snap_app(filled), terminal_size=(100, 32), run_before=open_detail)
+
+
+def test_snapshot_help(filled, snap_compare):
+    async def open_help(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(_snap_app(filled), terminal_size=(100, 40), run_before=open_help)
+
+
+def test_snapshot_confirmation(filled, snap_compare):
+    async def ask(pilot):
+        await settle(pilot)
+        await pilot.press("X")
+        await pilot.pause()
+
+    assert snap_compare(_snap_app(filled), terminal_size=(80, 24), run_before=ask)
+
+
+def test_console_entry_point_refuses_bad_settings(env, monkeypatch, capsys):
+    from seer_console.app import main
+
+    monkeypatch.setenv("SEER_CONSOLE_REFRESH", "0")
+    assert main([]) == 2
+    assert "SEER_CONSOLE_REFRESH" in capsys.readouterr().err
