@@ -52,7 +52,7 @@ def test_pause_holds_parcels_across_a_restart_and_resume_continues_in_order(
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
         assert delivered(runtime) == 0
-        assert runtime.queues.postmaster.pending_count() >= 5
+        assert runtime.queues.postmaster.pending_count() >= 1
     assert "PAUSED" in cli("queue", "status").out
 
     consumer.kill()

@@ -127,7 +127,7 @@ class Postmaster:
             if not rows:
                 break
             try:
-                result = self._deliver(rows, started)
+                result = self._deliver(rows, started, stamp=now)
             except BaseException:
                 # Whatever went wrong (the ledger's disk, a signal), the parcels go back whole.
                 self._release_own()
@@ -147,7 +147,10 @@ class Postmaster:
                 break
         return totals
 
-    def _deliver(self, rows: list[dict[str, Any]], now: float) -> BatchResult:
+    def _deliver(
+        self, rows: list[dict[str, Any]], now: float, stamp: float | None = None
+    ) -> BatchResult:
+        """Delivers claimed rows; `stamp` is the time recorded (default: when it commits)."""
         outcome = _Outcome()
         prepared = []
         for row in rows:
@@ -186,7 +189,7 @@ class Postmaster:
             outcome.failures += [(by_id[d.parcel_id], exc, False) for d in outcome.deliveries]
             outcome.deliveries = []
         control.clear_backoff(self.ledger)
-        return self._commit(rows, outcome, now)
+        return self._commit(rows, outcome, time.time() if stamp is None else stamp)
 
     def _known_blobs(self, digests: set[str]) -> set[str]:
         known: set[str] = set()

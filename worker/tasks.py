@@ -31,19 +31,23 @@ class Tasks:
     runtime: Runtime
 
     def ring(self, parcel_ids: list[str], delay: float | None = None) -> None:
+        """One delivery task per batch of parcels: each delivers up to POSTMASTER_BATCH_SIZE
+        of the oldest waiting parcels, so one task per parcel would mostly find nothing left."""
         huey = self.runtime.queues.postmaster
-        storage = huey.storage
+        step = self.runtime.settings.batch_size
+        heads = parcel_ids[::step]
         if delay:
-            for parcel_id in parcel_ids:
+            for parcel_id in heads:
                 self.deliver.schedule((parcel_id,), delay=delay)
             return
+        storage = huey.storage
         if not isinstance(storage, SqliteStorage):
-            for parcel_id in parcel_ids:
+            for parcel_id in heads:
                 self.deliver(parcel_id)
             return
         # One transaction for the lot: a commit per task would dominate sending a batch.
         with storage.db(commit=True) as cursor:
-            for parcel_id in parcel_ids:
+            for parcel_id in heads:
                 message = huey.serialize_task(self.deliver.s(parcel_id))
                 cursor.execute(
                     "INSERT INTO task (queue, data, priority) VALUES (?, ?, ?)",
@@ -72,6 +76,10 @@ def register(runtime: Runtime) -> Tasks:
             if result.disk_full:
                 backoff_until[0] = result.retry_at
             tasks.ring([parcel_id], delay=max(0.0, result.retry_at - time.time()))
+        if result.claimed >= runtime.settings.batch_size and pm.pending_count() == 0:
+            # A full batch and no task left: more may wait whose task was lost with a killed
+            # consumer, so keep going rather than wait for the reaper.
+            tasks.ring_if_due()
 
     @pm.on_startup(name="recover")
     def recover_on_start() -> None:
