@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run stop status test lint format bench clean
+.PHONY: install run stop status test lint format bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: create the storage root, start supervisord with both consumers, show their state
+## run: create the storage root, start supervisord with both consumers, open the console
 run: install
 	$(BIN)/seer init
 	$(BIN)/seer up
-	@$(BIN)/seer status || true
+	@if [ -t 0 ] && [ -t 1 ]; then $(BIN)/seer-console; else $(BIN)/seer status || true; fi
 	@echo
+	@echo "The workers keep running under supervisord."
+	@echo "Console again:        $(BIN)/seer-console"
 	@echo "Send a test parcel:   $(BIN)/seer send-test-parcel"
-	@echo "See it delivered:     $(BIN)/seer inbox seer-test"
 	@echo "Stop everything:      make stop"
 
 ## stop: stop supervisord and both consumers
@@ -49,6 +50,15 @@ format: install
 bench: install
 	$(BIN)/python bench/parcels.py
 	$(BIN)/python bench/cas.py
+
+## screenshots: regenerate the console's SVG snapshots (fixed data and clock) into screenshots/
+screenshots: install
+	$(BIN)/pytest -q tests/test_console.py -k snapshot --snapshot-update
+	cp tests/__snapshots__/test_console/test_snapshot_main_80x24.svg screenshots/main-80x24.svg
+	cp tests/__snapshots__/test_console/test_snapshot_main_120x40_paused.svg screenshots/main-120x40-paused.svg
+	cp tests/__snapshots__/test_console/test_snapshot_failure_detail.svg screenshots/failure-detail.svg
+	cp tests/__snapshots__/test_console/test_snapshot_help.svg screenshots/help.svg
+	cp tests/__snapshots__/test_console/test_snapshot_confirmation.svg screenshots/confirm-purge.svg
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
