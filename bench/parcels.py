@@ -97,6 +97,7 @@ class Ours:
     first_pending: float | None  # first poll with pending below its peak (queue count alone)
     first_flight: float | None  # first poll with a parcel in flight or delivered
     tasks: int  # Huey tasks put on the queue by the ring (one per batch)
+    startup_ring: bool  # the consumer's start-up hook rang a doorbell of its own (its log says)
     last: float  # parcels_delivered reached N
     drained: float  # Huey queue empty after the last delivery
     peak: int
@@ -291,6 +292,9 @@ def run_ours(tmp: Path, n: int, synchronous: str) -> tuple[Ours, dict[str, int]]
         stop(proc)
         proc = None
         assert first is not None and last is not None
+        # seer.tasks logs "postmaster consumer started: ..., delivering" when its hook rang.
+        hook = [x for x in log.read_text(errors="replace").splitlines() if "seer.tasks:" in x]
+        startup_ring = bool(hook) and hook[0].rstrip().endswith(", delivering")
         claimed_min, finished_max = ledger.execute(
             "SELECT min(claimed_at), max(finished_at) FROM parcels"
         ).fetchone()
@@ -326,6 +330,7 @@ def run_ours(tmp: Path, n: int, synchronous: str) -> tuple[Ours, dict[str, int]]
             first_pending=None if first_pending is None else first_pending - t_start,
             first_flight=None if first_flight is None else first_flight - t_start,
             tasks=tasks,
+            startup_ring=startup_ring,
             last=last - t_start,
             drained=drained - t_start,
             peak=peak,
@@ -370,7 +375,8 @@ def one_run(top: Path, number: int, n: int, synchronous: str) -> tuple[float, fl
         f"      cross-checks (s after consumer start): min(claimed_at) {b.claimed_min:.2f}, "
         f"pending<peak seen {since(b.first_pending)}, in flight seen "
         f"{since(b.first_flight)}; max(finished_at) {b.finished_max:.2f} (commit time), "
-        f"last delivery seen {b.last:.2f}; tasks rung {b.tasks}, peak pending {b.peak}"
+        f"last delivery seen {b.last:.2f}; tasks rung {b.tasks}"
+        f"{' + 1 by the start-up hook' if b.startup_ring else ''}, peak pending seen {b.peak}"
     )
     print(
         f"      queue empty {b.drained - b.last:5.2f}s after the last delivery; "

@@ -8,6 +8,8 @@ action failed or found nothing, 2 bad usage, input or settings (`seer status`: 0
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +22,7 @@ from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
 from worker.cas import CasError
 from worker.db import LedgerUnavailable, check_supported, open_ledger
 from worker.layout import Layout, NotInitialised, apply_umask
+from worker.memory import MemoryError_
 from worker.runtime import Runtime
 from worker.settings import SettingsError, load_settings, parse_duration
 
@@ -409,6 +412,146 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- memory and compaction ----------------------------------------------------------------------
+
+
+def _value(args: argparse.Namespace) -> Any:
+    if args.string:
+        return args.value
+    try:
+        return json.loads(args.value)
+    except json.JSONDecodeError:
+        raise UserError(
+            f"VALUE {output.one_line(args.value, 40)!r} is not JSON: quote a string "
+            "('\"text\"') or pass --string"
+        ) from None
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    memory = runtime.memory()
+    try:
+        if args.memory_command == "set":
+            memory.set_durable(args.agent, args.key, _value(args))
+            print(f"{args.agent} {args.key}: stored (durable)")
+        elif args.memory_command == "set-ephemeral":
+            ttl = _duration_arg(args.ttl, "--ttl") if args.ttl else None
+            expires = memory.set_ephemeral(args.agent, args.key, _value(args), ttl=ttl)
+            print(f"{args.agent} {args.key}: stored (ephemeral, expires {output.when(expires)})")
+        elif args.memory_command == "get":
+            entry = memory.entry(args.agent, args.key)
+            if entry is None:
+                raise Failure(f"{args.agent} has no key {args.key!r} (or it has expired)")
+            if args.json:
+                output.emit_json(entry.__dict__)
+            else:
+                print(json.dumps(entry.value, ensure_ascii=False))
+        elif args.memory_command == "forget":
+            if not memory.forget(args.agent, args.key):
+                raise Failure(f"{args.agent} has no key {args.key!r}")
+            print(f"{args.agent} {args.key}: forgotten")
+        else:
+            entries = memory.keys(args.agent, args.partition)
+            if args.json:
+                output.emit_json([e.__dict__ for e in entries])
+                return 0
+            output.table(
+                [
+                    (
+                        e.key,
+                        e.partition,
+                        output.when(e.expires_at) if e.expires_at else "never",
+                        output.one_line(json.dumps(e.value, ensure_ascii=False), 40),
+                    )
+                    for e in entries
+                ],
+                ("KEY", "PARTITION", "EXPIRES", "VALUE"),
+            )
+            if not entries:
+                print(f"({args.agent} has no live keys)")
+    except MemoryError_ as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def cmd_compact_memory(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    run = runtime.compactor().run("manual", agent=args.agent, dry_run=args.dry_run)
+    if args.json:
+        output.emit_json(run.as_dict())
+    else:
+        verb = "would delete" if run.dry_run else "deleted"
+        scope = f"agent {args.agent}" if args.agent else f"{run.agents} agents"
+        print(
+            f"compaction {run.status}: {verb} {run.keys_deleted} expired keys ({scope}) "
+            f"in {run.duration or 0:.2f}s"
+        )
+        if run.error:
+            print(f"error: {run.error}")
+    return 0 if run.status == "ok" else 1
+
+
+def cmd_compactions(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    runs = runtime.compactor().recent(args.limit)
+    if args.json:
+        output.emit_json([r.as_dict() for r in runs])
+        return 0
+    output.table(
+        [
+            (
+                r.id,
+                output.when(r.started_at),
+                r.trigger + (" (dry run)" if r.dry_run else ""),
+                r.agents,
+                r.keys_deleted,
+                f"{r.duration:.2f}s" if r.duration is not None else "-",
+                r.status.upper() if r.status == "failed" else r.status,
+                output.one_line(r.error or "", 40),
+            )
+            for r in runs
+        ],
+        ("RUN", "STARTED", "TRIGGER", "AGENTS", "KEYS", "TOOK", "STATUS", "ERROR"),
+    )
+    if not runs:
+        print("(no compaction has run yet)")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    now = datetime.datetime.now()
+    jobs = [
+        {
+            "job": j.name,
+            "queue": runtime.settings.scheduler_queue,
+            "schedule": j.rule.describe(),
+            "next_run": (
+                n.isoformat(timespec="seconds") if (n := j.rule.next_after(now)) else None
+            ),
+            "description": j.description,
+        }
+        for j in runtime.tasks.periodic
+    ]
+    if args.json:
+        output.emit_json(jobs)
+        return 0
+    output.table(
+        [
+            (
+                j["job"],
+                j["schedule"],
+                (j["next_run"] or "never").replace("T", " "),
+                j["description"],
+            )
+            for j in jobs
+        ],
+        ("JOB", "SCHEDULE", "NEXT RUN (local time)", "WHAT"),
+    )
+    print(f"(run by the {runtime.settings.scheduler_queue} consumer, paused queue or not)")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -422,11 +565,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _duration_arg(text: str) -> float:
+def _duration_arg(text: str, option: str = "--older-than") -> float:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise UserError(f"--older-than {text!r} is not {exc}") from None
+        raise UserError(f"{option} {text!r} is not {exc}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -513,6 +656,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", metavar="AGE", help="only those failed before, e.g. 7d, 12h")
     p.add_argument("--yes", action="store_true", help="do not ask")
     p.set_defaults(func=cmd_failed_purge)
+
+    mem = add("memory", cmd_memory, "agents' memory: set, set-ephemeral, get, forget, keys")
+    msub = mem.add_subparsers(dest="memory_command", metavar="ACTION", parser_class=_Parser)
+    msub.required = True
+    for name, text in (
+        ("set", "store a durable key"),
+        ("set-ephemeral", "store a key that expires"),
+    ):
+        p = msub.add_parser(name, help=text)
+        p.add_argument("agent")
+        p.add_argument("key")
+        p.add_argument("value", help="JSON (a string with --string)")
+        p.add_argument("--string", action="store_true", help="store VALUE as a plain string")
+        if name == "set-ephemeral":
+            p.add_argument("--ttl", metavar="DURATION", help="e.g. 90s, 15m, 24h (default TTL)")
+    for name, text in (("get", "print a key's value (JSON)"), ("forget", "delete a key")):
+        p = msub.add_parser(name, help=text)
+        p.add_argument("agent")
+        p.add_argument("key")
+        p.add_argument("--json", action="store_true")
+    p = msub.add_parser("keys", help="an agent's live keys")
+    p.add_argument("agent")
+    p.add_argument("--partition", choices=("durable", "ephemeral"))
+    p.add_argument("--json", action="store_true")
+
+    p = add("compact-memory", cmd_compact_memory, "remove expired ephemeral keys now (recorded)")
+    p.add_argument("--agent", metavar="ID", help="only this agent")
+    p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument("--json", action="store_true")
+    p = add("compactions", cmd_compactions, "recent compaction runs")
+    p.add_argument("--limit", type=_positive_int, default=20)
+    p.add_argument("--json", action="store_true")
+    p = add("schedule", cmd_schedule, "periodic jobs, their schedules and next run times")
+    p.add_argument("--json", action="store_true")
 
     p = add("queue", cmd_queue, "pause, resume or show the postmaster queue")
     p.add_argument("action", choices=("pause", "resume", "status"))

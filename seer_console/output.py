@@ -16,6 +16,8 @@ def when(ts: float | None, now: float | None = None) -> str:
         return "-"
     now = time.time() if now is None else now
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    if ts > now + 1:
+        return f"{stamp} (in {humanize.naturaldelta(ts - now)})"
     return f"{stamp} ({humanize.naturaldelta(max(0.0, now - ts))} ago)"
 
 

@@ -168,6 +168,39 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        4,
+        "agent memory and compaction runs",
+        (
+            # Clustered by agent and key: one agent's keys sit together on disk, so compacting
+            # agent by agent writes each page once (scattered deletes rewrite pages many times).
+            """CREATE TABLE memory (
+                agent_id TEXT NOT NULL,
+                key TEXT NOT NULL,
+                partition TEXT NOT NULL CHECK (partition IN ('durable', 'ephemeral')),
+                value TEXT NOT NULL,
+                expires_at REAL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (agent_id, key)) WITHOUT ROWID""",
+            """CREATE TABLE compaction_runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                trigger TEXT NOT NULL,
+                agent_id TEXT,
+                dry_run INTEGER NOT NULL DEFAULT 0,
+                started_at REAL NOT NULL,
+                finished_at REAL,
+                agents INTEGER NOT NULL DEFAULT 0,
+                keys_deleted INTEGER NOT NULL DEFAULT 0,
+                status TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed')),
+                error TEXT,
+                owner TEXT)""",
+            "CREATE INDEX compaction_runs_status ON compaction_runs (status, started_at)",
+        ),
+        ("DROP TABLE compaction_runs", "DROP TABLE memory"),
+    ),
+)
+
 LATEST = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 from worker import control, migrations
 from worker.cas import ContentStore
+from worker.compaction import Compactor
 from worker.db import Ledger, check_supported, open_ledger
 from worker.layout import Layout, apply_umask
+from worker.memory import MemoryService
 from worker.postmaster import Postmaster
 from worker.settings import Settings, load_settings
 
@@ -58,6 +60,13 @@ class Runtime:
 
             self._tasks = register(self)
         return self._tasks
+
+    def memory(self) -> MemoryService:
+        s = self.settings
+        return MemoryService(self.ledger, s.memory_ttl_hours, s.memory_max_value)
+
+    def compactor(self) -> Compactor:
+        return Compactor(self.ledger, self.layout.logs / "orchestration.log", self.layout.file_mode)
 
     def postmaster(self) -> Postmaster:
         return Postmaster(self.ledger, self.store, self.settings)

@@ -37,3 +37,55 @@ class Every:
 
     def describe(self) -> str:
         return f"every {self.seconds}s"
+
+
+class Cron:
+    """A crontab (minute hour day month weekday) read strictly, in the server's local time.
+
+    Huey's crontab() silently drops a piece it cannot read ('5,abc' runs at minute 5); this
+    refuses the whole expression instead, saying which piece is wrong.
+    """
+
+    FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+
+    def __init__(self, expression: str) -> None:
+        from huey import crontab
+
+        parts = expression.split()
+        if len(parts) != 5:
+            raise ValueError(
+                "a crontab of 5 fields (minute hour day month weekday), e.g. '0 */6 * * *'"
+            )
+        for name, part in zip(self.FIELDS, parts, strict=True):
+            try:
+                crontab(**{name: part}, strict=True)
+            except ValueError:
+                raise ValueError(
+                    "a crontab of 5 valid fields (minute hour day month weekday), e.g. "
+                    f"'0 */6 * * *'; its {name.replace('_', ' ')} field {part!r} is not valid"
+                ) from None
+        self.expression = " ".join(parts)
+        self._matches = crontab(*parts, strict=True)
+        self._last_slot: int | None = None
+
+    def matches_minute(self, when: dt.datetime) -> bool:
+        return bool(self._matches(when.replace(second=0, microsecond=0)))
+
+    def __call__(self, when: dt.datetime) -> bool:
+        slot = int(when.timestamp()) // 60
+        if slot == self._last_slot or not self.matches_minute(when):
+            return False
+        self._last_slot = slot
+        return True
+
+    def next_after(self, when: dt.datetime) -> dt.datetime | None:
+        """The next matching minute after `when`, within a year (None if there is none)."""
+        minute = when.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        for _ in range(366 * 24 * 60):
+            if self.matches_minute(minute):
+                return minute
+            minute += dt.timedelta(minutes=1)
+        return None
+
+    def describe(self) -> str:
+        return f"cron {self.expression}"

@@ -78,6 +78,15 @@ def _seconds_between(raw: str, low: float, high: float) -> float:
     return value
 
 
+def _cron(raw: str) -> str:
+    from worker.schedules import Cron
+
+    try:
+        return Cron(raw).expression
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _fraction(raw: str) -> float:
     try:
         value = float(raw)
@@ -180,6 +189,19 @@ class Settings:
         "24",
         _int_range(1, 24 * 365),
         "Hours an ephemeral memory key lives before compaction removes it.",
+    )
+    memory_max_value: int = _spec(
+        "ORCHESTRATION_MEMORY_MAX_VALUE_SIZE",
+        "1M",
+        parse_size,
+        "Largest memory value accepted, as JSON text (bytes, or 64K, 1M).",
+    )
+    compaction_cron: str = _spec(
+        "ORCHESTRATION_COMPACTION_CRON",
+        "0 */6 * * *",
+        lambda raw: _cron(raw),
+        "When memory compaction runs: a crontab (minute hour day month weekday) in the "
+        "server's local time. The task card's alternative, daily at 02:00, is `0 2 * * *`.",
     )
     queue_connection: str = _spec(
         "QUEUE_CONNECTION",

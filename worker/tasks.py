@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from huey.storage import SqliteStorage
 
 from worker import consumers, control, metrics, postmaster
-from worker.schedules import Every
+from worker.schedules import Cron, Every
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -24,11 +24,20 @@ log = logging.getLogger("seer.tasks")
 
 
 @dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    rule: Every | Cron
+    description: str
+
+
+@dataclass(frozen=True)
 class Tasks:
     deliver: Any
     reap: Any
     sample: Any
+    compact_memory: Any
     runtime: Runtime
+    periodic: tuple[PeriodicJob, ...] = ()
 
     def ring(self, parcel_ids: list[str], delay: float | None = None) -> None:
         """One delivery task per batch of parcels: each delivers up to POSTMASTER_BATCH_SIZE
@@ -100,7 +109,20 @@ def register(runtime: Runtime) -> Tasks:
     def register_scheduler() -> None:
         consumers.register(runtime.ledger, queues.scheduler.name)
 
-    @queues.scheduler.periodic_task(Every(runtime.settings.sample_interval), name="sample")
+    periodic = (
+        PeriodicJob("sample", Every(runtime.settings.sample_interval), "record a metric sample"),
+        PeriodicJob(
+            "compact_memory",
+            Cron(runtime.settings.compaction_cron),
+            "remove expired ephemeral memory keys (ORCHESTRATION_COMPACTION_CRON)",
+        ),
+        PeriodicJob(
+            "reap", Every(60), "take back parcels of dead workers; ring for lost deliveries"
+        ),
+    )
+    rule = {job.name: job.rule for job in periodic}
+
+    @queues.scheduler.periodic_task(rule["sample"], name="sample")
     def sample() -> None:
         settings = runtime.settings
         taken = metrics.measure(runtime.ledger, settings.postmaster_queue, settings.scheduler_queue)
@@ -112,7 +134,12 @@ def register(runtime: Runtime) -> Tasks:
             ),
         )
 
-    @queues.scheduler.periodic_task(Every(60), name="reap")
+    @queues.scheduler.periodic_task(rule["compact_memory"], name="compact_memory")
+    def compact_memory() -> None:
+        # Selects by expiry time, so a run missed while the consumer was down costs only delay.
+        runtime.compactor().run("schedule")
+
+    @queues.scheduler.periodic_task(rule["reap"], name="reap")
     def reap() -> None:
         postmaster.recover(runtime.ledger, runtime.settings)
         runtime.store.clean_temp()
@@ -125,5 +152,5 @@ def register(runtime: Runtime) -> Tasks:
         ):
             tasks.ring_if_due()
 
-    tasks = Tasks(deliver, reap, sample, runtime)
+    tasks = Tasks(deliver, reap, sample, compact_memory, runtime, periodic)
     return tasks

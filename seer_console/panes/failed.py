@@ -83,6 +83,8 @@ class FailedPane(Pane):
         if snapshot.failures != self._rows:
             self._rows = snapshot.failures
             self._fill()
+        if not self._rows:
+            self.border_subtitle = "no failed parcels"
         total = snapshot.status.parcels["failed"]
         self.border_title = f"Failed jobs ({total:,})" + (
             f" · sort: {SORTS[self._sort][0]}" if self._sort else ""

@@ -1,0 +1,644 @@
+"""Console benchmark (issue 3): snapshot read, metric sample, idle CPU and start to first frame.
+
+    .venv/bin/python bench/console.py [--reps 50] [--cpu-seconds 30] [--launches 5]
+
+In one run, in a fresh temporary directory:
+
+1. Fill. `seer init` a storage root, then fill its ledger with raw SQL in a few big
+   transactions (not through the Postmaster): 200,000 queued parcels, 1,000,000 messages,
+   100,000 failed parcels (finished over the last 30 days, with an error), 1,000,000 `blobs`
+   rows (no files) and ~5,000 raw metric samples; and 200,000 serialized `deliver` tasks in
+   the Huey queue. The counters are kept by the schema's triggers; they are checked against
+   count(*) once the fill is done (not timed).
+2. Reads, median and p95 of --reps calls after 3 warm-up calls: `SnapshotSource.read()`
+   (goal < 50 ms), with the supervisord XML-RPC attempts (no supervisord: the socket is
+   missing) timed on their own; one metric sample, `metrics.measure` + `metrics.record`
+   (goal < 20 ms); Huey's own `pending_count()` at 200,000 queued tasks, for scale. Every SQL
+   statement a read runs is caught with sqlite3's trace callback and timed on its own; a
+   figure that misses its goal gets its slow statements' EXPLAIN QUERY PLAN.
+3. The real `seer-console` (refresh 1 s, the default) in a tmux pane of 80x24 against a small
+   initialised root and the big one: process CPU (user + system) over --cpu-seconds after 5 s
+   of warm-up, as % of one core (goal < 3%).
+4. Start to first frame: from launching `seer-console` in tmux to the first capture of the
+   pane (polled every 20 ms) that shows the Queue pane with a depth ("<n> queued"); median of
+   --launches (goal < 1.5 s). Baseline in the same run: a minimal Textual app (one
+   Static("hello")) timed the same way until "hello" shows.
+
+tmux runs on a private socket (-L) and is killed at the end, with every process started here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BIN = Path(sys.executable).parent
+SOCKET = f"seer-bench-{os.getpid()}"
+POLL = 0.02
+FRAME_TIMEOUT = 20.0
+
+QUEUED = 200_000
+MESSAGES = 1_000_000
+FAILED = 100_000
+BLOBS = 1_000_000
+TASKS = 200_000
+SAMPLES = 5_000
+SAMPLE_EVERY = 15.0
+CHUNK = 50_000
+
+READ_GOAL_MS = 50.0
+SAMPLE_GOAL_MS = 20.0
+CPU_GOAL_PCT = 3.0
+FRAME_GOAL_S = 1.5
+
+HELLO_APP = '''"""The start-to-first-frame baseline (written by bench/console.py)."""
+
+from textual.app import App, ComposeResult
+from textual.widgets import Static
+
+
+class Hello(App):
+    def compose(self) -> ComposeResult:
+        yield Static("hello")
+
+
+Hello().run()
+'''
+
+ERRORS = (
+    "TimeoutError: agent inbox store did not answer within 30s",
+    "CAS quota exceeded: this parcel needs 52428800 more bytes (ORCHESTRATION_CAS_MAX_SIZE)",
+    "ValueError: envelope.metadata.priority must be one of low, normal, high",
+    "WorkerDied: the worker died 3 times while delivering this parcel alone",
+)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f} ms"
+
+
+def stats(values: list[float]) -> tuple[float, float]:
+    """Median and p95 (nearest rank)."""
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return statistics.median(ordered), p95
+
+
+def timed(call: Callable[[], Any], reps: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def verdict(value: float, goal: float) -> str:
+    return "met" if value < goal else "NOT met"
+
+
+def environment(root: Path, env_file: Path) -> dict[str, str]:
+    return dict(os.environ, SEER_STORAGE_PATH=str(root), SEER_ENV_FILE=str(env_file))
+
+
+def init_root(root: Path, env_file: Path) -> None:
+    subprocess.run(
+        [str(BIN / "seer"), "init"],
+        env=environment(root, env_file),
+        check=True,
+        capture_output=True,
+    )
+
+
+# -- 1. fill ------------------------------------------------------------------------------------
+
+
+def fill_ledger(path: Path, now: float) -> dict[str, float]:
+    """Raw SQL, a few big transactions; returns the seconds each part took."""
+    rng = random.Random(3)
+    took: dict[str, float] = {}
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("pragma synchronous = OFF")  # the fill only; the measurements use the defaults
+    conn.execute("pragma cache_size = -200000")
+    payload = json.dumps({"envelope": {"body": "queued by bench/console.py"}, "attachments": {}})
+    insert_parcel = (
+        "INSERT INTO parcels (id, to_agent_id, task_id, type, stream, state, payload, size, "
+        "attempts, created_at, finished_at, error, traceback) "
+        "VALUES (?, ?, ?, 'bench.parcel', 'bench', ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    # Failed first (older parcels), then the queue: the oldest queued is ~33 min old.
+    rows = []
+    for i in range(FAILED):
+        finished = now - rng.random() * 30 * 86400
+        error = ERRORS[i % len(ERRORS)]
+        trace = f'Traceback (most recent call last):\n  File "worker/postmaster.py"\n{error}\n'
+        rows.append(
+            (str(uuid.uuid4()), f"agent-{i % 50}", f"task-{i // 10}", "failed", payload,
+             len(payload), 3, finished - 60, finished, error, trace)
+        )  # fmt: skip
+    conn.executemany(insert_parcel, rows)
+    rows = [
+        (str(uuid.uuid4()), f"agent-{i % 50}", f"task-{i // 10}", "queued", payload,
+         len(payload), 0, now - (QUEUED - i) * 0.01, None, None, None)
+        for i in range(QUEUED)
+    ]  # fmt: skip
+    conn.executemany(insert_parcel, rows)
+    conn.execute("COMMIT")
+    took["parcels"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    headers = json.dumps({"sent_by": "bench/console.py"})
+    envelope = json.dumps({"body": "a delivered message of a modest size", "metadata": {}})
+    conn.execute("BEGIN")
+    for start in range(0, MESSAGES, CHUNK):
+        conn.executemany(
+            "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, envelope, "
+            "created_at) VALUES (?, ?, 'agent.inbox.message', 'bench', ?, ?, ?)",
+            (
+                (f"{i:08x}-0000-4000-8000-{i:012x}", f"agent-{i % 50}", headers, envelope,
+                 now - 40 * 86400 + i * 3.0)
+                for i in range(start, min(MESSAGES, start + CHUNK))
+            ),
+        )  # fmt: skip
+    conn.execute("COMMIT")
+    took["messages"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    # Sequential keys (in sorted order) keep the fill fast; nothing measured reads this table.
+    for start in range(0, BLOBS, CHUNK):
+        conn.executemany(
+            "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?)",
+            (
+                (f"{i:064x}", 1024 + i % 4096, now - 40 * 86400 + i * 3.0)
+                for i in range(start, min(BLOBS, start + CHUNK))
+            ),
+        )
+    conn.execute("COMMIT")
+    took["blobs"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO metric_samples (resolution, ts, queue_depth, oldest_queued_age, delivered, "
+        "failed, failed_last_hour, cas_bytes, cas_blobs, postmaster_up, scheduler_up, "
+        "delivered_total, failed_total) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+        (
+            (now - (SAMPLES - i) * SAMPLE_EVERY, QUEUED - (SAMPLES - i) * 10, 1800.0, 40,
+             i % 3, 139, 2_000_000_000 + i * 100_000, BLOBS - (SAMPLES - i) * 20,
+             800_000 + 40 * i, 99_000 + i // 5)
+            for i in range(SAMPLES)
+        ),
+    )  # fmt: skip
+    conn.execute("COMMIT")
+    took["metric samples"] = time.perf_counter() - t
+    t = time.perf_counter()
+    conn.execute("pragma wal_checkpoint(TRUNCATE)")
+    took["checkpoint"] = time.perf_counter() - t
+    conn.close()
+    return took
+
+
+def fill_queue(runtime: Any, ids: list[str]) -> float:
+    """TASKS serialized deliver tasks, inserted in one transaction (as Tasks.ring does)."""
+    huey = runtime.queues.postmaster
+    storage = huey.storage
+    deliver = runtime.tasks.deliver
+    t = time.perf_counter()
+    with storage.db(commit=True) as cursor:
+        cursor.executemany(
+            "INSERT INTO task (queue, data, priority) VALUES (?, ?, 0)",
+            (
+                (storage.name, storage.to_blob(huey.serialize_task(deliver.s(pid))))
+                for pid in ids[:TASKS]
+            ),
+        )
+    storage.conn.execute("pragma wal_checkpoint(TRUNCATE)")  # autocommit: outside any transaction
+    return time.perf_counter() - t
+
+
+def check_counters(path: Path) -> list[str]:
+    """Counters vs count(*): lines to print; a mismatch is said so."""
+    conn = sqlite3.connect(path)
+    counters = dict(conn.execute("SELECT name, value FROM counters"))
+    actual = {f"parcels_{s}": 0 for s in ("queued", "in_flight", "delivered", "failed")}
+    actual.update(
+        {
+            f"parcels_{s}": n
+            for s, n in conn.execute("SELECT state, count(*) FROM parcels GROUP BY 1")
+        }
+    )
+    actual["cas_blobs"], actual["cas_bytes"] = conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0) FROM blobs"
+    ).fetchone()
+    actual["delivered_total"] = actual["parcels_delivered"]
+    actual["failed_total"] = actual["parcels_failed"]
+    messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    samples = conn.execute("SELECT count(*) FROM metric_samples").fetchone()[0]
+    conn.close()
+    lines = []
+    for name, value in actual.items():
+        kept = counters.get(name)
+        note = "ok" if kept == value else "MISMATCH"
+        lines.append(f"{name}: counter {kept:,} vs count {value:,} {note}")
+    lines.append(f"messages rows {messages:,}, metric_samples rows {samples:,}")
+    return lines
+
+
+# -- 2. reads -----------------------------------------------------------------------------------
+
+
+class Tracer:
+    """Collects the statements run on one sqlite3 connection (expanded, with their values)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.statements: list[str] = []
+
+    def __enter__(self) -> Tracer:
+        self.conn.set_trace_callback(self.statements.append)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.set_trace_callback(None)
+
+
+def profile_statements(
+    conn: sqlite3.Connection, statements: list[str], reps: int = 20
+) -> list[tuple[float, str]]:
+    """Median time of each distinct read-only statement, slowest first."""
+    seen: dict[str, int] = {}
+    for sql in statements:
+        seen[sql] = seen.get(sql, 0) + 1
+    out = []
+    for sql, count in seen.items():
+        if not sql.lstrip().upper().startswith("SELECT"):
+            continue
+        median, _ = stats(timed(lambda s=sql: conn.execute(s).fetchall(), reps, warmup=1))
+        out.append((median * count, f"{sql}" + (f"  [x{count}]" if count > 1 else "")))
+    return sorted(out, reverse=True)
+
+
+def plan(conn: sqlite3.Connection, sql: str) -> str:
+    rows = conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+    return "; ".join(r[-1] for r in rows)
+
+
+def one_line(sql: str, width: int = 150) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def measure_reads(settings: Any, reps: int) -> dict[str, float]:
+    from seer_console.source import SnapshotSource
+    from worker import metrics, supervision
+
+    results: dict[str, float] = {}
+    source = SnapshotSource(settings)
+    t = time.perf_counter()
+    source.read()
+    cold = time.perf_counter() - t
+    runtime = source.runtime
+    ledger = runtime.ledger
+    conn = ledger.db.connection()
+
+    read = timed(source.read, reps)
+    med, p95 = stats(read)
+    results["read"] = med
+    print(
+        f"SnapshotSource.read():   median {ms(med)}, p95 {ms(p95)} over {reps} (goal < "
+        f"{READ_GOAL_MS:.0f} ms: {verdict(med * 1000, READ_GOAL_MS)}); first call, opening the "
+        f"runtime: {ms(cold)}"
+    )
+
+    sock = supervision.socket_path(runtime.layout)
+
+    def attempt() -> None:
+        try:
+            supervision.Supervisor(sock, timeout=2.0).programs()
+        except supervision.SupervisorError:
+            return
+        raise RuntimeError("supervisord answered: this bench expects none")
+
+    sup_med, sup_p95 = stats(timed(attempt, reps))
+    print(
+        f"  of which supervisord:  median {ms(sup_med)} per XML-RPC attempt, p95 {ms(sup_p95)}; "
+        f"a read makes 2 (status + workers): {ms(2 * sup_med)} "
+        f"(socket {sock} exists: {sock.exists()})"
+    )
+
+    with Tracer(conn) as tracer:
+        source.read()
+    timings = profile_statements(conn, tracer.statements)
+    sql_total = sum(t for t, _ in timings)
+    print(
+        f"  of which SQL:          {ms(sql_total)} in {len(tracer.statements)} statements "
+        f"(each re-run alone, median of 20); the rest, {ms(med - sql_total - 2 * sup_med)}, "
+        "is Python (dataclasses, psutil, JSON)"
+    )
+    for took, sql in timings[:5]:
+        print(f"    {ms(took)}  {one_line(sql, 110)}")
+    if med * 1000 >= READ_GOAL_MS:
+        explain(conn, timings)
+
+    def sample() -> None:
+        taken = metrics.measure(ledger, settings.postmaster_queue, settings.scheduler_queue)
+        metrics.record(ledger, taken)
+
+    sample_times = timed(sample, reps)
+    med, p95 = stats(sample_times)
+    results["sample"] = med
+    measure_med, _ = stats(
+        timed(
+            lambda: metrics.measure(ledger, settings.postmaster_queue, settings.scheduler_queue),
+            reps,
+        )
+    )
+    print(
+        f"metric sample:           median {ms(med)}, p95 {ms(p95)} over {reps} (goal < "
+        f"{SAMPLE_GOAL_MS:.0f} ms: {verdict(med * 1000, SAMPLE_GOAL_MS)}); measure alone "
+        f"{ms(measure_med)}, so record (one durable commit) ~{ms(med - measure_med)}"
+    )
+    with Tracer(conn) as tracer:
+        metrics.measure(ledger, settings.postmaster_queue, settings.scheduler_queue)
+    timings = profile_statements(conn, tracer.statements)
+    for took, sql in timings[:3]:
+        print(f"    {ms(took)}  {one_line(sql, 110)}")
+    if med * 1000 >= SAMPLE_GOAL_MS:
+        explain(conn, timings)
+
+    huey = runtime.queues.postmaster
+    med, p95 = stats(timed(huey.pending_count, reps))
+    results["pending_count"] = med
+    print(
+        f"huey pending_count():    median {ms(med)}, p95 {ms(p95)} at {huey.pending_count():,} "
+        "queued tasks (for scale; the issue says ~12 ms)"
+    )
+    queue_conn = huey.storage.conn
+    print(
+        f"  plan: {plan(queue_conn, 'select count(id) from task where queue=' + repr(huey.name))}"
+    )
+    runtime.close()
+    return results
+
+
+def explain(conn: sqlite3.Connection, timings: list[tuple[float, str]]) -> None:
+    print("    slowest statements, with EXPLAIN QUERY PLAN:")
+    for took, sql in timings[:3]:
+        plain = re.sub(r"\s+\[x\d+\]$", "", sql)
+        print(f"    {ms(took)}  {one_line(plain, 150)}")
+        print(f"               plan: {plan(conn, plain)}")
+
+
+# -- 3 and 4. the real console in tmux ----------------------------------------------------------
+
+
+def tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["tmux", "-L", SOCKET, *args], check=check, capture_output=True, text=True
+    )
+
+
+def capture(session: str) -> str:
+    return tmux("capture-pane", "-p", "-t", session, check=False).stdout
+
+
+def launch(session: str, command: str) -> None:
+    tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
+
+
+def session_pids(session: str) -> list[int]:
+    out = tmux("list-panes", "-t", session, "-F", "#{pane_pid}", check=False).stdout
+    return [int(x) for x in out.split()]
+
+
+def stop_session(session: str) -> None:
+    """Kills the tmux session, then any process of its pane that outlives it (by pid)."""
+    procs = []
+    for pid in session_pids(session):
+        try:
+            top = psutil.Process(pid)
+            procs += [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    tmux("kill-session", "-t", session, check=False)
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def console_process(session: str, timeout: float = 10.0) -> psutil.Process:
+    """The python process running seer-console in the session's pane."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for pid in session_pids(session):
+            try:
+                top = psutil.Process(pid)
+                for proc in [top, *top.children(recursive=True)]:
+                    if any(part.endswith("seer-console") for part in proc.cmdline()):
+                        return proc
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.05)
+    raise RuntimeError(f"no seer-console process in tmux session {session}")
+
+
+def console_command(root: Path, env_file: Path) -> str:
+    return (
+        f"env SEER_STORAGE_PATH={shlex.quote(str(root))} "
+        f"SEER_ENV_FILE={shlex.quote(str(env_file))} {shlex.quote(str(BIN / 'seer-console'))}"
+    )
+
+
+def has_data(text: str) -> bool:
+    return "Queue" in text and re.search(r"\d[\d,]* queued", text) is not None
+
+
+def idle_cpu(name: str, root: Path, env_file: Path, seconds: float) -> float:
+    session = f"cpu-{name}"
+    launch(session, console_command(root, env_file))
+    try:
+        proc = console_process(session)
+        time.sleep(5.0)
+        screen = capture(session)
+        if not has_data(screen) or "cannot read state" in screen:
+            raise RuntimeError(f"console shows no data after 5 s:\n{screen}")
+        before, t0 = proc.cpu_times(), time.perf_counter()
+        time.sleep(seconds)
+        after, t1 = proc.cpu_times(), time.perf_counter()
+        used = (after.user - before.user) + (after.system - before.system)
+        depth = re.search(r"\d[\d,]* queued[^\n│┃]*", capture(session))
+        pct = 100.0 * used / (t1 - t0)
+        print(
+            f"idle CPU, {name:5} root:   {pct:5.2f}% of one core over {t1 - t0:.1f} s "
+            f"(user {after.user - before.user:.2f} s, system {after.system - before.system:.2f}"
+            f" s; goal < {CPU_GOAL_PCT:.0f}%: {verdict(pct, CPU_GOAL_PCT)}); pane shows "
+            f"'{depth.group(0).strip() if depth else '?'}'"
+        )
+        return pct
+    finally:
+        stop_session(session)
+
+
+def first_frame(session: str, command: str, ready: Callable[[str], bool]) -> float:
+    t0 = time.perf_counter()
+    launch(session, command)
+    try:
+        while True:
+            if ready(capture(session)):
+                return time.perf_counter() - t0
+            if time.perf_counter() - t0 > FRAME_TIMEOUT:
+                raise RuntimeError(f"{session}: no frame in {FRAME_TIMEOUT}s:\n{capture(session)}")
+            time.sleep(POLL)
+    finally:
+        stop_session(session)
+        time.sleep(0.3)
+
+
+def frames(name: str, command: str, ready: Callable[[str], bool], launches: int) -> float:
+    times = [first_frame(f"frame-{name}-{i}", command, ready) for i in range(launches)]
+    med = statistics.median(times)
+    print(
+        f"first frame, {name:12} median {med:5.2f} s of {launches} "
+        f"({', '.join(f'{t:.2f}' for t in times)})"
+    )
+    return med
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=50, help="timed calls per read figure")
+    parser.add_argument("--cpu-seconds", type=float, default=30.0)
+    parser.add_argument("--launches", type=int, default=5, help="launches per first-frame figure")
+    args = parser.parse_args(argv)
+    if not shutil.which("tmux"):
+        print("console benchmark: tmux is required")
+        return 2
+    import huey
+    import textual
+
+    print(
+        f"console benchmark: python {sys.version.split()[0]}, textual {textual.__version__}, "
+        f"huey {huey.__version__}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus"
+    )
+    top = Path(tempfile.mkdtemp(prefix="seer-bench-console-"))
+    started = time.perf_counter()
+    try:
+        return run(top, args)
+    finally:
+        tmux("kill-server", check=False)
+        shutil.rmtree(top, ignore_errors=True)
+        print(f"total {time.perf_counter() - started:.0f} s")
+
+
+def run(top: Path, args: argparse.Namespace) -> int:
+    from worker.runtime import Runtime
+    from worker.settings import load_settings
+
+    env_file = top / "seer.env"
+    env_file.write_text("")
+    small, big = top / "small", top / "big"
+    init_root(small, env_file)
+    init_root(big, env_file)
+    settings = load_settings(environment(big, env_file))
+
+    now = time.time()
+    t = time.perf_counter()
+    took = fill_ledger(Path(settings.storage_root) / "ledger.db", now)
+    runtime = Runtime.open(settings)
+    ids = [
+        r["id"]
+        for r in runtime.ledger.rows(
+            "SELECT id FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT ?", (TASKS,)
+        )
+    ]
+    took["huey tasks"] = fill_queue(runtime, ids)
+    runtime.close()
+    fill_total = time.perf_counter() - t
+    ledger_mb = (Path(settings.storage_root) / "ledger.db").stat().st_size / 1e6
+    queue_mb = (Path(settings.storage_root) / "queue.db").stat().st_size / 1e6
+    print(
+        f"fill: {QUEUED:,} queued + {FAILED:,} failed parcels, {MESSAGES:,} messages, "
+        f"{BLOBS:,} blobs rows, {SAMPLES:,} samples, {TASKS:,} huey tasks in "
+        f"{fill_total:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()) + ")"
+    )
+    print(f"      ledger.db {ledger_mb:.0f} MB, queue.db {queue_mb:.0f} MB")
+    for line in check_counters(Path(settings.storage_root) / "ledger.db"):
+        print(f"      {line}")
+    sys.stdout.flush()
+
+    reads = measure_reads(settings, args.reps)
+    sys.stdout.flush()
+
+    tmux("new-session", "-d", "-s", "keep", "-x", "80", "-y", "24", "sleep 3600")
+    cpu_small = idle_cpu("small", small, env_file, args.cpu_seconds)
+    cpu_big = idle_cpu("big", big, env_file, args.cpu_seconds)
+    sys.stdout.flush()
+
+    hello = top / "hello_app.py"
+    hello.write_text(HELLO_APP)
+    base = frames(
+        "hello app:",
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(hello))}",
+        lambda text: "hello" in text,
+        args.launches,
+    )
+    frame_small = frames("small root:", console_command(small, env_file), has_data, args.launches)
+    frame_big = frames("big root:", console_command(big, env_file), has_data, args.launches)
+    for name, value in (("small", frame_small), ("big", frame_big)):
+        print(
+            f"  {name} root: {value:.2f} s (goal < {FRAME_GOAL_S} s: "
+            f"{verdict(value, FRAME_GOAL_S)}), {value - base:+.2f} s over the minimal app"
+        )
+
+    print("summary:")
+    rows = [
+        ("SnapshotSource.read()", f"{reads['read'] * 1000:.1f} ms", f"< {READ_GOAL_MS:.0f} ms",
+         reads["read"] * 1000 < READ_GOAL_MS),
+        ("metric sample", f"{reads['sample'] * 1000:.1f} ms", f"< {SAMPLE_GOAL_MS:.0f} ms",
+         reads["sample"] * 1000 < SAMPLE_GOAL_MS),
+        ("idle CPU, small root", f"{cpu_small:.2f}%", f"< {CPU_GOAL_PCT:.0f}%",
+         cpu_small < CPU_GOAL_PCT),
+        ("idle CPU, big root", f"{cpu_big:.2f}%", f"< {CPU_GOAL_PCT:.0f}%",
+         cpu_big < CPU_GOAL_PCT),
+        ("first frame, small root", f"{frame_small:.2f} s", f"< {FRAME_GOAL_S} s",
+         frame_small < FRAME_GOAL_S),
+        ("first frame, big root", f"{frame_big:.2f} s", f"< {FRAME_GOAL_S} s",
+         frame_big < FRAME_GOAL_S),
+    ]  # fmt: skip
+    for name, value, goal, met in rows:
+        print(f"  {name:24} {value:>9}  goal {goal:8} {'met' if met else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
