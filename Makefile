@@ -53,7 +53,7 @@ bench: install
 
 ## screenshots: regenerate the console's SVG snapshots (fixed data and clock) into screenshots/
 screenshots: install
-	$(BIN)/pytest -q tests/test_console.py -k snapshot --snapshot-update
+	$(BIN)/pytest -q tests/test_console.py -k test_snapshot_ --snapshot-update
 	cp tests/__snapshots__/test_console/test_snapshot_main_80x24.svg screenshots/main-80x24.svg
 	cp tests/__snapshots__/test_console/test_snapshot_main_120x40_paused.svg screenshots/main-120x40-paused.svg
 	cp tests/__snapshots__/test_console/test_snapshot_failure_detail.svg screenshots/failure-detail.svg

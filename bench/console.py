@@ -480,26 +480,40 @@ def has_data(text: str) -> bool:
     return "Queue" in text and re.search(r"\d[\d,]* queued", text) is not None
 
 
+def cpu_over(proc: psutil.Process, seconds: float) -> tuple[float, float, float]:
+    """% of one core, user s, system s."""
+    before, t0 = proc.cpu_times(), time.perf_counter()
+    time.sleep(seconds)
+    after, t1 = proc.cpu_times(), time.perf_counter()
+    user, system = after.user - before.user, after.system - before.system
+    return 100.0 * (user + system) / (t1 - t0), user, system
+
+
 def idle_cpu(name: str, root: Path, env_file: Path, seconds: float) -> float:
+    """Live CPU over `seconds`; then, frozen (key f: no reads, no updates), over 10 s."""
     session = f"cpu-{name}"
     launch(session, console_command(root, env_file))
     try:
         proc = console_process(session)
         time.sleep(5.0)
         screen = capture(session)
-        if not has_data(screen) or "cannot read state" in screen:
+        if not has_data(screen) or "cannot read state" in screen or not proc.is_running():
             raise RuntimeError(f"console shows no data after 5 s:\n{screen}")
-        before, t0 = proc.cpu_times(), time.perf_counter()
-        time.sleep(seconds)
-        after, t1 = proc.cpu_times(), time.perf_counter()
-        used = (after.user - before.user) + (after.system - before.system)
+        pct, user, system = cpu_over(proc, seconds)
         depth = re.search(r"\d[\d,]* queued[^\n│┃]*", capture(session))
-        pct = 100.0 * used / (t1 - t0)
         print(
-            f"idle CPU, {name:5} root:   {pct:5.2f}% of one core over {t1 - t0:.1f} s "
-            f"(user {after.user - before.user:.2f} s, system {after.system - before.system:.2f}"
-            f" s; goal < {CPU_GOAL_PCT:.0f}%: {verdict(pct, CPU_GOAL_PCT)}); pane shows "
+            f"idle CPU, {name:5} root:   {pct:5.2f}% of one core over {seconds:.0f} s "
+            f"(user {user:.2f} s, system {system:.2f} s; goal < {CPU_GOAL_PCT:.0f}%: "
+            f"{verdict(pct, CPU_GOAL_PCT)}); pane shows "
             f"'{depth.group(0).strip() if depth else '?'}'"
+        )
+        tmux("send-keys", "-t", session, "f")
+        time.sleep(2.0)
+        frozen = "FROZEN" in capture(session)
+        still, _, _ = cpu_over(proc, 10.0)
+        print(
+            f"  frozen (f, no reads):  {still:5.2f}% over 10 s (banner FROZEN seen: {frozen}); "
+            f"so reading and updating the panes once a second costs {pct - still:.2f}%"
         )
         return pct
     finally:
@@ -531,6 +545,26 @@ def frames(name: str, command: str, ready: Callable[[str], bool], launches: int)
     return med
 
 
+def tree_state() -> str:
+    """The commit, and which files of the code under test differ from it."""
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "worker", "seer_console"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"{head}" + (f" + uncommitted changes in {len(dirty)} files under worker/, "
+                        "seer_console/" if dirty else ", clean")  # fmt: skip
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -550,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         f"console benchmark: python {sys.version.split()[0]}, textual {textual.__version__}, "
         f"huey {huey.__version__}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus"
     )
+    print(f"code: {tree_state()}")
     top = Path(tempfile.mkdtemp(prefix="seer-bench-console-"))
     started = time.perf_counter()
     try:
@@ -599,7 +634,10 @@ def run(top: Path, args: argparse.Namespace) -> int:
     reads = measure_reads(settings, args.reps)
     sys.stdout.flush()
 
+    # One server for every launch (none pays for starting it); a pane whose command dies stays
+    # open, so that a crash of the console is shown rather than an empty capture.
     tmux("new-session", "-d", "-s", "keep", "-x", "80", "-y", "24", "sleep 3600")
+    tmux("set-option", "-g", "remain-on-exit", "on")
     cpu_small = idle_cpu("small", small, env_file, args.cpu_seconds)
     cpu_big = idle_cpu("big", big, env_file, args.cpu_seconds)
     sys.stdout.flush()

@@ -60,7 +60,8 @@ class SeerConsole(App):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
         *_pane_bindings(),
-        *(Binding(key, action, label) for key, action, label, _ in GLOBAL_KEYS),
+        # Zoom stays out of the footer (room for the actions); help and the palette list it.
+        *(Binding(key, action, label, show=key != "z") for key, action, label, _ in GLOBAL_KEYS),
         *(Binding(str(i + 1), f"jump({i})", show=False) for i in range(min(len(PANES), 9))),
         Binding("escape", "minimize", show=False),
     ]

@@ -6,18 +6,21 @@ psutil handles it needs to measure CPU between two polls.
 
 from __future__ import annotations
 
+import datetime
 import socket
 import time
 from dataclasses import dataclass, field
 
 import psutil
 
-from worker import consumers, failures, metrics, status, supervision
+from worker import compaction, consumers, failures, metrics, status, supervision
+from worker.schedules import Cron
 from worker.runtime import Runtime
 from worker.settings import Settings, load_settings
 
 HISTORY_SECONDS = 15 * 60
 FAILURE_ROWS = 500
+COMPACTION_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class ConsoleSnapshot:
     critical_bytes: int
     failures: tuple[FailureRow, ...]
     workers: tuple[WorkerRow, ...]
+    compactions: tuple[compaction.Run, ...] = ()
+    compaction_failures_24h: int = 0
+    next_compaction: float | None = None
     tracked: dict[str, str] = field(default_factory=dict)  # parcel id -> state
 
 
@@ -75,6 +81,11 @@ def _per_minute(samples: list[metrics.Sample], attr: str, now: float) -> float:
     span = max(recent[-1].ts - recent[0].ts, 1.0) if len(recent) > 1 else 60.0
     total = sum(getattr(s, attr) for s in recent[1:]) if len(recent) > 1 else 0
     return total * 60.0 / span
+
+
+def _next_run(expression: str, now: float) -> float | None:
+    found = Cron(expression).next_after(datetime.datetime.fromtimestamp(now))
+    return found.timestamp() if found else None
 
 
 class SnapshotSource:
@@ -121,6 +132,9 @@ class SnapshotSource:
             critical_bytes=critical,
             failures=failed,
             workers=self._workers(runtime, snap, now),
+            compactions=tuple(runtime.compactor().recent(COMPACTION_ROWS)),
+            compaction_failures_24h=compaction.failures_per_day(ledger, now),
+            next_compaction=_next_run(runtime.settings.compaction_cron, now),
             tracked={
                 pid: row["state"]
                 for pid in tracked

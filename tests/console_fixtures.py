@@ -84,6 +84,22 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
             cas - (480 - i) * 1_200_000, blobs - (480 - i) * 20, True, True, 100 + i, i // 37,
         )  # fmt: skip
         metrics.record(ledger, sample)
+    # Compaction runs every 6 hours, one failed.
+    with ledger.write():
+        for i, (keys, agents, status, error) in enumerate(
+            [
+                (1_204, 31, "ok", None),
+                (0, 0, "failed", "OperationalError: database is locked"),
+                (3_877, 44, "ok", None),
+                (2_410, 38, "ok", None),
+            ]
+        ):
+            started = NOW - 4 * 3600 - i * 6 * 3600
+            ledger.execute(
+                "INSERT INTO compaction_runs (trigger, dry_run, started_at, finished_at, agents, "
+                "keys_deleted, status, error) VALUES (?, 0, ?, ?, ?, ?, ?, ?)",
+                ("schedule", started, started + 0.4 + i / 10, agents, keys, status, error),
+            )
     if paused:
         control.pause(ledger, by="console", now=NOW - 420)
 

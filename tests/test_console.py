@@ -131,6 +131,28 @@ async def test_purge_after_confirmation(filled):
         assert app.query_one("#failed").border_title.startswith("Failed jobs (0)")
 
 
+async def test_compact_memory_key_asks_then_runs_a_recorded_compaction(filled):
+    filled.memory().set_ephemeral("a", "old", 1, ttl=1, now=NOW - 3600)
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("enter")  # Cancel
+        await settle(pilot)
+        assert filled.compactor().recent(1)[0].trigger == "schedule"
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        run = filled.compactor().recent(1)[0]
+        assert (run.trigger, run.status, run.keys_deleted) == ("console", "ok", 1)
+        assert any("1 expired keys deleted" in n.message for n in app._notifications)
+        pane = app.query_one("#compaction")
+        assert "1 FAILED in 24h" in pane.border_title or "FAILED" in pane.border_title
+
+
 async def test_failure_detail_shows_traceback_and_redacted_parcel(filled):
     app = app_for(filled)
     async with app.run_test(size=(100, 40)) as pilot:
@@ -169,7 +191,7 @@ async def test_read_only_disables_every_action_and_says_so(filled):
         await settle(pilot)
         assert "READ-ONLY" in str(app.query_one("#banner").render())
         assert "READ-ONLY" in app.sub_title
-        for key in ("p", "t", "R", "X"):
+        for key in ("p", "t", "R", "X", "c"):
             await pilot.press(key)
             await settle(pilot)
             assert not isinstance(app.screen, ConfirmScreen)
@@ -183,7 +205,8 @@ async def test_read_only_disables_every_action_and_says_so(filled):
             filled.ledger.scalar("SELECT count(*) FROM parcels WHERE to_agent_id='seer-test'") == 0
         )
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert not any(t.startswith(("Pause", "Test", "Retry", "Purge")) for t in titles)
+        assert not any(t.startswith(("Pause", "Test", "Retry", "Purge", "Compact")) for t in titles)
+        assert filled.compactor().recent(1)[0].trigger == "schedule"
 
 
 async def test_help_lists_every_key(filled):

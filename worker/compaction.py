@@ -177,7 +177,8 @@ class Compactor:
 
     def recent(self, limit: int = 20) -> list[Run]:
         rows = self.ledger.rows(
-            f"SELECT {_COLUMNS} FROM compaction_runs ORDER BY id DESC LIMIT ?", (limit,)
+            f"SELECT {_COLUMNS} FROM compaction_runs ORDER BY started_at DESC, id DESC LIMIT ?",
+            (limit,),
         )
         return [_run(r) for r in rows]
 

@@ -68,3 +68,11 @@ def purge_failed(
     runtime: Runtime, older_than: float | None = None, now: float | None = None
 ) -> int:
     return failures.purge(runtime.ledger, older_than, time.time() if now is None else now)
+
+
+def compact_memory(runtime: Runtime, trigger: str, agent: str | None = None) -> str:
+    """Runs a compaction now and says, in one line, how it went."""
+    run = runtime.compactor().run(trigger, agent=agent)
+    if run.status != "ok":
+        raise RuntimeError(f"compaction failed: {run.error}")
+    return f"compaction: {run.keys_deleted} expired keys deleted across {run.agents} agents"

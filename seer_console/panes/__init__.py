@@ -2,10 +2,11 @@
 
 from seer_console.panes.base import Pane, PaneKey
 from seer_console.panes.cas import CasPane
+from seer_console.panes.compaction import CompactionPane
 from seer_console.panes.failed import FailedPane
 from seer_console.panes.queue import QueuePane
 from seer_console.panes.worker import WorkerPane
 
-PANES: tuple[type[Pane], ...] = (QueuePane, CasPane, FailedPane, WorkerPane)
+PANES: tuple[type[Pane], ...] = (QueuePane, CasPane, FailedPane, WorkerPane, CompactionPane)
 
 __all__ = ["PANES", "Pane", "PaneKey"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import humanize
+from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable
+from textual.widgets import Static
 
 from seer_console import output
 from seer_console.panes.base import Pane
@@ -17,24 +19,24 @@ class WorkerPane(Pane):
     title = "Worker"
 
     def compose(self) -> ComposeResult:
-        table = DataTable(id="worker-table", cursor_type="none", show_cursor=False)
-        table.add_columns("Program", "State", "PID", "Uptime", "CPU", "Memory", "Restarts")
-        table.can_focus = False
-        yield table
+        yield Static("", id="worker-rows")
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
-        table = self.query_one(DataTable)
-        table.clear()
+        wide = (self.content_region.width or 40) >= 70
+        text = Text()
         for w in snapshot.workers:
-            style = STATE_STYLE.get(w.state, "bold red")
-            table.add_row(
-                w.program,
-                f"[{style}]{w.state}[/]",
-                str(w.pid or "-"),
-                output.age(w.uptime) if w.uptime is not None else "-",
-                "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}%",
-                output.size(w.rss) if w.rss else "-",
-                str(w.restarts),
+            name = w.program if wide else w.program.removeprefix("seer-")
+            text.append(name.ljust(16 if wide else 11))
+            text.append(
+                w.state.ljust(12 if wide else 9), style=STATE_STYLE.get(w.state, "bold red")
             )
+            text.append(f"pid {w.pid or '-'}")
+            text.append("  " if wide else "\n  ")
+            cpu = "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}%"
+            mem = humanize.naturalsize(w.rss, binary=True, format="%.0f") if w.rss else "-"
+            restarts = f"{w.restarts} restart" + ("" if w.restarts == 1 else "s")
+            label = "mem " if wide else ""
+            text.append(f"up {output.short_age(w.uptime)} cpu {cpu} {label}{mem} {restarts}\n")
+        self.query_one("#worker-rows", Static).update(text)
         self.border_title = f"Worker · supervisord {snapshot.status.supervisor}"
         self.border_subtitle = ""

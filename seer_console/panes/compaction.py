@@ -1,0 +1,64 @@
+"""Compaction pane: recent memory compaction runs (failed ones stand out), and the next one."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from seer_console import output
+from seer_console.panes.base import Pane, PaneKey
+from seer_console.source import ConsoleSnapshot
+
+
+class CompactionPane(Pane):
+    pane_id = "compaction"
+    title = "Compaction"
+    KEYS = (PaneKey("c", "compact", "Compact", "compact agents' memory now (asks first)"),)
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="compaction-runs")
+
+    def show(self, snapshot: ConsoleSnapshot) -> None:
+        wide = (self.content_region.width or 40) >= 60
+        text = Text()
+        rows = snapshot.compactions[: 6 if wide else 3]
+        if not rows:
+            text.append("no compaction has run yet\n", style="dim")
+        for run in rows:
+            failed = run.status == "failed"
+            style = "bold red" if failed else ("yellow" if run.status == "running" else "")
+            when = output.clock(run.started_at)
+            trigger = {"schedule": "sched", "manual": "cli", "console": "key"}.get(
+                run.trigger, run.trigger
+            )
+            took = f"{run.duration:.1f}s" if run.duration is not None else "…"
+            line = f"{when[:5]} {trigger:<5} {run.keys_deleted:>6,} keys {took:>5}"
+            if wide:
+                line = f"{when} {trigger:<5} {run.keys_deleted:>7,} keys {run.agents:>4} agents"
+                line += f" {took:>6}"
+                line += f"  {run.status}" + (" (dry run)" if run.dry_run else "")
+                if run.error:
+                    line += f": {output.one_line(run.error, 40)}"
+            elif failed or run.status == "running":
+                line += f" {run.status.upper()}"
+            text.append(line + "\n", style=style)
+        text.append(f"next {output.clock(snapshot.next_compaction)}", style="dim")
+        self.query_one("#compaction-runs", Static).update(text)
+        failures = snapshot.compaction_failures_24h
+        self.border_title = "Compaction" + (f" · {failures} FAILED in 24h" if failures else "")
+        self.set_class(failures > 3, "-critical")
+        self.set_class(0 < failures <= 3, "-warning")
+        self.border_subtitle = ""
+
+    def act_compact(self) -> None:
+        self.console.confirm(
+            "Compact agents' memory now?\n\nExpired ephemeral keys of every agent are deleted "
+            "in short transactions; parcel delivery goes on meanwhile.",
+            "Compact",
+            lambda: self.console.perform(
+                "Compaction",
+                lambda ops, rt: ops.compact_memory(rt, "console"),
+                "{}",
+            ),
+        )
