@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import psutil
 
 from worker import compaction, consumers, failures, metrics, status, supervision
-from worker.schedules import Cron
 from worker.runtime import Runtime
+from worker.schedules import Cron
 from worker.settings import Settings, load_settings
 
 HISTORY_SECONDS = 15 * 60
