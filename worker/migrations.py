@@ -201,6 +201,40 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        5,
+        "alert rule states and the notification outbox",
+        (
+            """CREATE TABLE alert_state (
+                rule TEXT PRIMARY KEY,
+                level TEXT NOT NULL CHECK (level IN ('ok', 'warning', 'critical')),
+                value REAL,
+                summary TEXT,
+                since REAL NOT NULL,
+                notified_at REAL,
+                evaluated_at REAL NOT NULL) WITHOUT ROWID""",
+            # One row per notification per channel, written in the same transaction as the
+            # state change: an alert exists once it is decided, whatever the channels do.
+            """CREATE TABLE alert_outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                channel TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                level TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at REAL NOT NULL,
+                lease_until REAL,
+                last_error TEXT,
+                sent_at REAL)""",
+            "CREATE INDEX alert_outbox_due ON alert_outbox (status, next_attempt_at)",
+        ),
+        ("DROP TABLE alert_outbox", "DROP TABLE alert_state"),
+    ),
+)
+
 LATEST = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -87,6 +87,21 @@ def _cron(raw: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def _webhook(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.fullmatch(r"https?://[^\s/]+/\S*", value):
+        raise ValueError("an http(s) URL such as https://hooks.slack.com/services/T.../B.../...")
+    return value
+
+
+def _addresses(raw: str) -> str:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    for part in parts:
+        if not re.fullmatch(r"[^@\s,]+@[^@\s,]+", part):
+            raise ValueError("comma-separated email addresses, e.g. ops@example.com")
+    return ",".join(parts)
+
+
 def _fraction(raw: str) -> float:
     try:
         value = float(raw)
@@ -202,6 +217,77 @@ class Settings:
         lambda raw: _cron(raw),
         "When memory compaction runs: a crontab (minute hour day month weekday) in the "
         "server's local time. The task card's alternative, daily at 02:00, is `0 2 * * *`.",
+    )
+    cas_critical_threshold: float = _spec(
+        "ORCHESTRATION_CAS_CRITICAL_THRESHOLD",
+        "0.9",
+        _fraction,
+        "Fraction of the CAS quota above which storage is critical.",
+    )
+    cas_alert_max_bytes: int = _spec(
+        "ORCHESTRATION_CAS_ALERT_MAX_SIZE",
+        "10G",
+        parse_size,
+        "CAS size above which storage warns even below the threshold (the card's 10 GB).",
+    )
+    monitor_cron: str = _spec(
+        "ORCHESTRATION_MONITOR_CRON",
+        "0 3 * * *",
+        lambda raw: _cron(raw),
+        "When the daily storage report runs (crontab, server's local time). Every alert rule "
+        "is also evaluated each minute.",
+    )
+    queue_warning: int = _spec(
+        "POSTMASTER_QUEUE_WARNING", "100", _int_range(1, 10**9), "Queue depth that warns."
+    )
+    queue_critical: int = _spec(
+        "POSTMASTER_QUEUE_CRITICAL", "500", _int_range(1, 10**9), "Queue depth that is critical."
+    )
+    failed_per_hour_warning: int = _spec(
+        "POSTMASTER_FAILED_PER_HOUR_WARNING",
+        "10",
+        _int_range(0, 10**9),
+        "Failed parcels in the last hour above which it warns.",
+    )
+    compaction_failures_critical: int = _spec(
+        "ORCHESTRATION_COMPACTION_FAILURES_CRITICAL",
+        "3",
+        _int_range(0, 10**6),
+        "Failed compaction runs in a day above which it is critical.",
+    )
+    alert_repeat: float = _spec(
+        "ALERT_REPEAT_INTERVAL",
+        "4h",
+        parse_duration,
+        "An alert that holds is sent again after this long.",
+    )
+    slack_webhook_url: str = _spec(
+        "ALERT_SLACK_WEBHOOK_URL",
+        "",
+        _webhook,
+        "Slack incoming webhook (https://hooks.slack.com/services/...); empty: Slack is off.",
+        secret=True,
+    )
+    email_to: str = _spec(
+        "ALERT_EMAIL_TO",
+        "",
+        _addresses,
+        "Comma-separated recipients of alert mail; empty: email is off.",
+    )
+    email_from: str = _spec(
+        "ALERT_EMAIL_FROM", "seer-ops@localhost", _text, "Sender of alert mail."
+    )
+    smtp_host: str = _spec("SMTP_HOST", "", _text, "SMTP server; empty: email is off.")
+    smtp_port: int = _spec(
+        "SMTP_PORT", "25", _int_range(1, 65535), "SMTP port (25, 587 for starttls, 465 for ssl)."
+    )
+    smtp_username: str = _spec("SMTP_USERNAME", "", _text, "SMTP login; empty: no login.")
+    smtp_password: str = _spec("SMTP_PASSWORD", "", _text, "SMTP password.", secret=True)
+    smtp_security: str = _spec(
+        "SMTP_SECURITY",
+        "starttls",
+        _choice("none", "starttls", "ssl"),
+        "none, starttls or ssl (implicit TLS).",
     )
     queue_connection: str = _spec(
         "QUEUE_CONNECTION",
