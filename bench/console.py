@@ -30,6 +30,7 @@ tmux runs on a private socket (-L) and is killed at the end, with every process 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -40,6 +41,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -472,7 +474,9 @@ def console_process(session: str, timeout: float = 10.0) -> psutil.Process:
 def console_command(root: Path, env_file: Path) -> str:
     return (
         f"env SEER_STORAGE_PATH={shlex.quote(str(root))} "
-        f"SEER_ENV_FILE={shlex.quote(str(env_file))} {shlex.quote(str(BIN / 'seer-console'))}"
+        f"SEER_ENV_FILE={shlex.quote(str(env_file))} "
+        f"PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))} "
+        f"{shlex.quote(str(BIN / 'seer-console'))}"
     )
 
 
@@ -480,13 +484,16 @@ def has_data(text: str) -> bool:
     return "Queue" in text and re.search(r"\d[\d,]* queued", text) is not None
 
 
-def cpu_over(proc: psutil.Process, seconds: float) -> tuple[float, float, float]:
-    """% of one core, user s, system s."""
+def cpu_over(proc: psutil.Process, seconds: float) -> tuple[float, float, float, float]:
+    """% of one core: in all, user, system, and the main (UI, asyncio) thread's share."""
     before, t0 = proc.cpu_times(), time.perf_counter()
+    main_before = next(t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid)
     time.sleep(seconds)
     after, t1 = proc.cpu_times(), time.perf_counter()
+    main_after = next(t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid)
     user, system = after.user - before.user, after.system - before.system
-    return 100.0 * (user + system) / (t1 - t0), user, system
+    wall = (t1 - t0) / 100.0
+    return (user + system) / wall, user / wall, system / wall, (main_after - main_before) / wall
 
 
 def idle_cpu(name: str, root: Path, env_file: Path, seconds: float) -> float:
@@ -499,18 +506,21 @@ def idle_cpu(name: str, root: Path, env_file: Path, seconds: float) -> float:
         screen = capture(session)
         if not has_data(screen) or "cannot read state" in screen or not proc.is_running():
             raise RuntimeError(f"console shows no data after 5 s:\n{screen}")
-        pct, user, system = cpu_over(proc, seconds)
+        pct, user, system, main = cpu_over(proc, seconds)
         depth = re.search(r"\d[\d,]* queued[^\n│┃]*", capture(session))
         print(
-            f"idle CPU, {name:5} root:   {pct:5.2f}% of one core over {seconds:.0f} s "
-            f"(user {user:.2f} s, system {system:.2f} s; goal < {CPU_GOAL_PCT:.0f}%: "
-            f"{verdict(pct, CPU_GOAL_PCT)}); pane shows "
+            f"idle CPU, {name:5} root:   {pct:5.2f}% of one core over {seconds:.0f} s (goal < "
+            f"{CPU_GOAL_PCT:.0f}%: {verdict(pct, CPU_GOAL_PCT)}); pane shows "
             f"'{depth.group(0).strip() if depth else '?'}'"
+        )
+        print(
+            f"  user {user:.2f}%, system {system:.2f}%; main (UI) thread {main:.2f}%, other "
+            f"threads (snapshot reads, terminal writer) {pct - main:.2f}%"
         )
         tmux("send-keys", "-t", session, "f")
         time.sleep(2.0)
         frozen = "FROZEN" in capture(session)
-        still, _, _ = cpu_over(proc, 10.0)
+        still, _, _, _ = cpu_over(proc, 10.0)
         print(
             f"  frozen (f, no reads):  {still:5.2f}% over 10 s (banner FROZEN seen: {frozen}); "
             f"so reading and updating the panes once a second costs {pct - still:.2f}%"
@@ -545,24 +555,46 @@ def frames(name: str, command: str, ready: Callable[[str], bool], launches: int)
     return med
 
 
-def tree_state() -> str:
-    """The commit, and which files of the code under test differ from it."""
-    root = Path(__file__).resolve().parents[1]
-    git = ["git", "-C", str(root)]
-    try:
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+PACKAGES = ("worker", "seer_console")
+
+
+def snapshot_code(dest: Path, ref: str) -> str:
+    """Puts one fixed version of the code under test first on the import path, here and in every
+    process started from here (PYTHONPATH comes before the editable install's finder); says which.
+
+    Others edit the tree while a bench runs, sometimes halfway through a change (a `seer init` of
+    newer code than the bench's own imports fails the schema check). So the code is by default
+    the commit `ref` (git archive); "worktree" copies the working tree as it is at the start."""
+    source = Path(__file__).resolve().parents[1]
+    dest.mkdir(parents=True)
+    if ref == "worktree":
+        for package in PACKAGES:
+            shutil.copytree(
+                source / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        label = "the working tree, copied at the start"
+    else:
+        git = ["git", "-C", str(source)]
+        sha = subprocess.run(
+            [*git, "rev-parse", "--short", ref], capture_output=True, text=True, check=True
         ).stdout.strip()
+        archive = subprocess.run(
+            [*git, "archive", "--format=tar", sha, *PACKAGES], capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
         dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "worker", "seer_console"],
+            [*git, "status", "--porcelain", "--", *PACKAGES],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
-    return f"{head}" + (f" + uncommitted changes in {len(dirty)} files under worker/, "
-                        "seer_console/" if dirty else ", clean")  # fmt: skip
+        label = f"commit {sha}" + (
+            f" (uncommitted changes to {len(dirty)} files there are not measured)" if dirty else ""
+        )
+    sys.path.insert(0, str(dest))
+    os.environ["PYTHONPATH"] = str(dest)
+    return label
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -573,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=50, help="timed calls per read figure")
     parser.add_argument("--cpu-seconds", type=float, default=30.0)
     parser.add_argument("--launches", type=int, default=5, help="launches per first-frame figure")
+    parser.add_argument(
+        "--code",
+        default="HEAD",
+        help="commit of worker/ and seer_console/ to measure (default HEAD), or 'worktree'",
+    )
     args = parser.parse_args(argv)
     if not shutil.which("tmux"):
         print("console benchmark: tmux is required")
@@ -584,8 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         f"console benchmark: python {sys.version.split()[0]}, textual {textual.__version__}, "
         f"huey {huey.__version__}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus"
     )
-    print(f"code: {tree_state()}")
     top = Path(tempfile.mkdtemp(prefix="seer-bench-console-"))
+    print(f"code: {snapshot_code(top / 'code', args.code)}")
     started = time.perf_counter()
     try:
         return run(top, args)

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import os
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -346,6 +348,48 @@ def run_ours(tmp: Path, n: int, synchronous: str) -> tuple[Ours, dict[str, int]]
         runtime.close()
 
 
+PACKAGES = ("worker", "seer_console")
+
+
+def snapshot_code(dest: Path, ref: str) -> str:
+    """Puts one fixed version of the code under test first on the import path, here and in every
+    process started from here (PYTHONPATH comes before the editable install's finder); says which.
+
+    Others edit the tree while a bench runs, sometimes halfway through a change (a `seer init` of
+    newer code than the bench's own imports fails the schema check). So the code is by default
+    the commit `ref` (git archive); "worktree" copies the working tree as it is at the start."""
+    source = Path(__file__).resolve().parents[1]
+    dest.mkdir(parents=True)
+    if ref == "worktree":
+        for package in PACKAGES:
+            shutil.copytree(
+                source / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        label = "the working tree, copied at the start"
+    else:
+        git = ["git", "-C", str(source)]
+        sha = subprocess.run(
+            [*git, "rev-parse", "--short", ref], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        archive = subprocess.run(
+            [*git, "archive", "--format=tar", sha, *PACKAGES], capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", *PACKAGES],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        label = f"commit {sha}" + (
+            f" (uncommitted changes to {len(dirty)} files there are not measured)" if dirty else ""
+        )
+    sys.path.insert(0, str(dest))
+    os.environ["PYTHONPATH"] = str(dest)
+    return label
+
+
 def one_run(top: Path, number: int, n: int, synchronous: str) -> tuple[float, float]:
     tmp = top / f"run{number}"
     (tmp / "a").mkdir(parents=True)
@@ -397,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=5000, help="parcels / tasks per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs (the disk is noisy)")
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
+    parser.add_argument(
+        "--code",
+        default="HEAD",
+        help="commit of worker/ and seer_console/ to measure (default HEAD), or 'worktree'",
+    )
     args = parser.parse_args(argv)
     print(
         f"parcels benchmark: N={args.count}, synchronous={args.synchronous}, "
@@ -407,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     # journal (this VM's root) the inode allocator skips inodes freed in the last 60-300 s,
     # one by one, so deleting a run's 10,000 blobs would slow the next run's file creation.
     top = Path(tempfile.mkdtemp(prefix="seer-bench-parcels-"))
+    print(f"code: {snapshot_code(top / 'code', args.code)}")
     try:
         for number in range(1, args.repeat + 1):
             ratios.append(one_run(top, number, args.count, args.synchronous))

@@ -16,7 +16,7 @@ from typing import Any
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Grid
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
@@ -58,10 +58,17 @@ class SeerConsole(App):
     CSS_PATH = "seer.tcss"
     TITLE = "Seer Ops"
     ENABLE_COMMAND_PALETTE = True
+    # On a short terminal (80x24 over SSH) the panes drop their least useful lines so that
+    # every pane keeps a place on the screen.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
         *_pane_bindings(),
-        # Zoom stays out of the footer (room for the actions); help and the palette list it.
-        *(Binding(key, action, label, show=key != "z") for key, action, label, _ in GLOBAL_KEYS),
+        # Freeze and zoom stay out of the footer (room for the actions); help and the palette
+        # list them.
+        *(
+            Binding(key, action, label, show=key not in ("f", "z"))
+            for key, action, label, _ in GLOBAL_KEYS
+        ),
         *(Binding(str(i + 1), f"jump({i})", show=False) for i in range(min(len(PANES), 9))),
         Binding("escape", "minimize", show=False),
     ]
@@ -91,9 +98,12 @@ class SeerConsole(App):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
         yield Static("", id="banner")
-        with Grid(id="panes"):
-            for pane in PANES:
-                yield pane()
+        with Vertical(id="panes"):
+            for row in sorted({pane.ROW for pane in PANES}):
+                members = [pane for pane in PANES if row == pane.ROW]
+                with Horizontal(classes="pane-row", id=f"row-{row}"):
+                    for pane in members:
+                        yield pane()
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:

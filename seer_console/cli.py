@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from seer_console import output
+from seer_console.cli_cas import add_cas_commands
+from seer_console.cli_monitor import add_monitor_commands
 from worker import control, failures, inbox, migrations, operations, parcels, status, supervision
 from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
 from worker.cas import CasError
@@ -106,6 +108,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if queue == "postmaster":
         # Only the scheduler consumer enqueues periodic jobs (else they would run twice).
         command.append("--no-periodic")
+    else:
+        # Two threads: a slow alert channel never holds up the samples and the reaper.
+        command[command.index("--workers") + 1] = "2"
     runtime.close()
     sys.stdout.flush()
     # exec, not a child: supervisord's signals must reach the consumer itself.
@@ -690,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("schedule", cmd_schedule, "periodic jobs, their schedules and next run times")
     p.add_argument("--json", action="store_true")
+
+    add_monitor_commands(sub, add)
+    add_cas_commands(sub, add)
 
     p = add("queue", cmd_queue, "pause, resume or show the postmaster queue")
     p.add_argument("action", choices=("pause", "resume", "status"))

@@ -13,7 +13,18 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from worker import compaction, consumers, failures, metrics, status, supervision
+from worker import (
+    alerting,
+    compaction,
+    consumers,
+    failures,
+    metrics,
+    outbox,
+    rules,
+    status,
+    supervision,
+)
+from worker.channels import channels_from_settings
 from worker.runtime import Runtime
 from worker.schedules import Cron
 from worker.settings import Settings, load_settings
@@ -21,6 +32,7 @@ from worker.settings import Settings, load_settings
 HISTORY_SECONDS = 15 * 60
 FAILURE_ROWS = 500
 COMPACTION_ROWS = 10
+DELIVERY_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -59,17 +71,15 @@ class ConsoleSnapshot:
     critical_bytes: int
     failures: tuple[FailureRow, ...]
     workers: tuple[WorkerRow, ...]
+    queue_warning: int = 100
+    queue_critical: int = 500
+    alerts: tuple[alerting.RuleState, ...] = ()
+    deliveries: tuple[outbox.Delivery, ...] = ()
+    channels: tuple[str, ...] = ()
     compactions: tuple[compaction.Run, ...] = ()
     compaction_failures_24h: int = 0
     next_compaction: float | None = None
     tracked: dict[str, str] = field(default_factory=dict)  # parcel id -> state
-
-
-def thresholds(settings: Settings) -> tuple[int, int]:
-    """The CAS warning and critical lines: 80% of quota or 10 GB, whichever is lower; 90%."""
-    quota = settings.cas_max_size
-    warning = min(int(quota * settings.cas_alert_threshold), 10 * 1024**3)
-    return warning, int(quota * 0.9)
 
 
 def _per_minute(samples: list[metrics.Sample], attr: str, now: float) -> float:
@@ -113,7 +123,7 @@ class SnapshotSource:
         ledger = runtime.ledger
         snap = status.snapshot(runtime, now=now)
         samples = metrics.history(ledger, now - HISTORY_SECONDS)
-        warning, critical = thresholds(runtime.settings)
+        warning, critical = rules.cas_lines(runtime.settings)
         failed = tuple(
             FailureRow(f["id"], f["to_agent_id"], f["error"] or "", f["attempts"], f["failed_at"])
             for f in failures.list_failed(ledger, FAILURE_ROWS)
@@ -132,6 +142,11 @@ class SnapshotSource:
             critical_bytes=critical,
             failures=failed,
             workers=self._workers(runtime, snap, now),
+            queue_warning=runtime.settings.queue_warning,
+            queue_critical=runtime.settings.queue_critical,
+            alerts=tuple(alerting.active(ledger)),
+            deliveries=tuple(outbox.recent(ledger, DELIVERY_ROWS)),
+            channels=tuple(channels_from_settings(runtime.settings, runtime.layout)),
             compactions=tuple(runtime.compactor().recent(COMPACTION_ROWS)),
             compaction_failures_24h=compaction.failures_per_day(ledger, now),
             next_compaction=_next_run(runtime.settings.compaction_cron, now),

@@ -9,7 +9,8 @@ import time
 from dataclasses import replace
 
 from seer_console.source import ConsoleSnapshot, SnapshotSource, WorkerRow
-from worker import control, metrics, parcels
+from worker import control, metrics, outbox, parcels
+from worker.channels import Notification
 from worker.runtime import Runtime
 from worker.status import ConsumerStatus
 
@@ -58,7 +59,7 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
         "WorkerDied: the worker died 3 times while delivering this parcel alone",
     ]
     with ledger.write():
-        for n, parcel_id in enumerate(ids[40:46]):
+        for n, parcel_id in enumerate(ids[40:52]):
             trace = (
                 "Traceback (most recent call last):\n"
                 '  File "worker/postmaster.py", line 180, in _deliver\n'
@@ -68,7 +69,7 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
             ledger.execute(
                 "UPDATE parcels SET state = 'failed', attempts = ?, finished_at = ?, error = ?, "
                 "traceback = ? WHERE id = ?",
-                (1 + n % 3, NOW - 300 * (n + 1), errors[n % 4], trace, parcel_id),
+                (1 + n % 3, NOW - 240 * (n + 1), errors[n % 4], trace, parcel_id),
             )
     # A store of a production size (the counters are what every screen reads), and two hours
     # of samples: a backlog that built up and drained twice, the CAS growing steadily.
@@ -80,9 +81,19 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
         ts = NOW - 7200 + 15 * i
         depth = int(14 + 60 * max(0.0, 1 - abs((i % 160) - 80) / 50)) + (i * 7) % 5
         sample = metrics.Sample(
-            ts, depth, 12.0 + i % 7, 3 + i % 5, 1 if i % 37 == 0 else 0, 6,
-            cas - (480 - i) * 1_200_000, blobs - (480 - i) * 20, True, True, 100 + i, i // 37,
-        )  # fmt: skip
+            ts,
+            depth,
+            12.0 + i % 7,
+            3 + i % 5,
+            1 if i % 37 == 0 else 0,
+            6,
+            cas - (480 - i) * 1_200_000,
+            blobs - (480 - i) * 20,
+            True,
+            True,
+            100 + i,
+            i // 37,
+        )
         metrics.record(ledger, sample)
     # Compaction runs every 6 hours, one failed.
     with ledger.write():
@@ -100,16 +111,53 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
                 "keys_deleted, status, error) VALUES (?, 0, ?, ?, ?, ?, ?, ?)",
                 ("schedule", started, started + 0.4 + i / 10, agents, keys, status, error),
             )
+    # 12 failures in the last hour: the failed_per_hour rule is at warning since 11:32,
+    # notified on Slack and in the log; the mail server is refusing for now.
+    with ledger.write():
+        ledger.execute(
+            "INSERT INTO alert_state VALUES ('failed_per_hour', 'warning', 12, "
+            "'12 failed parcels in the last hour (warning > 10)', ?, ?, ?)",
+            (NOW - 1680, NOW - 1680, NOW - 30),
+        )
+        for rule, level in rules_ok():
+            ledger.execute(
+                "INSERT INTO alert_state VALUES (?, ?, 0, '', ?, NULL, ?)",
+                (rule, level, NOW - 86400, NOW - 30),
+            )
+    note = Notification(
+        "failed_per_hour",
+        "warning",
+        "Failed parcels warning",
+        "12 failed parcels in the last hour (warning > 10)",
+        NOW - 1680,
+    )
+    outbox.enqueue(ledger, note, ["log", "slack", "email"], now=NOW - 1680)
+    with ledger.write():
+        ledger.execute(
+            "UPDATE alert_outbox SET status = 'sent', attempts = 1, sent_at = created_at + 1 "
+            "WHERE channel IN ('log', 'slack')"
+        )
+        ledger.execute(
+            "UPDATE alert_outbox SET attempts = 4, next_attempt_at = ?, last_error = "
+            "'SMTP 451 4.3.0 mail server busy, try later' WHERE channel = 'email'",
+            (NOW + 50,),
+        )
     if paused:
         control.pause(ledger, by="console", now=NOW - 420)
 
 
+def rules_ok() -> list[tuple[str, str]]:
+    return [("cas_size", "ok"), ("queue_depth", "ok"), ("compaction_failures", "ok")]
+
+
 WORKERS = (
-    WorkerRow("seer-postmaster", "postmaster", "RUNNING", 48211, 3 * 86400 + 4000, 3.0,
-              82 * 1024**2, 1),
-    WorkerRow("seer-scheduler", "scheduler", "RUNNING", 48212, 3 * 86400 + 4000, 0.0,
-              61 * 1024**2, 0),
-)  # fmt: skip
+    WorkerRow(
+        "seer-postmaster", "postmaster", "RUNNING", 48211, 3 * 86400 + 4000, 3.0, 82 * 1024**2, 1
+    ),
+    WorkerRow(
+        "seer-scheduler", "scheduler", "RUNNING", 48212, 3 * 86400 + 4000, 0.0, 61 * 1024**2, 0
+    ),
+)
 
 
 class FixedSource(SnapshotSource):
@@ -137,7 +185,14 @@ class FixedSource(SnapshotSource):
             problems=problems,
             level="warning" if problems else "ok",
         )
-        return replace(snap, host=HOST, storage_root=ROOT, status=status, workers=WORKERS)
+        return replace(
+            snap,
+            host=HOST,
+            storage_root=ROOT,
+            status=status,
+            workers=WORKERS,
+            channels=("log", "slack", "email"),
+        )
 
 
 def payload_of(runtime: Runtime, parcel_id: str) -> dict:

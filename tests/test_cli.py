@@ -701,8 +701,9 @@ def test_status_text_and_json(runtime, cli, tmp_path):
     result = cli("status")
     assert "Traceback" not in result.err
     assert root in result.out and "NOT RUNNING" in result.out
-    # No consumer and nothing queued: a warning.
-    assert result.code == 1
+    # No scheduler consumer means no monitoring and no alerts: critical, even with nothing
+    # queued.
+    assert result.code == 2 and "scheduler consumer not running" in result.out
 
     send(cli, parcel("a", 1), parcel("a", 2))
     make_failed(runtime, 1)

@@ -110,7 +110,7 @@ async def test_retry_selected_retry_all_and_purge(filled):
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("escape")
         await settle(pilot)
-        assert len(failed_ids(filled)) == 5
+        assert len(failed_ids(filled)) == 11
 
         await pilot.press("R")
         await pilot.pause()
@@ -153,6 +153,30 @@ async def test_compact_memory_key_asks_then_runs_a_recorded_compaction(filled):
         assert "1 FAILED in 24h" in pane.border_title or "FAILED" in pane.border_title
 
 
+async def test_test_alert_key_sends_through_the_configured_channels(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+    rows = filled.ledger.rows("SELECT channel, status FROM alert_outbox WHERE rule = 'test'")
+    assert rows == [{"channel": "log", "status": "sent"}]
+    assert any("test alert: log sent" in n.message for n in app._notifications)
+    assert "Test alert" in (filled.layout.logs / "alerts.log").read_text()
+
+
+async def test_alerts_pane_shows_active_alerts_and_deliveries(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot)
+        pane = app.query_one("#alerts")
+        text = str(pane.query_one("#alerts-text").render())
+        assert "WARNING" in text and "12 failed parcels" in text
+        assert "email" in text and "451" in text
+        assert "1 active" in pane.border_title
+        assert "warn >100" in app.query_one("#queue").border_subtitle
+
+
 async def test_failure_detail_shows_traceback_and_redacted_parcel(filled):
     app = app_for(filled)
     async with app.run_test(size=(100, 40)) as pilot:
@@ -173,16 +197,16 @@ async def test_failed_table_sorts_and_filters(filled):
         await settle(pilot)
         pane = app.query_one("#failed")
         table = pane.query_one("#failed-table")
-        assert table.row_count == 6
+        assert table.row_count == 12
         await pilot.press("3", "s")
         assert "sort: agent" in pane.border_title
         await pilot.press("slash")
         await pilot.press(*"quota")
         await pilot.pause()
-        assert table.row_count == 2
+        assert table.row_count == 3
         await pilot.press("enter", "escape")
         await pilot.pause()
-        assert table.row_count == 6
+        assert table.row_count == 12
 
 
 async def test_read_only_disables_every_action_and_says_so(filled):
@@ -191,7 +215,7 @@ async def test_read_only_disables_every_action_and_says_so(filled):
         await settle(pilot)
         assert "READ-ONLY" in str(app.query_one("#banner").render())
         assert "READ-ONLY" in app.sub_title
-        for key in ("p", "t", "R", "X", "c"):
+        for key in ("p", "t", "R", "X", "c", "a"):
             await pilot.press(key)
             await settle(pilot)
             assert not isinstance(app.screen, ConfirmScreen)
@@ -200,7 +224,7 @@ async def test_read_only_disables_every_action_and_says_so(filled):
         await pilot.press("r")
         await settle(pilot)
         assert not control.is_paused(filled.ledger)
-        assert len(failed_ids(filled)) == 6
+        assert len(failed_ids(filled)) == 12
         assert (
             filled.ledger.scalar("SELECT count(*) FROM parcels WHERE to_agent_id='seer-test'") == 0
         )

@@ -241,7 +241,14 @@ def test_compact_memory_and_compactions_commands(runtime, cli):
 
 def test_schedule_lists_every_periodic_job(runtime, cli):
     jobs = cli("schedule", "--json").json()
-    assert {j["job"] for j in jobs} == {"sample", "reap", "compact_memory"}
+    assert {j["job"] for j in jobs} == {
+        "sample",
+        "reap",
+        "compact_memory",
+        "evaluate_rules",
+        "deliver_alerts",
+        "monitor_storage",
+    }
     compact = next(j for j in jobs if j["job"] == "compact_memory")
     assert compact["schedule"] == "cron 0 */6 * * *"
     assert compact["next_run"].endswith(":00:00")

@@ -266,3 +266,23 @@ def test_real_full_disk_backs_off_then_delivers_when_space_returns(runtime, tmpf
     subprocess.run(["mount", "-o", "remount,size=1m", str(cas)], check=True)
     assert runtime.postmaster().deliver_waiting(now=16.0).delivered == 1
     assert control.backoff_state(runtime.ledger) is None
+
+
+def test_a_blob_removed_by_gc_before_the_commit_is_written_again(runtime):
+    queue(runtime, parcel("a", 1, attachment="shared"))
+    runtime.postmaster().deliver_waiting()
+    digest = hashlib.sha256(b"shared").hexdigest()
+    queue(runtime, parcel("b", 2, attachment="shared"))
+    pm = runtime.postmaster()
+    rows = pm._claim(now=1.0, limit=10)
+    # The put deduplicates against the file on disk; then gc removes the file before the commit.
+    original_put_many = pm.store.put_many
+
+    def put_then_gc(items):
+        results = original_put_many(items)
+        runtime.store.remove(digest)
+        return results
+
+    pm.store.put_many = put_then_gc
+    assert pm._deliver(rows, now=2.0).delivered == 1
+    assert runtime.store.read(digest) == b"shared"

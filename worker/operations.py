@@ -76,3 +76,15 @@ def compact_memory(runtime: Runtime, trigger: str, agent: str | None = None) -> 
     if run.status != "ok":
         raise RuntimeError(f"compaction failed: {run.error}")
     return f"compaction: {run.keys_deleted} expired keys deleted across {run.agents} agents"
+
+
+def send_test_alert(runtime: Runtime, channel: str | None = None) -> str:
+    """Queues and sends a test alert; says in one line how each channel took it."""
+    from worker import monitor, outbox
+
+    names = monitor.send_test_alert(runtime, channel)
+    monitor.deliver(runtime)
+    latest = {d.channel: d for d in reversed(outbox.recent(runtime.ledger, 50)) if d.rule == "test"}
+    return "test alert: " + ", ".join(
+        f"{n} {latest[n].status}" if n in latest else f"{n} queued" for n in names
+    )

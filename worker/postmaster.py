@@ -312,6 +312,11 @@ class Postmaster:
                     (now, d.parcel_id, token),
                 ).rowcount:
                     continue
+                for digest, data in zip(d.digests, d.blobs, strict=True):
+                    if not self.store.exists(digest):
+                        # `seer cas gc` removed it between our deduplicating put and now; gc
+                        # deletes under this same write lock, so with it held, write it again.
+                        self.store.put(data)
                 conn.execute(
                     "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, "
                     "envelope, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

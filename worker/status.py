@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from worker import consumers, control, supervision
+from worker import consumers, control, rules, supervision
 from worker.runtime import Runtime
 
 
@@ -44,6 +44,7 @@ class Snapshot:
     supervisor: str
     level: str
     problems: tuple[str, ...]
+    rules: dict[str, str]
 
     @property
     def exit_code(self) -> int:
@@ -102,18 +103,27 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
                 queue_name, bool(live), tuple(c.pid for c in live), info.state if info else None
             )
         )
-    problems = []
-    level = "ok"
+    problems: list[str] = []
+    levels: list[str] = []
+
+    def problem(text: str, level: str) -> None:
+        problems.append(text)
+        levels.append(level)
+
+    readings = rules.evaluate(runtime.settings, rules.read_inputs(ledger, now))
+    for reading in readings:
+        if reading.level != "ok":
+            problem(reading.summary, reading.level)
     if queue.paused:
-        problems.append("postmaster queue is PAUSED")
-        level = "warning"
+        problem("postmaster queue is PAUSED", "warning")
     if queue.backoff_reason:
-        problems.append(f"postmaster is backing off: {queue.backoff_reason}")
-        level = "warning"
+        problem(f"postmaster is backing off: {queue.backoff_reason}", "warning")
     for c in found:
         if not c.alive:
-            problems.append(f"{c.queue} consumer not running")
-            level = "critical" if c.queue == queue.name and queue.depth else max_level(level)
+            # No scheduler means no monitoring and no alerts: as bad as parcels not moving.
+            bad = c.queue != queue.name or queue.depth > 0
+            problem(f"{c.queue} consumer not running", "critical" if bad else "warning")
+    level = rules.worst(levels)
     return Snapshot(
         taken_at=now,
         storage_root=str(runtime.layout.root),
@@ -129,11 +139,8 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         supervisor=sup_state,
         level=level,
         problems=tuple(problems),
+        rules={r.rule: r.level for r in readings},
     )
-
-
-def max_level(level: str) -> str:
-    return "critical" if level == "critical" else "warning"
 
 
 def print_queue(snap: Snapshot) -> None:
@@ -173,5 +180,6 @@ def print_text(snap: Snapshot) -> None:
         alive = f"alive (pid {', '.join(map(str, c.pids))})" if c.alive else "NOT RUNNING"
         sup = f", supervisord: {c.supervisor_state}" if c.supervisor_state else ""
         print(f"consumer   {c.queue}: {alive}{sup}")
-    for problem in snap.problems:
-        print(f"problem    {problem}")
+    print("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
+    for text in snap.problems:
+        print(f"problem    {text}")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from huey.storage import SqliteStorage
 
-from worker import consumers, control, metrics, postmaster
+from worker import consumers, control, metrics, monitor, postmaster
 from worker.schedules import Cron, Every
 
 if TYPE_CHECKING:
@@ -119,6 +119,13 @@ def register(runtime: Runtime) -> Tasks:
         PeriodicJob(
             "reap", Every(60), "take back parcels of dead workers; ring for lost deliveries"
         ),
+        PeriodicJob("evaluate_rules", Every(60), "evaluate the alert rules; queue notifications"),
+        PeriodicJob("deliver_alerts", Every(5), "send queued notifications, with retries"),
+        PeriodicJob(
+            "monitor_storage",
+            Cron(runtime.settings.monitor_cron),
+            "daily CAS storage report to logs/orchestration.log (ORCHESTRATION_MONITOR_CRON)",
+        ),
     )
     rule = {job.name: job.rule for job in periodic}
 
@@ -138,6 +145,24 @@ def register(runtime: Runtime) -> Tasks:
     def compact_memory() -> None:
         # Selects by expiry time, so a run missed while the consumer was down costs only delay.
         runtime.compactor().run("schedule")
+
+    @queues.scheduler.periodic_task(rule["evaluate_rules"], name="evaluate_rules")
+    def evaluate_rules() -> None:
+        _, sent = monitor.evaluate(runtime)
+        if sent:
+            monitor.deliver(runtime)
+
+    @queues.scheduler.periodic_task(rule["deliver_alerts"], name="deliver_alerts")
+    def deliver_alerts() -> None:
+        monitor.deliver(runtime)
+
+    @queues.scheduler.periodic_task(rule["monitor_storage"], name="monitor_storage")
+    def monitor_storage() -> None:
+        report = monitor.storage_report(runtime)
+        monitor.log_storage_report(runtime, report)
+        _, sent = monitor.evaluate(runtime, only=("cas_size",))
+        if sent:
+            monitor.deliver(runtime)
 
     @queues.scheduler.periodic_task(rule["reap"], name="reap")
     def reap() -> None:

@@ -31,6 +31,7 @@ class Pane(Vertical, can_focus=True):
     ALLOW_MAXIMIZE = True
     pane_id: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    ROW: ClassVar[int] = 0  # panes of one row sit side by side; rows stack in order
     KEYS: ClassVar[tuple[PaneKey, ...]] = ()
     LOCAL_KEYS: ClassVar[tuple[tuple[str, str], ...]] = ()  # (key, help) when focused
 
@@ -41,6 +42,11 @@ class Pane(Vertical, can_focus=True):
     @property
     def console(self) -> SeerConsole:
         return self.app  # type: ignore[return-value]
+
+    @property
+    def short(self) -> bool:
+        """True on a short terminal: show fewer lines."""
+        return self.screen.has_class("-short")
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
         raise NotImplementedError

@@ -33,6 +33,7 @@ def quota_bar(used: int, quota: int, warning: int, critical: int, width: int) ->
 class CasPane(Pane):
     pane_id = "cas"
     title = "CAS"
+    ROW = 0
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cas-size")
@@ -69,4 +70,7 @@ class CasPane(Pane):
         self.query_one("#cas-history", Static).update(
             output.spark(snapshot.cas_history, width, from_zero=False)
         )
-        self.border_subtitle = ""
+        self.border_subtitle = (
+            f"warn >{output.size(snapshot.warning_bytes)} "
+            f"crit >{output.size(snapshot.critical_bytes)}"
+        )

@@ -14,6 +14,7 @@ from seer_console.source import ConsoleSnapshot
 class CompactionPane(Pane):
     pane_id = "compaction"
     title = "Compaction"
+    ROW = 2
     KEYS = (PaneKey("c", "compact", "Compact", "compact agents' memory now (asks first)"),)
 
     def compose(self) -> ComposeResult:
@@ -22,7 +23,7 @@ class CompactionPane(Pane):
     def show(self, snapshot: ConsoleSnapshot) -> None:
         wide = (self.content_region.width or 40) >= 60
         text = Text()
-        rows = snapshot.compactions[: 6 if wide else 3]
+        rows = snapshot.compactions[: 2 if self.short else 6 if wide else 3]
         if not rows:
             text.append("no compaction has run yet\n", style="dim")
         for run in rows:

@@ -45,6 +45,7 @@ class FailedTable(DataTable):
 class FailedPane(Pane):
     pane_id = "failed"
     title = "Failed jobs"
+    ROW = 1
     KEYS = (
         PaneKey("r", "retry_selected", "Retry", "retry the selected failed parcel"),
         PaneKey("R", "retry_all", "Retry all", "put every failed parcel back in the queue"),

@@ -13,6 +13,7 @@ from seer_console.source import ConsoleSnapshot
 class QueuePane(Pane):
     pane_id = "queue"
     title = "Queue"
+    ROW = 0
     KEYS = (
         PaneKey("p", "pause", "Pause", "pause the postmaster queue (asks first)"),
         PaneKey("p", "resume", "Resume", "resume the postmaster queue, in order"),
@@ -42,17 +43,28 @@ class QueuePane(Pane):
             banner.update(f" BACKING OFF: {output.one_line(q.backoff_reason, 60)} ")
         self.set_class(q.paused, "-paused")
         self.border_title = f"Queue {q.name}" + (" · PAUSED" if q.paused else "")
+        level = (
+            "critical"
+            if q.depth > snapshot.queue_critical
+            else "warning"
+            if q.depth > snapshot.queue_warning
+            else ""
+        )
+        colour = {"critical": "bold red", "warning": "bold yellow"}.get(level, "bold")
         self.query_one("#queue-depth", Static).update(
-            f"[b]{q.depth:,}[/] queued  {q.in_flight} in flight  "
+            f"[{colour}]{q.depth:,}[/] queued  {q.in_flight} in flight  "
             f"oldest {output.short_age(q.oldest_queued_age)}"
         )
+        self.set_class(level == "warning", "-warning")
+        self.set_class(level == "critical", "-critical")
         width = max(10, self.content_region.width or 30)
         self.query_one("#queue-history", Static).update(output.spark(snapshot.depth_history, width))
         self.query_one("#queue-flow", Static).update(
             f"delivered {snapshot.delivered_per_minute:,.0f}/min  "
             f"failed {snapshot.failed_per_minute:,.0f}/min"
         )
-        self.border_subtitle = ""
+        # The rule lines, where the eye already is.
+        self.border_subtitle = f"warn >{snapshot.queue_warning:,} crit >{snapshot.queue_critical:,}"
 
     def available(self, action: str) -> bool:
         # p pauses a running queue and resumes a paused one; the footer shows which.

@@ -17,6 +17,7 @@ STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow"}
 class WorkerPane(Pane):
     pane_id = "worker"
     title = "Worker"
+    ROW = 2
 
     def compose(self) -> ComposeResult:
         yield Static("", id="worker-rows")
@@ -37,6 +38,7 @@ class WorkerPane(Pane):
             restarts = f"{w.restarts} restart" + ("" if w.restarts == 1 else "s")
             label = "mem " if wide else ""
             text.append(f"up {output.short_age(w.uptime)} cpu {cpu} {label}{mem} {restarts}\n")
+        text.rstrip()
         self.query_one("#worker-rows", Static).update(text)
         self.border_title = f"Worker · supervisord {snapshot.status.supervisor}"
         self.border_subtitle = ""

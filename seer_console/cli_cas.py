@@ -1,0 +1,258 @@
+"""`seer cas`: the content store's usage, verification, reconciliation and garbage collection.
+
+Registered by seer_console.cli through add_cas_commands; the CLI's helpers are imported inside
+the functions because cli.py imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from seer_console import output
+from worker import cas_tools
+
+LIST_LIMIT = 20
+DEFAULT_GRACE = "24h"
+
+
+def _capped(lines: Sequence[str], limit: int = LIST_LIMIT) -> list[str]:
+    shown = list(lines[:limit])
+    if len(lines) > limit:
+        shown.append(f"… and {len(lines) - limit} more")
+    return shown
+
+
+def _print_list(title: str, lines: Sequence[str]) -> None:
+    if not lines:
+        return
+    print(f"{title}:")
+    for line in _capped(lines):
+        print(f"  {line}")
+
+
+def _warning(text: str) -> None:
+    print(f"seer: warning: {text}", file=sys.stderr)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _missing_lines(missing: Sequence[cas_tools.MissingBlob]) -> list[str]:
+    lines = []
+    for m in missing:
+        if not m.artifacts:
+            lines.append(f"{m.hash}  {output.size(m.size)}  (no artifact refers to it)")
+            continue
+        refs = ", ".join(f"{a.kind} {a.name!r} of parcel {a.parcel_id}" for a in m.artifacts[:3])
+        more = f" and {len(m.artifacts) - 3} more" if len(m.artifacts) > 3 else ""
+        lines.append(f"{m.hash}  {output.size(m.size)}  used by {refs}{more}")
+    return lines
+
+
+def _blob_lines(blobs: Sequence[cas_tools.BlobInfo]) -> list[str]:
+    return [f"{b.hash}  {output.size(b.size)}" for b in blobs]
+
+
+def _resized_lines(resized: Sequence[cas_tools.Resized]) -> list[str]:
+    return [f"{r.hash}  recorded {r.recorded} B, on disk {r.actual} B" for r in resized]
+
+
+def _stats_text(s: cas_tools.CasStats) -> str:
+    return f"{output.size(s.bytes)} in {_plural(s.blobs, 'blob')}"
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_cas_stats(args: argparse.Namespace) -> int:
+    from seer_console.cli import _runtime
+
+    runtime = _runtime()
+    found = cas_tools.stats(runtime.ledger)
+    limit = runtime.settings.cas_max_size
+    if args.json:
+        output.emit_json({"bytes": found.bytes, "blobs": found.blobs, "max_bytes": limit})
+        return 0
+    share = f" ({100 * found.bytes / limit:.1f}%)" if limit else ""
+    print(f"CAS: {_stats_text(found)}, quota {output.size(limit)}{share}")
+    return 0
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def show(blobs: int, nbytes: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5:
+            last[0] = now
+            print(f"\rverified {blobs} blobs, {output.size(nbytes)}", end="", file=sys.stderr)
+
+    return show
+
+
+def cmd_cas_verify(args: argparse.Namespace) -> int:
+    from seer_console.cli import _runtime
+
+    runtime = _runtime()
+    progress = None if args.json else _progress()
+    report = cas_tools.verify(runtime.ledger, runtime.store, progress=progress)
+    if progress is not None:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.json:
+        output.emit_json(report.as_dict())
+    else:
+        state = "clean" if report.clean else "DAMAGED"
+        print(
+            f"verify {state}: {_plural(report.blobs_checked, 'blob')} "
+            f"({output.size(report.bytes_checked)}) rehashed, {report.rows} rows in the ledger; "
+            f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
+            f"{len(report.orphaned)} orphaned, in {report.duration:.1f}s"
+        )
+        _print_list("corrupt (bytes do not match their name)", _blob_lines(report.corrupt))
+        _print_list("missing (recorded, no file)", _missing_lines(report.missing))
+        _print_list("orphaned (file, not recorded)", _blob_lines(report.orphaned))
+        _print_list("size recorded wrongly", _resized_lines(report.resized))
+    if report.orphaned or report.resized:
+        _warning(
+            "the accounting does not match the disk: `seer cas reconcile` records orphaned "
+            "files and corrects sizes, `seer cas gc` removes old orphans"
+        )
+    return 0 if report.clean else 1
+
+
+def cmd_cas_reconcile(args: argparse.Namespace) -> int:
+    from seer_console.cli import _runtime
+
+    runtime = _runtime()
+    report = cas_tools.reconcile(runtime.ledger, runtime.store, repair=not args.dry_run)
+    if args.json:
+        output.emit_json(report.as_dict())
+    else:
+        if report.in_step:
+            verdict = "accounting matches the disk"
+        else:
+            verdict = "repaired" if report.repaired else "would repair (dry run)"
+        print(
+            f"reconcile: {verdict}; counters {_stats_text(report.before)} -> "
+            f"{_stats_text(report.after)}; on disk {_stats_text(report.disk)}; "
+            f"{len(report.orphaned)} orphaned, {len(report.missing)} missing, "
+            f"{len(report.resized)} resized, in {report.duration:.2f}s"
+        )
+        done = "now" if report.repaired else "would be"
+        _print_list(f"orphaned files ({done} recorded)", _blob_lines(report.orphaned))
+        _print_list(f"files missing (their rows {done} removed)", _missing_lines(report.missing))
+        _print_list(f"sizes recorded wrongly ({done} corrected)", _resized_lines(report.resized))
+    dangling = sum(len(m.artifacts) for m in report.missing)
+    if dangling:
+        _warning(
+            f"{_plural(dangling, 'artifact')} {'points' if dangling == 1 else 'point'} at "
+            "blobs whose file is gone: their content is lost unless a parcel stores the same "
+            "bytes again"
+        )
+    return 0
+
+
+def _gc_summary(report: cas_tools.GcReport, grace_text: str) -> str:
+    verb = "would remove" if report.dry_run else "removed"
+    text = (
+        f"gc: {verb} {_plural(len(report.removed), 'unreferenced blob')} "
+        f"({output.size(report.removed_bytes)}) and "
+        f"{_plural(len(report.orphans_removed), 'orphaned file')} "
+        f"({output.size(report.orphan_bytes)}) older than {grace_text}"
+    )
+    if report.skipped:
+        text += f"; kept {report.skipped} that changed meanwhile"
+    return text
+
+
+def _print_gc(report: cas_tools.GcReport, grace_text: str, as_json: bool) -> None:
+    if as_json:
+        output.emit_json(report.as_dict())
+        return
+    print(_gc_summary(report, grace_text))
+    done = "to remove" if report.dry_run else "removed"
+    _print_list(f"unreferenced blobs {done}", _blob_lines(report.removed))
+    _print_list(f"orphaned files {done}", _blob_lines(report.orphans_removed))
+
+
+def cmd_cas_gc(args: argparse.Namespace) -> int:
+    from seer_console.cli import _confirm, _duration_arg, _runtime
+
+    grace = _duration_arg(args.grace, "--grace")
+    runtime = _runtime()
+    ledger, store = runtime.ledger, runtime.store
+    # One clock for the plan and the run: what was counted is what was agreed to.
+    now = time.time()
+    if args.dry_run:
+        _print_gc(cas_tools.gc(ledger, store, grace, dry_run=True, now=now), args.grace, args.json)
+        return 0
+    if not args.yes:
+        plan = cas_tools.gc(ledger, store, grace, dry_run=True, now=now)
+        count = len(plan.removed) + len(plan.orphans_removed)
+        if count == 0:
+            _print_gc(plan, args.grace, args.json)
+            return 0
+        question = (
+            f"Remove {_plural(len(plan.removed), 'unreferenced blob')} "
+            f"({output.size(plan.removed_bytes)}) and "
+            f"{_plural(len(plan.orphans_removed), 'orphaned file')} "
+            f"({output.size(plan.orphan_bytes)}) older than {args.grace} for good?"
+        )
+        if not _confirm(question, args.yes):
+            print("nothing removed")
+            return 1
+    _print_gc(cas_tools.gc(ledger, store, grace, now=now), args.grace, args.json)
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "stats": cmd_cas_stats,
+    "verify": cmd_cas_verify,
+    "reconcile": cmd_cas_reconcile,
+    "gc": cmd_cas_gc,
+}
+
+
+def cmd_cas(args: argparse.Namespace) -> int:
+    return _COMMANDS[args.cas_command](args)
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def add_cas_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Registers `seer cas stats|verify|reconcile|gc` on the top-level subparsers."""
+    cas = add("cas", cmd_cas, "the content store: usage, verify, reconcile, gc")
+    # The same parser class as every other level: one-line usage errors, exit 2.
+    csub = cas.add_subparsers(dest="cas_command", metavar="ACTION", parser_class=type(cas))
+    csub.required = True
+    p = csub.add_parser("stats", help="bytes and blobs stored, from the counters (instant)")
+    p.add_argument("--json", action="store_true")
+    p = csub.add_parser(
+        "verify", help="rehash every blob and compare the files with the ledger (exit 1: damage)"
+    )
+    p.add_argument("--json", action="store_true")
+    p = csub.add_parser(
+        "reconcile", help="make the ledger's accounting match the files on disk (no rehashing)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    p.add_argument("--json", action="store_true")
+    p = csub.add_parser(
+        "gc", help="remove unreferenced blobs and orphaned files older than --grace (asks first)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="report what would go; remove nothing")
+    p.add_argument(
+        "--grace",
+        metavar="AGE",
+        default=DEFAULT_GRACE,
+        help=f"only what is older than this, e.g. 1h, 7d (default {DEFAULT_GRACE})",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p.add_argument("--json", action="store_true")

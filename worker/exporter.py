@@ -1,0 +1,173 @@
+"""The current metrics in Prometheus' text exposition format, and a small loopback server for
+Prometheus to scrape (the task card recommends Prometheus and Grafana)."""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import threading
+import time
+from collections.abc import Callable
+
+from worker import alerting, compaction, consumers, control, metrics, outbox, rules
+from worker.runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class _Text:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(
+        self, name: str, kind: str, help: str, samples: list[tuple[dict[str, str], float]]
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            shown = f"{{{label_text}}}" if label_text else ""
+            self.lines.append(
+                f"{name}{shown} {float(value):g}" if value == value else f"{name}{shown} NaN"
+            )
+
+    def one(self, name: str, kind: str, help: str, value: float) -> None:
+        self.metric(name, kind, help, [({}, value)])
+
+
+def render(runtime: Runtime, now: float | None = None) -> str:
+    """Every figure from counters and indexes: cheap enough to scrape every few seconds."""
+    now = time.time() if now is None else now
+    ledger = runtime.ledger
+    counts = metrics.counters(ledger)
+    settings = runtime.settings
+    out = _Text()
+    out.one("seer_queue_depth", "gauge", "Parcels queued.", counts.get("parcels_queued", 0))
+    out.one(
+        "seer_queue_in_flight",
+        "gauge",
+        "Parcels being delivered.",
+        counts.get("parcels_in_flight", 0),
+    )
+    age = metrics.oldest_queued_age(ledger, now)
+    out.one("seer_queue_oldest_age_seconds", "gauge", "Age of the oldest queued parcel.", age or 0)
+    out.one(
+        "seer_queue_paused",
+        "gauge",
+        "1 while the postmaster queue is paused.",
+        1 if control.is_paused(ledger) else 0,
+    )
+    out.metric(
+        "seer_parcels",
+        "gauge",
+        "Parcels in the ledger by state.",
+        [
+            ({"state": s}, counts.get(f"parcels_{s}", 0))
+            for s in ("queued", "in_flight", "delivered", "failed")
+        ],
+    )
+    out.one(
+        "seer_parcels_delivered_total",
+        "counter",
+        "Parcels delivered.",
+        counts.get("delivered_total", 0),
+    )
+    out.one(
+        "seer_parcels_failed_total",
+        "counter",
+        "Parcels that landed in the failed store.",
+        counts.get("failed_total", 0),
+    )
+    out.one(
+        "seer_parcels_failed_last_hour",
+        "gauge",
+        "Parcels failed in the last hour.",
+        metrics.failed_since(ledger, now - 3600),
+    )
+    warning, critical = rules.cas_lines(settings)
+    out.one("seer_cas_bytes", "gauge", "Bytes in the CAS.", counts.get("cas_bytes", 0))
+    out.one("seer_cas_blobs", "gauge", "Blobs in the CAS.", counts.get("cas_blobs", 0))
+    out.one("seer_cas_quota_bytes", "gauge", "ORCHESTRATION_CAS_MAX_SIZE.", settings.cas_max_size)
+    out.one("seer_cas_warning_bytes", "gauge", "CAS warning line.", warning)
+    out.one("seer_cas_critical_bytes", "gauge", "CAS critical line.", critical)
+    growth = metrics.growth_per_day(ledger, now)
+    out.one(
+        "seer_cas_growth_bytes_per_day",
+        "gauge",
+        "CAS growth over the last day (NaN if too little history).",
+        float("nan") if growth is None else growth,
+    )
+    live = consumers.consumers(ledger)
+    out.metric(
+        "seer_consumer_up",
+        "gauge",
+        "1 if a consumer of the queue is alive.",
+        [
+            ({"queue": q}, 1 if any(c.queue == q and c.alive is not False for c in live) else 0)
+            for q in (settings.postmaster_queue, settings.scheduler_queue)
+        ],
+    )
+    out.one(
+        "seer_compaction_failures_24h",
+        "gauge",
+        "Failed memory compactions in 24 hours.",
+        compaction.failures_per_day(ledger, now),
+    )
+    levels = {s.rule: s.level for s in alerting.states(ledger).values()}
+    out.metric(
+        "seer_alert_level",
+        "gauge",
+        "Alert rule level: 0 ok, 1 warning, 2 critical.",
+        [({"rule": r}, rules.LEVELS.index(levels.get(r, "ok"))) for r in rules.RULES],
+    )
+    out.one(
+        "seer_alert_outbox_pending",
+        "gauge",
+        "Notifications waiting to be sent.",
+        outbox.pending_count(ledger),
+    )
+    return "\n".join(out.lines) + "\n"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    host: str, port: int, make_text: Callable[[], str], ready: threading.Event | None = None
+) -> http.server.ThreadingHTTPServer:
+    """Serves GET /metrics; returns the server (call serve_forever, or shutdown)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics is served")
+                return
+            try:
+                body = make_text().encode("utf-8")
+            except Exception as exc:  # the scrape fails, the exporter stays up
+                self.send_error(503, f"cannot read the ledger: {type(exc).__name__}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:
+            pass  # a scrape every 15 s would flood the terminal
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    if ready is not None:
+        ready.set()
+    return server
