@@ -11,10 +11,13 @@ import argparse
 import datetime
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import peewee
 
 from seer_console import output
 from seer_console.cli_cas import add_cas_commands
@@ -27,6 +30,9 @@ from worker.layout import Layout, NotInitialised, apply_umask
 from worker.memory import MemoryError_
 from worker.runtime import Runtime
 from worker.settings import SettingsError, load_settings, parse_duration
+
+# peewee wraps sqlite3's errors; the hot paths use sqlite3 directly, so both can surface.
+DATABASE_ERRORS = (peewee.DatabaseError, sqlite3.DatabaseError)
 
 
 class UserError(Exception):
@@ -160,7 +166,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         runtime = _runtime()
         snap = status.snapshot(runtime)
-    except (SettingsError, NotInitialised, migrations.SchemaMismatch, LedgerUnavailable) as exc:
+    except (
+        SettingsError,
+        NotInitialised,
+        migrations.SchemaMismatch,
+        LedgerUnavailable,
+        *DATABASE_ERRORS,
+    ) as exc:
         if args.json:
             output.emit_json({"level": "unknown", "error": str(exc)})
         print(f"seer status: UNKNOWN: {exc}", file=sys.stderr)
@@ -719,6 +731,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotImplementedError as exc:
         print(f"seer: {exc}", file=sys.stderr)
         return 2
+    except DATABASE_ERRORS as exc:
+        print(f"seer: the ledger database cannot be used: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("seer: interrupted", file=sys.stderr)
         return 130

@@ -143,7 +143,7 @@ def _bind(text: str) -> tuple[str, int]:
     cli = _cli()
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not 0 <= int(port) < 65536:
         raise cli.UserError(f"--serve {text!r}: expected [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464")
     return host, int(port)
 
