@@ -22,6 +22,7 @@ import peewee
 from seer_console import output
 from seer_console.cli_cas import add_cas_commands
 from seer_console.cli_monitor import add_monitor_commands
+from seer_console.cli_supervisor import add_supervisor_commands
 from worker import control, failures, inbox, migrations, operations, parcels, status, supervision
 from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
 from worker.cas import CasError
@@ -710,6 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_monitor_commands(sub, add)
     add_cas_commands(sub, add)
+    add_supervisor_commands(sub, add)
 
     p = add("queue", cmd_queue, "pause, resume or show the postmaster queue")
     p.add_argument("action", choices=("pause", "resume", "status"))

@@ -88,3 +88,57 @@ def send_test_alert(runtime: Runtime, channel: str | None = None) -> str:
     return "test alert: " + ", ".join(
         f"{n} {latest[n].status}" if n in latest else f"{n} queued" for n in names
     )
+
+
+def _local_supervisor(runtime: Runtime):
+    from worker import supervision
+
+    return supervision, supervision.Supervisor(supervision.socket_path(runtime.layout))
+
+
+def control_program(runtime: Runtime, action: str, program: str) -> str:
+    """start, stop (gracefully) or restart one program of the local supervisord."""
+    supervision, sup = _local_supervisor(runtime)
+    (info,) = supervision.resolve(sup, program)
+    name = supervision.full_name(info)
+    running = info.state in ("RUNNING", "STARTING", "BACKOFF")
+    if action == "start":
+        if running:
+            return f"{info.name} already running"
+        sup.start(name)
+        return f"{info.name} started"
+    if action == "stop":
+        if not running:
+            return f"{info.name} already stopped"
+        sup.stop(name)
+        return f"{info.name} stopped (its running batch finished first)"
+    if running:
+        sup.stop(name)
+    sup.start(name)
+    return f"{info.name} restarted"
+
+
+def pause_and_stop(runtime: Runtime, by: str) -> str:
+    """The task card's first rollback steps: pause the queue, stop the parcel worker."""
+    paused = pause(runtime, by=by)
+    stopped = control_program(runtime, "stop", "seer-postmaster")
+    return ("queue paused" if paused else "queue was already paused") + f"; {stopped}"
+
+
+def migration_rollback(ledger, layout, steps: int = 1, force: bool = False) -> str:
+    """Rolls back `steps` migrations, refusing without a backup newer than the last one."""
+    from worker import backup, migrations
+
+    applied = [s for s in migrations.status(ledger) if s.applied_at]
+    if not applied:
+        return "nothing to roll back"
+    last = max(s.applied_at for s in applied)
+    newest = backup.latest_backup(layout)
+    if not force and (newest is None or newest.created_at < last):
+        raise RuntimeError(
+            "no backup newer than the last migration: take one first (`seer backup DEST`), "
+            "or roll back with --force"
+        )
+    undone = migrations.rollback(ledger, steps)
+    versions = ", ".join(str(m.version) for m in undone) or "nothing"
+    return f"rolled back {versions}; schema now at {migrations.current_version(ledger)}"

@@ -120,8 +120,50 @@ class Supervisor:
     def stop(self, name: str) -> None:
         self._call("stopProcess", name, True)
 
+    def group_names(self) -> list[str]:
+        return sorted({p.group for p in self.programs()})
+
+    def stop_group(self, group: str) -> None:
+        self._call("stopProcessGroup", group, True)
+
+    def remove_group(self, group: str) -> None:
+        self._call("removeProcessGroup", group)
+
     def shutdown(self) -> None:
         self._call("shutdown")
+
+
+def render(
+    *, user: str, directory: Path, log_dir: Path, venv: Path, storage: Path, env_file: Path
+) -> str:
+    """The production program file with this installation's paths."""
+    template = (PROJECT_ROOT / "supervisor" / "seer-postmaster.conf").read_text()
+    values = {
+        "@USER@": user,
+        "@DIR@": str(directory),
+        "@LOG_DIR@": str(log_dir),
+        "@VENV@": str(venv),
+        "@STORAGE@": str(storage),
+        "@ENV_FILE@": str(env_file),
+    }
+    for key, value in values.items():
+        if any(c in value for c in '"%\n'):
+            raise SupervisorError(f"{key.strip('@').lower()} {value!r} cannot go in the file")
+        template = template.replace(key, value)
+    return template
+
+
+def resolve(sup: Supervisor, program: str | None) -> list[ProgramInfo]:
+    """The programs a command acts on: one by name (with or without `seer-`), or all of Seer's."""
+    programs = [p for p in sup.programs() if p.name in PROGRAMS]
+    if program is None:
+        return programs
+    wanted = program if program.startswith("seer-") else f"seer-{program}"
+    found = [p for p in programs if p.name == wanted]
+    if not found:
+        known = ", ".join(p.name for p in programs) or "none"
+        raise SupervisorError(f"no program {program!r} in supervisord (Seer's programs: {known})")
+    return found
 
 
 def full_name(info: ProgramInfo) -> str:

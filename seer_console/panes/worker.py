@@ -1,10 +1,12 @@
-"""Worker pane: each consumer's supervisord state, pid, uptime, CPU, memory and restarts."""
+"""Worker pane: each consumer's supervisord state, pid, uptime, CPU, memory and restarts,
+and the keys that start, stop and restart them, and roll back."""
 
 from __future__ import annotations
 
 import humanize
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import Static
 
 from seer_console import output
@@ -12,22 +14,47 @@ from seer_console.panes.base import Pane
 from seer_console.source import ConsoleSnapshot
 
 STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow"}
+PROGRAMS = ("seer-postmaster", "seer-scheduler")
 
 
 class WorkerPane(Pane):
     pane_id = "worker"
     title = "Worker"
     ROW = 2
+    BINDINGS = [
+        Binding("up", "select(-1)", "Previous", show=False),
+        Binding("down", "select(1)", "Next", show=False),
+        Binding("s", "program('start')", "Start"),
+        Binding("o", "program('stop')", "Stop"),
+        Binding("e", "program('restart')", "Restart"),
+        Binding("b", "rollback_stop", "Pause+stop"),
+        Binding("m", "rollback_migration", "Migration rollback"),
+    ]
+    LOCAL_KEYS = (
+        ("up/down", "choose seer-postmaster or seer-scheduler"),
+        ("s / o / e", "start / stop (gracefully) / restart it (stop and restart ask first)"),
+        ("b", "rollback step 1-2: pause the queue and stop seer-postmaster (asks first)"),
+        ("m", "rollback: undo the last migration, if a backup is newer (asks first)"),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected = 0
+        self._snapshot: ConsoleSnapshot | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="worker-rows")
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
+        self._snapshot = snapshot
         wide = (self.content_region.width or 40) >= 70
+        focused = self.has_focus
         text = Text()
-        for w in snapshot.workers:
+        for index, w in enumerate(snapshot.workers):
             name = w.program if wide else w.program.removeprefix("seer-")
-            text.append(name.ljust(16 if wide else 11))
+            marker = "▶" if focused and index == self.selected else " "
+            text.append(marker, style="bold")
+            text.append(name.ljust(16 if wide else 10))
             text.append(
                 w.state.ljust(12 if wide else 9), style=STATE_STYLE.get(w.state, "bold red")
             )
@@ -42,3 +69,81 @@ class WorkerPane(Pane):
         self.query_one("#worker-rows", Static).update(text)
         self.border_title = f"Worker · supervisord {snapshot.status.supervisor}"
         self.border_subtitle = ""
+
+    def on_focus(self) -> None:
+        if self._snapshot:
+            self.show(self._snapshot)
+
+    def on_blur(self) -> None:
+        if self._snapshot:
+            self.show(self._snapshot)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("program", "rollback_stop", "rollback_migration"):
+            return None if self.console.read_only else True
+        return True
+
+    def action_select(self, step: int) -> None:
+        self.selected = (self.selected + step) % len(PROGRAMS)
+        if self._snapshot:
+            self.show(self._snapshot)
+
+    def action_program(self, verb: str) -> None:
+        program = PROGRAMS[self.selected]
+
+        def run() -> None:
+            self.console.perform(
+                verb.capitalize(),
+                lambda ops, rt: ops.control_program(rt, verb, program),
+                "{}",
+            )
+
+        if verb == "start":
+            run()
+            return
+        effect = (
+            "Parcels stop being delivered until it starts again (they keep queueing)."
+            if program == "seer-postmaster"
+            else "Monitoring, alerts and compaction stop until it starts again."
+        )
+        self.console.confirm(
+            f"{verb.capitalize()} {program}?\n\n{effect} The running batch finishes first.",
+            verb.capitalize(),
+            run,
+        )
+
+    def action_rollback_stop(self) -> None:
+        self.console.confirm(
+            "Roll back, steps 1 and 2 of the runbook?\n\nThe postmaster queue is paused and "
+            "seer-postmaster is stopped (its running batch finishes). Parcels keep queueing; "
+            "monitoring keeps running.",
+            "Pause and stop",
+            lambda: self.console.perform(
+                "Pause and stop", lambda ops, rt: ops.pause_and_stop(rt, by="console"), "{}"
+            ),
+            danger=True,
+        )
+
+    def action_rollback_migration(self) -> None:
+        running = [
+            w.program
+            for w in (self._snapshot.workers if self._snapshot else ())
+            if w.state == "RUNNING"
+        ]
+        if running:
+            self.app.notify(
+                f"Stop the workers first ({', '.join(running)} running): b, or o on each.",
+                severity="warning",
+            )
+            return
+        self.console.confirm(
+            "Undo the last migration?\n\nRefused unless a backup newer than the last migration "
+            "exists (`seer backup DEST`). The code must match the schema afterwards.",
+            "Roll back migration",
+            lambda: self.console.perform(
+                "Migration rollback",
+                lambda ops, rt: ops.migration_rollback(rt.ledger, rt.layout, 1),
+                "{}",
+            ),
+            danger=True,
+        )

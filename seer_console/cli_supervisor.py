@@ -1,0 +1,186 @@
+"""`seer supervisor …`: the worker processes under supervisord, over its unix socket only."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+from seer_console import output
+
+# supervisorctl's exit codes (4.x), so runbooks can treat both alike.
+NOT_RUNNING = 3
+UNREACHABLE = 4
+
+
+def _cli():
+    from seer_console import cli
+
+    return cli
+
+
+def _supervisor(args: argparse.Namespace):
+    from worker import supervision
+
+    if args.socket:
+        return supervision.Supervisor(Path(args.socket))
+    runtime = _cli()._runtime()
+    return supervision.Supervisor(supervision.socket_path(runtime.layout))
+
+
+def _rows(programs) -> None:
+    from worker import supervision
+
+    output.table(
+        [
+            (
+                supervision.full_name(p),
+                p.state,
+                p.pid or "-",
+                output.short_age(p.uptime) if p.pid else "-",
+                p.description,
+            )
+            for p in programs
+        ],
+        ("PROGRAM", "STATE", "PID", "UPTIME", "DETAIL"),
+    )
+
+
+def cmd_supervisor(args: argparse.Namespace) -> int:
+    from worker import supervision
+
+    action = args.supervisor_command
+    if action == "render":
+        return _render(args)
+    try:
+        sup = _supervisor(args)
+        if action == "remove":
+            return _remove(sup)
+        programs = supervision.resolve(sup, args.program)
+        if not programs:
+            print(
+                "supervisord runs no Seer program (removed? `seer up` or install the program file)"
+            )
+            return NOT_RUNNING
+        for p in programs:
+            name = supervision.full_name(p)
+            if action == "start":
+                if p.state == "RUNNING":
+                    print(f"{name}: already running (pid {p.pid})")
+                else:
+                    sup.start(name)
+                    print(f"{name}: started")
+            elif action == "stop":
+                if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
+                    print(f"{name}: already stopped ({p.state})")
+                else:
+                    # Waits for the graceful stop: the running batch finishes first.
+                    sup.stop(name)
+                    print(f"{name}: stopped")
+            elif action == "restart":
+                if p.state in ("RUNNING", "STARTING", "BACKOFF"):
+                    sup.stop(name)
+                sup.start(name)
+                print(f"{name}: restarted")
+        after = supervision.resolve(sup, args.program)
+        if action == "status":
+            if args.json:
+                output.emit_json([p.__dict__ for p in after])
+            else:
+                _rows(after)
+        return 0 if all(p.state == "RUNNING" for p in after) or action == "stop" else NOT_RUNNING
+    except supervision.SupervisorError as exc:
+        print(f"seer: {exc}", file=sys.stderr)
+        return UNREACHABLE if "cannot reach" in str(exc) else 1
+
+
+def _remove(sup) -> int:
+    """The task card's `supervisorctl remove seer-postmaster`: stop, then remove the group."""
+    groups = sup.group_names()
+    if "seer" not in groups:
+        print("supervisord has no `seer` group: nothing to remove")
+        return 0
+    sup.stop_group("seer")
+    print("stopped the seer group (parcels in flight finished first)")
+    sup.remove_group("seer")
+    print("removed the seer group from supervisord")
+    print(
+        "for good: delete its program file too (sudo rm /etc/supervisor/conf.d/"
+        "seer-postmaster.conf), or `supervisorctl update` brings it back"
+    )
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from worker import supervision
+    from worker.settings import load_settings
+
+    cli = _cli()
+    settings = load_settings()
+    directory = Path(args.dir or Path.cwd()).absolute()
+    venv = Path(args.venv or Path(sys.executable).parent.parent).absolute()
+    env_file = Path(args.env_file or directory / ".env").absolute()
+    storage = (
+        settings.storage_path
+        if settings.storage_path.is_absolute()
+        else directory / settings.storage_path
+    )
+    try:
+        text = supervision.render(
+            user=args.user or getpass.getuser(),
+            directory=directory,
+            log_dir=Path(args.log_dir).absolute(),
+            venv=venv,
+            storage=storage,
+            env_file=env_file,
+        )
+    except supervision.SupervisorError as exc:
+        raise cli.UserError(str(exc)) from None
+    if not env_file.is_file():
+        print(
+            f"seer: warning: the settings file {env_file} does not exist yet; the workers "
+            "refuse to start without it (create it from config/seer.env.example)",
+            file=sys.stderr,
+        )
+    sys.stdout.write(text)
+    return 0
+
+
+def add_supervisor_commands(sub: Any, add: Any) -> None:
+    sup = add(
+        "supervisor",
+        cmd_supervisor,
+        "the worker under supervisord: status, start, stop, restart, remove, render",
+    )
+    ssub = sup.add_subparsers(dest="supervisor_command", metavar="ACTION", parser_class=type(sup))
+    ssub.required = True
+    for name, text in (
+        ("status", "state of seer-postmaster and seer-scheduler (exit 3 if one is not running)"),
+        ("start", "start a program (or both)"),
+        ("stop", "stop a program (or both), gracefully: running parcels finish"),
+        ("restart", "stop, then start, a program (or both)"),
+    ):
+        p = ssub.add_parser(name, help=text)
+        p.add_argument(
+            "program",
+            nargs="?",
+            metavar="PROGRAM",
+            help="seer-postmaster or seer-scheduler (default: both)",
+        )
+        p.add_argument(
+            "--socket",
+            metavar="PATH",
+            help="a system supervisord's unix socket, e.g. /var/run/supervisor.sock",
+        )
+        if name == "status":
+            p.add_argument("--json", action="store_true")
+    p = ssub.add_parser("remove", help="stop both programs and remove them from supervisord")
+    p.add_argument("--socket", metavar="PATH")
+    p = ssub.add_parser("render", help="print supervisor/seer-postmaster.conf for this install")
+    p.add_argument("--user", help="the web-server user that runs the worker (default: you)")
+    p.add_argument("--dir", help="the working directory (default: here)")
+    p.add_argument("--log-dir", default="/var/log/supervisor", help="default /var/log/supervisor")
+    p.add_argument("--venv", help="the virtualenv holding seer (default: this one)")
+    p.add_argument("--env-file", help="the settings file (default: DIR/.env)")
