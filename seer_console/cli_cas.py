@@ -168,7 +168,7 @@ def _gc_summary(report: cas_tools.GcReport, grace_text: str) -> str:
         f"({output.size(report.orphan_bytes)}) older than {grace_text}"
     )
     if report.skipped:
-        text += f"; kept {report.skipped} that changed meanwhile"
+        text += f"; kept {report.skipped} on a second look (in use again, or a newer file)"
     return text
 
 
@@ -236,17 +236,13 @@ def add_cas_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
     p = csub.add_parser("stats", help="bytes and blobs stored, from the counters (instant)")
     p.add_argument("--json", action="store_true")
     p = csub.add_parser(
-        "verify", help="rehash every blob and compare the files with the ledger (exit 1: damage)"
+        "verify", help="rehash every blob, compare with the ledger (exit 1: damage)"
     )
     p.add_argument("--json", action="store_true")
-    p = csub.add_parser(
-        "reconcile", help="make the ledger's accounting match the files on disk (no rehashing)"
-    )
+    p = csub.add_parser("reconcile", help="make the accounting match the disk (sizes by stat)")
     p.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     p.add_argument("--json", action="store_true")
-    p = csub.add_parser(
-        "gc", help="remove unreferenced blobs and orphaned files older than --grace (asks first)"
-    )
+    p = csub.add_parser("gc", help="remove old unreferenced blobs and orphans (asks first)")
     p.add_argument("--dry-run", action="store_true", help="report what would go; remove nothing")
     p.add_argument(
         "--grace",
