@@ -426,6 +426,8 @@ class Loaded:
     log_locked: list[str]
     log_errors: int
     send_span: float
+    compaction_span: tuple[float, float]  # wall clock
+    timelines: list[tuple[float, ...]]  # sent, returned, claimed_at, finished_at, seen
 
 
 def run_loaded(root: Path, env_file: Path, log: Path) -> Loaded:
@@ -472,7 +474,9 @@ def run_loaded(root: Path, env_file: Path, log: Path) -> Loaded:
         watcher.start()
         sender.start()
         sender.ready.wait()
+        compaction_started = time.time()
         compaction = run_ours(root, env_file)
+        compaction_ended = time.time()
         time.sleep(TAIL)
         sender.halt.set()
         sender.join()
@@ -497,7 +501,7 @@ def run_loaded(root: Path, env_file: Path, log: Path) -> Loaded:
                 "SELECT id, claimed_at, finished_at FROM parcels WHERE state = 'delivered'"
             )
         }
-        latencies, seen = [], []
+        latencies, seen, timelines = [], [], []
         segments: dict[str, list[float]] = {
             "send -> send_parcels returned": [],
             "returned -> claimed_at": [],
@@ -507,6 +511,7 @@ def run_loaded(root: Path, env_file: Path, log: Path) -> Loaded:
         for parcel_id, sent_at in sender.sent.items():
             claimed, finished = stamps[parcel_id]
             returned = sender.queued[parcel_id]
+            timelines.append((sent_at, returned, claimed, finished, watcher.seen[parcel_id]))
             latencies.append(finished - sent_at)
             seen.append(watcher.seen[parcel_id] - sent_at)
             segments["send -> send_parcels returned"].append(returned - sent_at)
@@ -527,6 +532,8 @@ def run_loaded(root: Path, env_file: Path, log: Path) -> Loaded:
             log_locked=[x for x in text if "locked" in x.lower()],
             log_errors=sum(1 for x in text if "ERROR" in x or "Traceback" in x),
             send_span=send_span,
+            compaction_span=(compaction_started, compaction_ended),
+            timelines=timelines,
         )
     finally:
         for thread in (sender, watcher):
@@ -743,6 +750,17 @@ def bench(top: Path, keys: int, agents: int, repeat: int, diagnosis: bool) -> in
         f"lines (goal 0: {verdict(errors == 0)}); consumer log ERROR/Traceback lines "
         f"{loaded.log_errors}"
     )
+    start, end = loaded.compaction_span
+    print(
+        f"   slowest parcels, seconds after the compaction started (it ended at "
+        f"+{end - start:.2f}): sent, send_parcels returned, claimed_at, finished_at, seen"
+    )
+    for times in sorted(loaded.timelines, key=lambda t: t[-1] - t[0])[-3:]:
+        print(
+            "     "
+            + ", ".join(f"{t - start:+.3f}" for t in times)
+            + f"  (latency {ms(times[-1] - times[0])})"
+        )
     for line in (loaded.sender_errors + loaded.log_locked)[:5]:
         print(f"     {line}")
     sys.stdout.flush()

@@ -553,6 +553,16 @@ def first_frame(session: str, command: str, ready: Callable[[str], bool]) -> flo
         time.sleep(0.3)
 
 
+def import_seconds(statement: str, runs: int = 5) -> float:
+    """Wall time of a fresh interpreter running `statement` (median of `runs`)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], check=True, cwd=tempfile.gettempdir())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def frames(name: str, command: str, ready: Callable[[str], bool], launches: int) -> float:
     times = [first_frame(f"frame-{name}-{i}", command, ready) for i in range(launches)]
     med = statistics.median(times)
@@ -627,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"console benchmark: python {sys.version.split()[0]}, textual {textual.__version__}, "
-        f"huey {huey.__version__}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus"
+        f"huey {huey.__version__}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus, "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     top = Path(tempfile.mkdtemp(prefix="seer-bench-console-"))
     print(f"code: {snapshot_code(top / 'code', args.code)}")
@@ -636,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(top, args)
     finally:
         tmux("kill-server", check=False)
+        # tmux leaves its socket file behind: remove ours (tmux's default place for -L names).
+        tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (tmpdir / SOCKET).unlink(missing_ok=True)
         shutil.rmtree(top, ignore_errors=True)
         print(f"total {time.perf_counter() - started:.0f} s")
 
@@ -702,8 +716,16 @@ def run(top: Path, args: argparse.Namespace) -> int:
             f"  {name} root: {value:.2f} s (goal < {FRAME_GOAL_S} s: "
             f"{verdict(value, FRAME_GOAL_S)}), {value - base:+.2f} s over the minimal app"
         )
+    bare = import_seconds("pass")
+    ours = import_seconds("import seer_console.app")
+    theirs = import_seconds("import textual.app, textual.widgets")
+    print(
+        f"  start-up imports (fresh python, median of 5): `import seer_console.app` "
+        f"{ours:.2f} s, `import textual.app, textual.widgets` {theirs:.2f} s, bare python "
+        f"{bare:.2f} s: the console's own imports account for {ours - theirs:.2f} s"
+    )
 
-    print("summary:")
+    print(f"summary (load average now {os.getloadavg()[0]:.2f}):")
     rows = [
         ("SnapshotSource.read()", f"{reads['read'] * 1000:.1f} ms", f"< {READ_GOAL_MS:.0f} ms",
          reads["read"] * 1000 < READ_GOAL_MS),

@@ -25,7 +25,6 @@ from seer_console.messages import SnapshotFailed, SnapshotReady
 from seer_console.panes import PANES, Pane, PaneKey
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import ConsoleSnapshot, SnapshotSource
-from worker import failures, operations
 from worker.settings import SettingsError, load_settings
 
 GLOBAL_KEYS: tuple[tuple[str, str, str, str], ...] = (
@@ -281,6 +280,8 @@ class SeerConsole(App):
     @work(thread=True, group="actions")
     def perform(self, label: str, call: Callable[[Any, Any], Any], done: str) -> None:
         """Runs a service call off the UI thread and says how it went."""
+        from worker import operations
+
         if self.read_only:
             self.call_from_thread(self.notify, "Read-only console: actions are disabled.")
             return
@@ -323,12 +324,21 @@ class SeerConsole(App):
         self.push_screen(
             FailureScreen(
                 parcel_id,
-                lambda pid: failures.parcel(self.source.runtime.ledger, pid),
+                _failure_loader(self.source),
                 self.retry_one,
                 self.read_only,
                 now=self.clock,
             )
         )
+
+
+def _failure_loader(source: Any) -> Callable[[str], Any]:
+    def load(parcel_id: str) -> Any:
+        from worker import failures
+
+        return failures.parcel(source.runtime.ledger, parcel_id)
+
+    return load
 
 
 def _key(key: str) -> str:

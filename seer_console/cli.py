@@ -20,6 +20,7 @@ from typing import Any
 import peewee
 
 from seer_console import output
+from seer_console.cli_backup import add_backup_commands
 from seer_console.cli_cas import add_cas_commands
 from seer_console.cli_monitor import add_monitor_commands
 from seer_console.cli_supervisor import add_supervisor_commands
@@ -89,12 +90,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"schema version {migrations.current_version(ledger)}, code {migrations.LATEST}")
         return 0
     if args.rollback is not None:
-        undone = migrations.rollback(ledger, args.rollback)
-        for m in undone:
-            print(f"rolled back {m.version}: {m.name}")
-        if not undone:
-            print("nothing to roll back")
-        print(f"schema version now {migrations.current_version(ledger)}")
+        try:
+            print(operations.migration_rollback(ledger, layout, args.rollback, force=args.force))
+        except migrations.SchemaMismatch:
+            raise
+        except RuntimeError as exc:
+            raise Failure(str(exc)) from None
         return 0
     applied = migrations.migrate(ledger)
     for m in applied:
@@ -615,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--status", action="store_true", help="list migrations and their state")
     group.add_argument("--rollback", type=_positive_int, metavar="N", help="undo the last N")
     p.add_argument("--json", action="store_true", help="with --status: JSON output")
+    p.add_argument(
+        "--force", action="store_true", help="with --rollback: even without a newer backup"
+    )
 
     p = add("worker", cmd_worker, "run a consumer in the foreground (exec huey_consumer)")
     p.add_argument("queue", nargs="?", default="postmaster", choices=("postmaster", "scheduler"))
@@ -712,6 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_monitor_commands(sub, add)
     add_cas_commands(sub, add)
     add_supervisor_commands(sub, add)
+    add_backup_commands(sub, add)
 
     p = add("queue", cmd_queue, "pause, resume or show the postmaster queue")
     p.add_argument("action", choices=("pause", "resume", "status"))

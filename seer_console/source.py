@@ -10,27 +10,20 @@ import datetime
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
 
-from worker import (
-    alerting,
-    compaction,
-    consumers,
-    failures,
-    metrics,
-    outbox,
-    rules,
-    status,
-    supervision,
-)
-from worker.channels import channels_from_settings
-from worker.runtime import Runtime
-from worker.schedules import Cron
 from worker.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    # Imported when the first snapshot is read, in the worker thread: the alert channels pull
+    # in requests and smtplib, which would add a quarter of a second before the first frame.
+    from worker import alerting, compaction, metrics, outbox, status
+    from worker.runtime import Runtime
+
 HISTORY_SECONDS = 15 * 60
-FAILURE_ROWS = 500
+FAILURE_ROWS = 200
 COMPACTION_ROWS = 10
 DELIVERY_ROWS = 10
 
@@ -94,6 +87,8 @@ def _per_minute(samples: list[metrics.Sample], attr: str, now: float) -> float:
 
 
 def _next_run(expression: str, now: float) -> float | None:
+    from worker.schedules import Cron
+
     found = Cron(expression).next_after(datetime.datetime.fromtimestamp(now))
     return found.timestamp() if found else None
 
@@ -110,6 +105,8 @@ class SnapshotSource:
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
+            from worker.runtime import Runtime
+
             self._runtime = Runtime.open(self._settings or load_settings())
         return self._runtime
 
@@ -118,6 +115,9 @@ class SnapshotSource:
         return str(settings.storage_root)
 
     def read(self, now: float | None = None, tracked: tuple[str, ...] = ()) -> ConsoleSnapshot:
+        from worker import alerting, compaction, failures, metrics, outbox, rules, status
+        from worker.channels import channels_from_settings
+
         now = time.time() if now is None else now
         runtime = self.runtime
         ledger = runtime.ledger
@@ -158,6 +158,8 @@ class SnapshotSource:
         )
 
     def _workers(self, runtime: Runtime, snap: status.Snapshot, now: float) -> tuple:
+        from worker import consumers, supervision
+
         sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
         try:
             programs = {p.name: p for p in sup.programs()}

@@ -222,7 +222,7 @@ def test_migrate_status_and_json(runtime, cli):
 
 def test_rollback_then_commands_refuse_until_migrate(runtime, cli):
     (pid,) = send(cli, parcel("agent-1", 1))
-    out = ok(cli("migrate", "--rollback", "1"))
+    out = ok(cli("migrate", "--rollback", "1", "--force"))
     assert f"rolled back {migrations.LATEST}" in out
     assert f"schema version now {migrations.LATEST - 1}" in out
 
@@ -244,11 +244,20 @@ def test_rollback_arguments(runtime, cli):
     assert cli("migrate", "--rollback", "0").code == 2
     assert cli("migrate", "--rollback", "x").code == 2
     assert cli("migrate", "--rollback", "1", "--status").code == 2
-    out = ok(cli("migrate", "--rollback", "99"))
+    out = ok(cli("migrate", "--rollback", "99", "--force"))
     assert "schema version now 0" in out
     assert "nothing to roll back" in ok(cli("migrate", "--rollback", "1"))
     ok(cli("migrate"))
     assert cli("status", "--json").code in (0, 1, 2)
+
+
+def test_rollback_refuses_without_a_backup_newer_than_the_last_migration(runtime, cli, tmp_path):
+    refused = cli("migrate", "--rollback", "1")
+    assert refused.code == 1 and "seer backup" in refused.err and "--force" in refused.err
+    assert migrations.current_version(runtime.ledger) == migrations.LATEST
+    assert cli("backup", str(tmp_path / "before-rollback")).code == 0
+    out = ok(cli("migrate", "--rollback", "1"))
+    assert f"schema version now {migrations.LATEST - 1}" in out
 
 
 def test_ledger_ahead_of_the_code_is_refused(runtime, cli):

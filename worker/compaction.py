@@ -81,19 +81,29 @@ def _delete_expired(ledger: Ledger, agents: Iterator[str], now: float) -> dict[s
     """
     deleted: dict[str, int] = {}
     agent = next(agents, None)
+    start_key = ""  # where the next batch of this agent's keys begins
     while agent is not None:
         started = time.monotonic()
         with ledger.write():
             while agent is not None and time.monotonic() - started < TXN_BUDGET:
+                # A plain range delete: with `key IN (SELECT … LIMIT n)` SQLite does the
+                # lookups twice. The range ends BATCH keys on, or at the agent's last key.
+                end_key = ledger.scalar(
+                    "SELECT key FROM memory WHERE agent_id = ? AND key >= ? ORDER BY key "
+                    "LIMIT 1 OFFSET ?",
+                    (agent, start_key, BATCH),
+                )
                 n = ledger.execute(
-                    "DELETE FROM memory WHERE agent_id = ? AND key IN (SELECT key FROM memory "
-                    "WHERE agent_id = ? AND expires_at <= ? ORDER BY key LIMIT ?)",
-                    (agent, agent, now, BATCH),
+                    "DELETE FROM memory WHERE agent_id = ? AND key >= ? AND expires_at <= ?"
+                    + ("" if end_key is None else " AND key < ?"),
+                    (agent, start_key, now) + (() if end_key is None else (end_key,)),
                 ).rowcount
                 if n:
                     deleted[agent] = deleted.get(agent, 0) + n
-                if n < BATCH:
-                    agent = next(agents, None)
+                if end_key is None:
+                    agent, start_key = next(agents, None), ""
+                else:
+                    start_key = end_key
         if agent is not None:
             time.sleep(YIELD)
     return deleted

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +16,7 @@ from worker.layout import Layout
 from worker.settings import Settings, SettingsError
 
 BUSY_TIMEOUT_SECONDS = 10
+LOCK_POLL_MS = 2
 
 
 class LedgerUnavailable(RuntimeError):
@@ -40,7 +45,10 @@ class Ledger:
     """A thin wrapper over peewee's database: SQL in, rows out, writes in IMMEDIATE transactions.
 
     Every write transaction takes the write lock when it begins (BEGIN IMMEDIATE), so a
-    read-then-write never fails with SQLITE_BUSY halfway: it waits for the busy timeout instead.
+    read-then-write never fails with SQLITE_BUSY halfway. Waiting for that lock is done here,
+    polling every millisecond or two: SQLite's own busy handler backs off to 100 ms sleeps, and
+    a writer that polls that slowly misses the short gaps a long job (compaction) leaves between
+    its transactions, so a parcel could wait half a second for a lock free most of the time.
     """
 
     def __init__(self, path: str, synchronous: str = "full") -> None:
@@ -54,13 +62,48 @@ class Ledger:
                 "cache_size": -16000,
             },
             timeout=BUSY_TIMEOUT_SECONDS,
-            lock_type="IMMEDIATE",
         )
+        self._local = threading.local()
 
     @contextmanager
     def write(self) -> Iterator[Ledger]:
-        with self.db.atomic():
+        """A write transaction; nested, a savepoint inside the outer one."""
+        depth = getattr(self._local, "depth", 0)
+        conn = self.db.connection()
+        if depth == 0:
+            self._begin_immediate(conn)
+        else:
+            conn.execute(f"SAVEPOINT seer_{depth}")
+        self._local.depth = depth + 1
+        try:
             yield self
+        except BaseException:
+            self._local.depth = depth
+            if depth == 0:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO seer_{depth}")
+                conn.execute(f"RELEASE seer_{depth}")
+            raise
+        self._local.depth = depth
+        conn.execute("COMMIT" if depth == 0 else f"RELEASE seer_{depth}")
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        conn.execute(f"PRAGMA busy_timeout = {LOCK_POLL_MS}")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(random.uniform(0.0005, 0.002))
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
         return self.db.execute_sql(sql, params)

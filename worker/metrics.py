@@ -157,11 +157,25 @@ def history(ledger: Ledger, since: float, resolution: int = RAW, limit: int = 20
 def growth_per_day(ledger: Ledger, now: float | None = None, window: float = 86400) -> float | None:
     """CAS bytes per day over the last `window` (any resolution); None without 10 min of data."""
     now = time.time() if now is None else now
-    first = ledger.row(
-        "SELECT ts, cas_bytes FROM metric_samples WHERE ts >= ? ORDER BY ts LIMIT 1",
-        (now - window,),
-    )
-    last = ledger.row("SELECT ts, cas_bytes FROM metric_samples ORDER BY ts DESC LIMIT 1")
+    # One indexed lookup per resolution (the key is resolution, ts), never a scan.
+    firsts = [
+        ledger.row(
+            "SELECT ts, cas_bytes FROM metric_samples WHERE resolution = ? AND ts >= ? "
+            "ORDER BY ts LIMIT 1",
+            (resolution, now - window),
+        )
+        for resolution in (RAW, MINUTE, HOUR)
+    ]
+    lasts = [
+        ledger.row(
+            "SELECT ts, cas_bytes FROM metric_samples WHERE resolution = ? ORDER BY ts DESC "
+            "LIMIT 1",
+            (resolution,),
+        )
+        for resolution in (RAW, MINUTE, HOUR)
+    ]
+    first = min((r for r in firsts if r), key=lambda r: r["ts"], default=None)
+    last = max((r for r in lasts if r), key=lambda r: r["ts"], default=None)
     if not first or not last or last["ts"] - first["ts"] < 600:
         return None
     return (last["cas_bytes"] - first["cas_bytes"]) / (last["ts"] - first["ts"]) * 86400

@@ -129,6 +129,8 @@ def migration_rollback(ledger, layout, steps: int = 1, force: bool = False) -> s
     """Rolls back `steps` migrations, refusing without a backup newer than the last one."""
     from worker import backup, migrations
 
+    if migrations.current_version(ledger) > migrations.LATEST:
+        migrations.check_schema(ledger)  # refuses: only the release that applied it can undo it
     applied = [s for s in migrations.status(ledger) if s.applied_at]
     if not applied:
         return "nothing to roll back"
@@ -140,5 +142,6 @@ def migration_rollback(ledger, layout, steps: int = 1, force: bool = False) -> s
             "or roll back with --force"
         )
     undone = migrations.rollback(ledger, steps)
-    versions = ", ".join(str(m.version) for m in undone) or "nothing"
-    return f"rolled back {versions}; schema now at {migrations.current_version(ledger)}"
+    lines = [f"rolled back {m.version}: {m.name}" for m in undone] or ["nothing to roll back"]
+    lines.append(f"schema version now {migrations.current_version(ledger)}")
+    return "\n".join(lines)

@@ -43,7 +43,7 @@ class AlertsPane(Pane):
             line = f" {d.title}{retry}{error}"
             text.append(output.one_line(line, max(20, width - 22)) + "\n")
         text.rstrip()
-        self.query_one("#alerts-text", Static).update(text)
+        self.put("#alerts-text", text)
         worst = snapshot.alerts[0].level if snapshot.alerts else None
         self.border_title = "Alerts" + (f" · {len(snapshot.alerts)} active" if worst else "")
         self.set_class(worst == "critical", "-critical")

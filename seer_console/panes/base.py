@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual.containers import Vertical
+from textual.widgets import Static
 
 from seer_console.source import ConsoleSnapshot
 
@@ -53,6 +55,18 @@ class Pane(Vertical, can_focus=True):
 
     def show_error(self, message: str) -> None:
         self.border_subtitle = "data unavailable"
+
+    def put(self, selector: str, content: object) -> None:
+        """Updates a Static only when its content changed: Textual re-lays out the screen on
+        every update, so repainting identical text each second would cost CPU for nothing."""
+        cache = self.__dict__.setdefault("_shown", {})
+        key = (
+            repr(content) if not isinstance(content, Text) else (content.plain, repr(content.spans))
+        )
+        if cache.get(selector) == key:
+            return
+        cache[selector] = key
+        self.query_one(selector, Static).update(content)
 
     def available(self, action: str) -> bool:
         """Whether a key of this pane applies now (one key may mean two things in turn)."""

@@ -55,21 +55,20 @@ class CasPane(Pane):
         self.set_class(level == "WARNING", "-warning")
         self.set_class(level == "CRITICAL", "-critical")
         self.border_title = "CAS" + (f" · {level}" if level else "")
-        self.query_one("#cas-size", Static).update(
-            f"[b]{output.size(s.cas_bytes)}[/] of {output.size(quota)} · {pct:.1f}%"
+        self.put(
+            "#cas-size", f"[b]{output.size(s.cas_bytes)}[/] of {output.size(quota)} · {pct:.1f}%"
         )
         width = max(10, self.content_region.width or 30)
-        self.query_one("#cas-bar", Static).update(
-            quota_bar(s.cas_bytes, quota, snapshot.warning_bytes, snapshot.critical_bytes, width)
+        self.put(
+            "#cas-bar",
+            quota_bar(s.cas_bytes, quota, snapshot.warning_bytes, snapshot.critical_bytes, width),
         )
         growth = f"{s.cas_blobs:,} blobs · {output.rate(snapshot.growth_per_day)}"
         if snapshot.growth_per_day and snapshot.growth_per_day > 0 and s.cas_bytes < quota:
             days = (quota - s.cas_bytes) / snapshot.growth_per_day
             growth += f"\nquota full in {output.short_age(days * 86400)}"
-        self.query_one("#cas-growth", Static).update(growth)
-        self.query_one("#cas-history", Static).update(
-            output.spark(snapshot.cas_history, width, from_zero=False)
-        )
+        self.put("#cas-growth", growth)
+        self.put("#cas-history", output.spark(snapshot.cas_history, width, from_zero=False))
         self.border_subtitle = (
             f"warn >{output.size(snapshot.warning_bytes)} "
             f"crit >{output.size(snapshot.critical_bytes)}"

@@ -45,7 +45,7 @@ class CompactionPane(Pane):
                 line += f" {run.status.upper()}"
             text.append(line + "\n", style=style)
         text.append(f"next {output.clock(snapshot.next_compaction)}", style="dim")
-        self.query_one("#compaction-runs", Static).update(text)
+        self.put("#compaction-runs", text)
         failures = snapshot.compaction_failures_24h
         self.border_title = "Compaction" + (f" · {failures} FAILED in 24h" if failures else "")
         self.set_class(failures > 3, "-critical")

@@ -38,9 +38,9 @@ class QueuePane(Pane):
         banner = self.query_one("#queue-paused", Static)
         banner.display = q.paused or bool(q.backoff_reason)
         if q.paused:
-            banner.update(f" PAUSED since {output.clock(q.paused_since)} · p resumes ")
+            self.put("#queue-paused", f" PAUSED since {output.clock(q.paused_since)} · p resumes ")
         elif q.backoff_reason:
-            banner.update(f" BACKING OFF: {output.one_line(q.backoff_reason, 60)} ")
+            self.put("#queue-paused", f" BACKING OFF: {output.one_line(q.backoff_reason, 60)} ")
         self.set_class(q.paused, "-paused")
         self.border_title = f"Queue {q.name}" + (" · PAUSED" if q.paused else "")
         level = (
@@ -51,17 +51,19 @@ class QueuePane(Pane):
             else ""
         )
         colour = {"critical": "bold red", "warning": "bold yellow"}.get(level, "bold")
-        self.query_one("#queue-depth", Static).update(
+        self.put(
+            "#queue-depth",
             f"[{colour}]{q.depth:,}[/] queued  {q.in_flight} in flight  "
-            f"oldest {output.short_age(q.oldest_queued_age)}"
+            f"oldest {output.short_age(q.oldest_queued_age)}",
         )
         self.set_class(level == "warning", "-warning")
         self.set_class(level == "critical", "-critical")
         width = max(10, self.content_region.width or 30)
-        self.query_one("#queue-history", Static).update(output.spark(snapshot.depth_history, width))
-        self.query_one("#queue-flow", Static).update(
+        self.put("#queue-history", output.spark(snapshot.depth_history, width))
+        self.put(
+            "#queue-flow",
             f"delivered {snapshot.delivered_per_minute:,.0f}/min  "
-            f"failed {snapshot.failed_per_minute:,.0f}/min"
+            f"failed {snapshot.failed_per_minute:,.0f}/min",
         )
         # The rule lines, where the eye already is.
         self.border_subtitle = f"warn >{snapshot.queue_warning:,} crit >{snapshot.queue_critical:,}"

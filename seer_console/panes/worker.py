@@ -66,7 +66,7 @@ class WorkerPane(Pane):
             label = "mem " if wide else ""
             text.append(f"up {output.short_age(w.uptime)} cpu {cpu} {label}{mem} {restarts}\n")
         text.rstrip()
-        self.query_one("#worker-rows", Static).update(text)
+        self.put("#worker-rows", text)
         self.border_title = f"Worker · supervisord {snapshot.status.supervisor}"
         self.border_subtitle = ""
 

@@ -1,0 +1,133 @@
+"""`seer backup DEST` and `seer restore SRC`: a consistent copy of a running root, and back.
+
+Registered by seer_console.cli through add_backup_commands; the CLI's helpers are imported
+inside the functions because cli.py imports this module. Neither command checks the schema
+version: a backup is what one takes before migrating, and a restored root may be behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from seer_console import output
+from worker import backup as backups
+from worker import migrations
+from worker.db import check_supported
+from worker.layout import Layout
+from worker.settings import load_settings
+
+
+def _layout() -> Layout:
+    settings = load_settings()
+    check_supported(settings)
+    return Layout.from_settings(settings)
+
+
+def _as_cli_error(exc: backups.BackupError) -> Exception:
+    from seer_console.cli import Failure, UserError
+
+    # A refusal is the caller's to fix (exit 2); a damaged backup or store is a failure (1).
+    if isinstance(exc, backups.BackupRefused):
+        return UserError(str(exc))
+    return Failure(str(exc))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    layout = _layout()
+    try:
+        manifest = backups.backup(layout, Path(args.dest))
+    except backups.BackupError as exc:
+        raise _as_cli_error(exc) from None
+    except (OSError, sqlite3.Error) as exc:
+        from seer_console.cli import Failure
+
+        raise Failure(f"backup failed, nothing kept in {args.dest}: {exc}") from None
+    if args.json:
+        output.emit_json(manifest.as_dict())
+        return 0
+    print(f"backup of {manifest.source_root} in {manifest.path}")
+    for db in manifest.databases:
+        print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 {db.sha256}")
+    print(
+        f"  CAS       {output.size(manifest.blob_bytes):>10}  {_plural(manifest.blobs, 'blob')}: "
+        f"{manifest.linked} hard-linked, {manifest.copied} copied"
+    )
+    print(
+        f"  ledger    schema version {manifest.schema_version}, "
+        f"{_plural(manifest.messages, 'message')}, {_plural(manifest.parcels, 'parcel')}"
+    )
+    if manifest.collected_meanwhile:
+        print(
+            f"  {_plural(manifest.collected_meanwhile, 'unreferenced blob')} removed by "
+            "`seer cas gc` during the backup: left out of it"
+        )
+    print(f"  manifest  {manifest.manifest_path}")
+    print(f"took {manifest.duration:.2f}s")
+    if manifest.linked:
+        print(
+            "note: hard-linked blobs share the disk with the live store; to survive losing "
+            f"that disk, copy {manifest.path} elsewhere keeping links (rsync -aH, tar)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    layout = _layout()
+    try:
+        report = backups.restore(Path(args.src), layout)
+    except backups.BackupError as exc:
+        raise _as_cli_error(exc) from None
+    except (OSError, sqlite3.Error) as exc:
+        from seer_console.cli import Failure
+
+        raise Failure(f"restore failed, the storage root is left empty: {exc}") from None
+    if args.json:
+        output.emit_json({**report.as_dict(), "code_schema_version": migrations.LATEST})
+        return 0
+    print(f"restored {report.source} into {report.root}")
+    print(f"  backup taken {output.when(report.created_at)}")
+    for db in report.databases:
+        print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 checked")
+    print(
+        f"  CAS       {output.size(report.blob_bytes):>10}  {_plural(report.blobs, 'blob')} "
+        f"hash-checked: {report.linked} hard-linked, {report.copied} copied"
+    )
+    print(f"  ledger    {_plural(report.messages, 'message')}")
+    print(f"took {report.duration:.2f}s")
+    if report.schema_version != migrations.LATEST:
+        direction = "behind" if report.schema_version < migrations.LATEST else "ahead of"
+        print(
+            f"warning: the restored ledger is at schema version {report.schema_version}, "
+            f"{direction} this code's {migrations.LATEST}",
+            file=sys.stderr,
+        )
+    print("next: `seer migrate --status` to check the schema, then `seer up`")
+    return 0
+
+
+def add_backup_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Registers `seer backup DEST` and `seer restore SRC` on the top-level subparsers."""
+    p = add(
+        "backup",
+        cmd_backup,
+        "copy the databases (online, consistent) and the CAS into DEST, with a manifest",
+    )
+    p.add_argument("dest", metavar="DEST", help="a new or empty directory outside the root")
+    p.add_argument("--json", action="store_true")
+    p = add(
+        "restore",
+        cmd_restore,
+        "put a backup back into an empty storage root (SEER_STORAGE_PATH), hashes checked",
+    )
+    p.add_argument("src", metavar="SRC", help="a directory written by `seer backup`")
+    p.add_argument("--json", action="store_true")
