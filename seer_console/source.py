@@ -100,6 +100,8 @@ class SnapshotSource:
         self._settings = settings
         self._runtime: Runtime | None = None
         self._processes: dict[int, psutil.Process] = {}
+        self._failures: tuple[FailureRow, ...] = ()
+        self._failures_version: tuple[int, int] | None = None
         self.host = socket.gethostname()
 
     @property
@@ -124,10 +126,18 @@ class SnapshotSource:
         snap = status.snapshot(runtime, now=now)
         samples = metrics.history(ledger, now - HISTORY_SECONDS)
         warning, critical = rules.cas_lines(runtime.settings)
-        failed = tuple(
-            FailureRow(f["id"], f["to_agent_id"], f["error"] or "", f["attempts"], f["failed_at"])
-            for f in failures.list_failed(ledger, FAILURE_ROWS)
-        )
+        # The failure list only changes when a parcel fails, is retried or purged: both
+        # counters tell, so an unchanged list is neither read again nor compared again.
+        version = (snap.parcels["failed"], metrics.counters(ledger).get("failed_total", 0))
+        if version != self._failures_version:
+            self._failures = tuple(
+                FailureRow(
+                    f["id"], f["to_agent_id"], f["error"] or "", f["attempts"], f["failed_at"]
+                )
+                for f in failures.list_failed(ledger, FAILURE_ROWS)
+            )
+            self._failures_version = version
+        failed = self._failures
         return ConsoleSnapshot(
             taken_at=now,
             host=self.host,

@@ -57,16 +57,22 @@ class Pane(Vertical, can_focus=True):
         self.border_subtitle = "data unavailable"
 
     def put(self, selector: str, content: object) -> None:
-        """Updates a Static only when its content changed: Textual re-lays out the screen on
-        every update, so repainting identical text each second would cost CPU for nothing."""
+        """Updates a Static only when its content changed, and without a new layout when it
+        keeps the length of every line: Textual lays the whole screen out on every update,
+        and doing that each second for unchanged panes costs CPU for nothing."""
         cache = self.__dict__.setdefault("_shown", {})
-        key = (
-            repr(content) if not isinstance(content, Text) else (content.plain, repr(content.spans))
-        )
-        if cache.get(selector) == key:
+        if isinstance(content, Text):
+            key: object = (content.plain, repr(content.spans))
+            lines = tuple(len(line) for line in content.plain.split("\n"))
+        else:
+            key = repr(content)
+            lines = tuple(len(line) for line in str(content).split("\n"))
+        previous = cache.get(selector)
+        if previous is not None and previous[0] == key:
             return
-        cache[selector] = key
-        self.query_one(selector, Static).update(content)
+        cache[selector] = (key, lines)
+        same_height = previous is not None and previous[1] == lines
+        self.query_one(selector, Static).update(content, layout=not same_height)
 
     def available(self, action: str) -> bool:
         """Whether a key of this pane applies now (one key may mean two things in turn)."""

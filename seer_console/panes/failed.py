@@ -81,7 +81,7 @@ class FailedPane(Pane):
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
         self.border_subtitle = ""
-        if snapshot.failures != self._rows:
+        if snapshot.failures is not self._rows and snapshot.failures != self._rows:
             self._rows = snapshot.failures
             self._fill()
         if not self._rows:
