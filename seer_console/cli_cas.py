@@ -7,6 +7,7 @@ the functions because cli.py imports this module.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -131,7 +132,11 @@ def cmd_cas_reconcile(args: argparse.Namespace) -> int:
     from seer_console.cli import _runtime
 
     runtime = _runtime()
-    report = cas_tools.reconcile(runtime.ledger, runtime.store, repair=not args.dry_run)
+    # The CLI is single-threaded, so the walk may fork: a second core halves it.
+    cores = min(2, os.cpu_count() or 1)
+    report = cas_tools.reconcile(
+        runtime.ledger, runtime.store, repair=not args.dry_run, processes=cores
+    )
     if args.json:
         output.emit_json(report.as_dict())
     else:

@@ -216,6 +216,14 @@ def test_reconcile_dry_run_changes_nothing(runtime):
     assert cas_tools.stats(runtime.ledger) == counters
 
 
+def test_reconcile_walking_in_two_processes_finds_the_same(runtime):
+    orphan, missing, resized, _ = damage(runtime)
+    one = cas_tools.reconcile(runtime.ledger, runtime.store, repair=False)
+    two = cas_tools.reconcile(runtime.ledger, runtime.store, repair=False, processes=2)
+    assert (two.orphaned, two.missing, two.resized) == (one.orphaned, one.missing, one.resized)
+    assert two.disk == one.disk == truth(runtime)
+
+
 def test_reconcile_an_empty_store(runtime):
     report = cas_tools.reconcile(runtime.ledger, runtime.store)
     assert report.in_step
