@@ -217,7 +217,7 @@ def test_reconcile_dry_run_changes_nothing(runtime):
 
 
 def test_reconcile_walking_in_two_processes_finds_the_same(runtime):
-    orphan, missing, resized, _ = damage(runtime)
+    damage(runtime)
     one = cas_tools.reconcile(runtime.ledger, runtime.store, repair=False)
     two = cas_tools.reconcile(runtime.ledger, runtime.store, repair=False, processes=2)
     assert (two.orphaned, two.missing, two.resized) == (one.orphaned, one.missing, one.resized)
