@@ -54,7 +54,7 @@ class WorkerPane(Pane):
             name = w.program if wide else w.program.removeprefix("seer-")
             marker = "▶" if focused and index == self.selected else " "
             text.append(marker, style="bold")
-            text.append(name.ljust(16 if wide else 10))
+            text.append(name.ljust(16 if wide else 11))
             text.append(
                 w.state.ljust(12 if wide else 9), style=STATE_STYLE.get(w.state, "bold red")
             )
