@@ -34,7 +34,6 @@ on a private socket (-L) and is killed at the end, with every process started he
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -45,7 +44,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -54,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _code import snapshot_code  # bench/ is sys.path[0] when a bench runs
 
 BIN = Path(sys.executable).parent
 SOCKET = f"seer-bench-{os.getpid()}"
@@ -571,48 +570,6 @@ def frames(name: str, command: str, ready: Callable[[str], bool], launches: int)
         f"({', '.join(f'{t:.2f}' for t in times)})"
     )
     return med
-
-
-PACKAGES = ("worker", "seer_console")
-
-
-def snapshot_code(dest: Path, ref: str) -> str:
-    """Puts one fixed version of the code under test first on the import path, here and in every
-    process started from here (PYTHONPATH comes before the editable install's finder); says which.
-
-    Others edit the tree while a bench runs, sometimes halfway through a change (a `seer init` of
-    newer code than the bench's own imports fails the schema check). So the code is by default
-    the commit `ref` (git archive); "worktree" copies the working tree as it is at the start."""
-    source = Path(__file__).resolve().parents[1]
-    dest.mkdir(parents=True)
-    if ref == "worktree":
-        for package in PACKAGES:
-            shutil.copytree(
-                source / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        label = "the working tree, copied at the start"
-    else:
-        git = ["git", "-C", str(source)]
-        sha = subprocess.run(
-            [*git, "rev-parse", "--short", ref], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        archive = subprocess.run(
-            [*git, "archive", "--format=tar", sha, *PACKAGES], capture_output=True, check=True
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(dest, filter="data")
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", *PACKAGES],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-        label = f"commit {sha}" + (
-            f" (uncommitted changes to {len(dirty)} files there are not measured)" if dirty else ""
-        )
-    sys.path.insert(0, str(dest))
-    os.environ["PYTHONPATH"] = str(dest)
-    return label
 
 
 # -- main ---------------------------------------------------------------------------------------

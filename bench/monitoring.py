@@ -33,7 +33,6 @@ started here (others edit the working tree while this runs). Every process start
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -43,7 +42,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -51,8 +49,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _code import snapshot_code  # bench/ is sys.path[0] when a bench runs
+
 BIN = Path(sys.executable).parent
-PACKAGES = ("worker", "seer_console")
 
 STATS_BLOBS = 1_000_000
 TREE_BLOBS = 100_000
@@ -117,42 +116,6 @@ def run_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[flo
         timeout=120,
     )
     return time.perf_counter() - t, done.stdout
-
-
-def snapshot_code(dest: Path, ref: str) -> str:
-    """Puts one fixed version of the code under test first on the import path, here and in every
-    process started from here (PYTHONPATH comes before the editable install's finder); says which.
-    As in bench/console.py: "worktree" copies the working tree as it is at the start."""
-    source = Path(__file__).resolve().parents[1]
-    dest.mkdir(parents=True)
-    if ref == "worktree":
-        for package in PACKAGES:
-            shutil.copytree(
-                source / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        label = "the working tree, copied at the start"
-    else:
-        git = ["git", "-C", str(source)]
-        sha = subprocess.run(
-            [*git, "rev-parse", "--short", ref], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        archive = subprocess.run(
-            [*git, "archive", "--format=tar", sha, *PACKAGES], capture_output=True, check=True
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(dest, filter="data")
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", *PACKAGES],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-        label = f"commit {sha}" + (
-            f" (uncommitted changes to {len(dirty)} files there are not measured)" if dirty else ""
-        )
-    sys.path.insert(0, str(dest))
-    os.environ["PYTHONPATH"] = str(dest)
-    return label
 
 
 def other_benchmarks() -> list[str]:

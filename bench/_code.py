@@ -1,0 +1,52 @@
+"""What the benchmarks share: running them against one fixed version of the code."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+PACKAGES = ("worker", "seer_console")
+
+
+def snapshot_code(dest: Path, ref: str) -> str:
+    """Puts one fixed version of the code under test first on the import path, here and in every
+    process started from here (PYTHONPATH comes before the editable install's finder); says which.
+
+    Others edit the tree while a bench runs, sometimes halfway through a change (a `seer init` of
+    newer code than the bench's own imports fails the schema check). So the code is by default
+    the commit `ref` (git archive); "worktree" copies the working tree as it is at the start."""
+    source = Path(__file__).resolve().parents[1]
+    dest.mkdir(parents=True)
+    if ref == "worktree":
+        for package in PACKAGES:
+            shutil.copytree(
+                source / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        label = "the working tree, copied at the start"
+    else:
+        git = ["git", "-C", str(source)]
+        sha = subprocess.run(
+            [*git, "rev-parse", "--short", ref], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        archive = subprocess.run(
+            [*git, "archive", "--format=tar", sha, *PACKAGES], capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", *PACKAGES],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        label = f"commit {sha}" + (
+            f" (uncommitted changes to {len(dirty)} files there are not measured)" if dirty else ""
+        )
+    sys.path.insert(0, str(dest))
+    os.environ["PYTHONPATH"] = str(dest)
+    return label
