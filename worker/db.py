@@ -86,7 +86,17 @@ class Ledger:
                 conn.execute(f"RELEASE seer_{depth}")
             raise
         self._local.depth = depth
-        conn.execute("COMMIT" if depth == 0 else f"RELEASE seer_{depth}")
+        if depth:
+            conn.execute(f"RELEASE seer_{depth}")
+            return
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (a full disk) leaves the transaction open: end it, or every
+            # later write on this connection would fail to begin.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _begin_immediate(self, conn: sqlite3.Connection) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
