@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run stop status test lint format bench screenshots clean
+.PHONY: install run stop status test lint format bench screenshots config clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ screenshots: install
 	cp tests/__snapshots__/test_console/test_snapshot_failure_detail.svg screenshots/failure-detail.svg
 	cp tests/__snapshots__/test_console/test_snapshot_help.svg screenshots/help.svg
 	cp tests/__snapshots__/test_console/test_snapshot_confirmation.svg screenshots/confirm-purge.svg
+
+## config: regenerate config/seer.env.example from the settings in code
+config: install
+	$(BIN)/seer config example > config/seer.env.example
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -571,6 +571,27 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from worker.settings_example import render_example
+
+    if args.config_command == "example":
+        sys.stdout.write(render_example())
+        return 0
+    settings = load_settings()
+    from worker.settings import SPECS
+
+    rows = []
+    for spec, field_name in zip(SPECS, settings.__dataclass_fields__, strict=True):
+        value = getattr(settings, field_name)
+        shown = "(hidden)" if spec.secret and value else value
+        rows.append((spec.name, shown))
+    if args.json:
+        output.emit_json(dict(rows))
+    else:
+        output.table(rows, ("SETTING", "VALUE IN FORCE"))
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -712,6 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("schedule", cmd_schedule, "periodic jobs, their schedules and next run times")
     p.add_argument("--json", action="store_true")
+
+    cfg = add("config", cmd_config, "settings: `show` those in force, `example` for a new .env")
+    csub = cfg.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    p = csub.add_parser("show", help="every setting in force (secrets hidden)")
+    p.add_argument("--json", action="store_true")
+    csub.add_parser("example", help="every setting with its default and meaning")
 
     add_monitor_commands(sub, add)
     add_cas_commands(sub, add)

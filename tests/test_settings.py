@@ -357,3 +357,20 @@ def test_env_file_not_utf8_is_one_line_error(cli, runtime, tmp_path):
 def test_unknown_names_in_env_file_are_ignored(env, tmp_path):
     (tmp_path / ".env").write_text("APP_KEY=whatever\nPOSTMASTER_TRIES=4\n")
     assert load_settings({}).tries == 4
+
+
+def test_example_file_is_exactly_what_seer_config_example_writes(cli):
+    from pathlib import Path
+
+    from worker.settings_example import render_example
+
+    example = Path(__file__).resolve().parents[1] / "config" / "seer.env.example"
+    assert example.read_text() == render_example(), "run `make config`"
+    assert cli("config", "example").out == render_example()
+
+
+def test_config_show_hides_secrets(env, cli, monkeypatch):
+    monkeypatch.setenv("SMTP_PASSWORD", "hunter2-secret")
+    shown = cli("config", "show", "--json").json()
+    assert shown["SMTP_PASSWORD"] == "(hidden)" and shown["POSTMASTER_TRIES"] == 3
+    assert "hunter2" not in cli("config", "show").out
