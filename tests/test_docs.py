@@ -28,7 +28,7 @@ def commands(path: Path) -> list[str]:
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
         if line.startswith("| `seer") and cells[-1].startswith("`seer "):
-            found.append(cells[-1].strip("`"))
+            found.append(cells[-1].strip("`").split(" > ")[0])
     return found
 
 
