@@ -246,8 +246,6 @@ def test_rule_evaluation_runs_on_the_scheduler_and_reaches_the_webhook(
     wired, slack, consumers, monkeypatch
 ):
     set_counter(wired, "parcels_queued", 700)
-    for name in ("ALERT_SLACK_WEBHOOK_URL",):
-        assert name in __import__("os").environ
-    consumers("scheduler")
+    consumers("scheduler")  # inherits the environment that points Slack at the local peer
     wait_for(lambda: slack.delivered(), 30, "the queue alert on the webhook")
     assert "queue depth critical" in slack.delivered()[0].body["text"].lower()
