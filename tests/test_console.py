@@ -373,3 +373,19 @@ def test_screenshots_in_the_readme_are_the_current_snapshots():
         current = (top / "tests" / "__snapshots__" / "test_console" / snap).read_bytes()
         assert (top / "screenshots" / shot).read_bytes() == current, "run `make screenshots`"
         assert f"screenshots/{shot}" in (top / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "environment", [{"TERM": "xterm"}, {"TERM": "xterm-256color"}, {"NO_COLOR": "1"}]
+)
+async def test_plain_terminals_and_no_color_still_say_paused(filled, monkeypatch, environment):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    control.pause(filled.ledger, by="console", now=NOW - 60)
+    app = app_for(filled)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        # Without colour, PAUSED is still words on the screen, not only a red border.
+        assert "PAUSED" in str(app.query_one("#queue-paused").render())
+        assert "PAUSED" in app.query_one("#queue").border_title
+        assert app.query_one("#failed").border_title.startswith("Failed jobs (12)")
