@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -53,8 +52,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import stop, tail  # bench/ is sys.path[0] when a bench runs
+
 BIN = Path(sys.executable).parent
-STOP_TIMEOUT = 20.0
 FILL_CHUNK = 100_000
 PRAGMAS = (
     "pragma journal_mode=wal",
@@ -83,25 +83,6 @@ def pct(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGINT (Huey's graceful stop), wait, kill on timeout."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(f"  ! pid {proc.pid} did not stop on SIGINT in {STOP_TIMEOUT}s: killed")
-            proc.kill()
-            proc.wait()
-
-
-def tail(log: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def environment(root: Path, env_file: Path) -> dict[str, str]:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _code import snapshot_code  # bench/ is sys.path[0] when a bench runs
+from _common import median_p95, snapshot_code, timed  # bench/ is sys.path[0] when a bench runs
 
 BIN = Path(sys.executable).parent
 SOCKET = f"seer-bench-{os.getpid()}"
@@ -100,24 +100,6 @@ ERRORS = (
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.2f} ms"
-
-
-def stats(values: list[float]) -> tuple[float, float]:
-    """Median and p95 (nearest rank)."""
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return statistics.median(ordered), p95
-
-
-def timed(call: Callable[[], Any], reps: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        call()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def verdict(value: float, goal: float) -> str:
@@ -308,7 +290,7 @@ def profile_statements(
     for sql, count in seen.items():
         if not sql.lstrip().upper().startswith("SELECT"):
             continue
-        median, _ = stats(timed(lambda s=sql: conn.execute(s).fetchall(), reps, warmup=1))
+        median, _ = median_p95(timed(lambda s=sql: conn.execute(s).fetchall(), reps, warmup=1))
         out.append((median * count, f"{sql}" + (f"  [x{count}]" if count > 1 else "")))
     return sorted(out, reverse=True)
 
@@ -337,7 +319,7 @@ def measure_reads(settings: Any, reps: int) -> dict[str, float]:
     conn = ledger.db.connection()
 
     read = timed(source.read, reps)
-    med, p95 = stats(read)
+    med, p95 = median_p95(read)
     results["read"] = med
     print(
         f"SnapshotSource.read():   median {ms(med)}, p95 {ms(p95)} over {reps} (goal < "
@@ -354,7 +336,7 @@ def measure_reads(settings: Any, reps: int) -> dict[str, float]:
             return
         raise RuntimeError("supervisord answered: this bench expects none")
 
-    sup_med, sup_p95 = stats(timed(attempt, reps))
+    sup_med, sup_p95 = median_p95(timed(attempt, reps))
     print(
         f"  of which supervisord:  median {ms(sup_med)} per XML-RPC attempt, p95 {ms(sup_p95)}; "
         f"a read makes 2 (status + workers): {ms(2 * sup_med)} "
@@ -380,9 +362,9 @@ def measure_reads(settings: Any, reps: int) -> dict[str, float]:
         metrics.record(ledger, taken)
 
     sample_times = timed(sample, reps)
-    med, p95 = stats(sample_times)
+    med, p95 = median_p95(sample_times)
     results["sample"] = med
-    measure_med, _ = stats(
+    measure_med, _ = median_p95(
         timed(
             lambda: metrics.measure(ledger, settings.postmaster_queue, settings.scheduler_queue),
             reps,
@@ -402,7 +384,7 @@ def measure_reads(settings: Any, reps: int) -> dict[str, float]:
         explain(conn, timings)
 
     huey = runtime.queues.postmaster
-    med, p95 = stats(timed(huey.pending_count, reps))
+    med, p95 = median_p95(timed(huey.pending_count, reps))
     results["pending_count"] = med
     print(
         f"huey pending_count():    median {ms(med)}, p95 {ms(p95)} at {huey.pending_count():,} "

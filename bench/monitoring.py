@@ -45,11 +45,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _code import snapshot_code  # bench/ is sys.path[0] when a bench runs
+from _common import median_p95, snapshot_code, timed  # bench/ is sys.path[0] when a bench runs
 
 BIN = Path(sys.executable).parent
 
@@ -75,24 +74,6 @@ RULES_GOAL_MS = 20.0
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.3f} ms"
-
-
-def med_p95(values: list[float]) -> tuple[float, float]:
-    """Median and p95 (nearest rank)."""
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return statistics.median(ordered), p95
-
-
-def timed(call: Callable[[], Any], reps: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        call()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def verdict(met: bool) -> str:
@@ -280,7 +261,7 @@ def bench_stats(runtime: Any, env: dict[str, str], reps: int) -> float:
     from worker import cas_tools
 
     found = cas_tools.stats(runtime.ledger)
-    med, p95 = med_p95(timed(lambda: cas_tools.stats(runtime.ledger), reps))
+    med, p95 = median_p95(timed(lambda: cas_tools.stats(runtime.ledger), reps))
     print(
         f"cas_tools.stats():        median {ms(med)}, p95 {ms(p95)} over {reps} calls at "
         f"{found.blobs:,} blobs / {found.bytes:,} bytes (goal < {STATS_GOAL_MS:.0f} ms: "
@@ -475,10 +456,10 @@ def bench_rules(runtime: Any, reps: int) -> dict[str, float]:
 
     settings, ledger = runtime.settings, runtime.ledger
     readings = rules.evaluate(settings, rules.read_inputs(ledger))
-    med, p95 = med_p95(timed(lambda: rules.evaluate(settings, rules.read_inputs(ledger)), reps))
-    read_med, read_p95 = med_p95(timed(lambda: rules.read_inputs(ledger), reps))
+    med, p95 = median_p95(timed(lambda: rules.evaluate(settings, rules.read_inputs(ledger)), reps))
+    read_med, read_p95 = median_p95(timed(lambda: rules.read_inputs(ledger), reps))
     inputs = rules.read_inputs(ledger)
-    eval_med, _ = med_p95(timed(lambda: rules.evaluate(settings, inputs), reps))
+    eval_med, _ = median_p95(timed(lambda: rules.evaluate(settings, inputs), reps))
     print(
         f"evaluate(read_inputs()):  median {ms(med)}, p95 {ms(p95)} over {reps} calls (goal < "
         f"{RULES_GOAL_MS:.0f} ms: {verdict(med * 1000 < RULES_GOAL_MS)})"
@@ -490,7 +471,7 @@ def bench_rules(runtime: Any, reps: int) -> dict[str, float]:
     huey = runtime.queues.postmaster
     took = fill_queue(runtime)
     count = huey.pending_count()
-    hmed, hp95 = med_p95(timed(huey.pending_count, reps))
+    hmed, hp95 = median_p95(timed(huey.pending_count, reps))
     print(
         f"huey pending_count():     median {ms(hmed)}, p95 {ms(hp95)} at {count:,} queued "
         f"tasks (for scale; {TASKS:,} tasks inserted in {took:.1f} s)"

@@ -29,7 +29,6 @@ import argparse
 import importlib.util
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,12 +40,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _code import snapshot_code  # bench/ is sys.path[0] when a bench runs
+from _common import snapshot_code, stop, tail  # bench/ is sys.path[0] when a bench runs
 
 BIN = Path(sys.executable).parent
 POLL = 0.002
 PHASE_TIMEOUT = 150.0
-STOP_TIMEOUT = 20.0
 
 TASK_MODULE = '''"""No-op Huey task for the parcels benchmark (written by bench/parcels.py)."""
 
@@ -110,25 +108,6 @@ class Ours:
     @property
     def busy(self) -> float:
         return self.last - self.first
-
-
-def stop(proc: subprocess.Popen, log: Path | None = None) -> None:
-    """SIGINT (Huey's graceful stop), wait, kill on timeout."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(f"  ! pid {proc.pid} did not stop on SIGINT in {STOP_TIMEOUT}s: killed")
-            proc.kill()
-            proc.wait()
-
-
-def tail(log: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def check_alive(proc: subprocess.Popen, log: Path, what: str) -> None:

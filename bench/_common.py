@@ -1,14 +1,19 @@
-"""What the benchmarks share: running them against one fixed version of the code."""
+"""What the benchmarks share: one fixed version of the code, timing, stopping processes."""
 
 from __future__ import annotations
 
 import io
 import os
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("worker", "seer_console")
 
@@ -50,3 +55,40 @@ def snapshot_code(dest: Path, ref: str) -> str:
     sys.path.insert(0, str(dest))
     os.environ["PYTHONPATH"] = str(dest)
     return label
+
+
+def median_p95(values: list[float]) -> tuple[float, float]:
+    """Median and p95 (nearest rank)."""
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return statistics.median(ordered), p95
+
+
+def timed(call: Callable[[], Any], reps: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGINT (Huey's graceful stop), wait, kill on timeout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  ! pid {proc.pid} did not stop on SIGINT in {timeout}s: killed")
+            proc.kill()
+            proc.wait()
+
+
+def tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
