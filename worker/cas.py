@@ -233,17 +233,22 @@ class ContentStore:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                created, made_dir = self._place(temp, final)
+                created = self._place_durably(temp, final)
                 temp = None
-                # Even when a racing put won, its directory entry may not be durable yet.
-                _fsync_path(final.parent, directory=True)
-                if made_dir:
-                    _fsync_path(self.root, directory=True)
             except BaseException:
                 if temp is not None:
                     _unlink_quietly(temp)
                 raise
         return PutResult(digest, len(data), created=created)
+
+    def _place_durably(self, temp: Path, final: Path) -> bool:
+        """Moves a synced temp file into place and syncs the directories that changed."""
+        created, made_dir = self._place(temp, final)
+        # Even when a racing put won, its directory entry may not be durable yet.
+        _fsync_path(final.parent, directory=True)
+        if made_dir:
+            _fsync_path(self.root, directory=True)
+        return created
 
     def put_file(self, src: Path) -> PutResult:
         """Store a file's contents, hashing while copying so the source is read once."""
@@ -269,12 +274,8 @@ class ContentStore:
                 if exists:
                     _unlink_quietly(temp)
                     return PutResult(digest, size, created=False)
-                created, made_dir = self._place(temp, final)
+                created = self._place_durably(temp, final)
                 temp = None
-                # Even when a racing put won, its directory entry may not be durable yet.
-                _fsync_path(final.parent, directory=True)
-                if made_dir:
-                    _fsync_path(self.root, directory=True)
             except BaseException:
                 if temp is not None:
                     _unlink_quietly(temp)
