@@ -208,40 +208,16 @@ def _sha256(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    temp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _copy_file(src: Path, dest: Path, mode: int) -> str:
-    """Copies to a temp name, fsyncs, renames into place; returns the sha256 of what it wrote."""
+@contextlib.contextmanager
+def _atomic_file(dest: Path, mode: int) -> Iterator[int]:
+    """An fd to write `dest` through: a temp name, synced, then renamed into place; nothing
+    partial is ever visible under `dest`, and the temp goes away on any error."""
     temp = dest.parent / f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    hasher = hashlib.sha256()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
             os.fchmod(fd, mode)
-            with open(src, "rb", buffering=0) as source:
-                while chunk := source.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+            yield fd
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -250,6 +226,27 @@ def _copy_file(src: Path, dest: Path, mode: int) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    with _atomic_file(path, mode) as fd:
+        _write_all(fd, data)
+    _fsync_dir(path.parent)
+
+
+def _copy_file(src: Path, dest: Path, mode: int) -> str:
+    """Copies to a temp name, fsyncs, renames into place; returns the sha256 of what it wrote."""
+    hasher = hashlib.sha256()
+    with _atomic_file(dest, mode) as fd, open(src, "rb", buffering=0) as source:
+        while chunk := source.read(CHUNK_SIZE):
+            hasher.update(chunk)
+            _write_all(fd, chunk)
     return hasher.hexdigest()
 
 
