@@ -6,7 +6,6 @@ import errno
 import hashlib
 import multiprocessing
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -539,24 +538,9 @@ def test_put_many_maps_enospc_and_removes_its_temps(
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs, so writes really fail with ENOSPC."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if shutil.which("mount") is None or shutil.which("umount") is None:
-        pytest.skip("real disk-full test needs mount/umount, which are not installed")
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        reason = (proc.stderr or proc.stdout).strip() or f"exit {proc.returncode}"
-        pytest.skip(f"real disk-full test needs to mount a tmpfs, not permitted here: {reason}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+def tiny_tmpfs(tmp_path: Path, tmpfs) -> Path:
+    """A 64 KiB tmpfs (conftest's `tmpfs`), so writes really fail with ENOSPC."""
+    return tmpfs(tmp_path / "tiny", "64k")
 
 
 def test_real_disk_full_on_tmpfs(tiny_tmpfs: Path, tmp_path: Path) -> None:
