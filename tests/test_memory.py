@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -271,4 +272,57 @@ def test_the_real_scheduler_consumer_runs_a_scheduled_compaction(
         "the run to finish",
     )
     assert (run.trigger, run.status, run.keys_deleted) == ("schedule", "ok", 1)
-    assert "memory.compaction" in (runtime.layout.logs / "orchestration.log").read_text()
+    log_path = runtime.layout.logs / "orchestration.log"
+
+    def logged() -> list[dict]:
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        return [e for e in map(json.loads, lines) if e.get("event") == "memory.compaction"]
+
+    # The first line is this run's (a minute later the schedule may run again).
+    line = wait_for(logged, 30, "the run's line in orchestration.log")[0]
+    assert (line["trigger"], line["status"], line["keys_deleted"]) == ("schedule", "ok", 1)
+
+
+def test_a_reader_that_sees_the_finished_run_also_sees_its_log_line(runtime, monkeypatch):
+    """The line goes to logs/orchestration.log before the run is recorded as finished: whoever
+    reads the ledger and finds the run ok or failed finds its line too (a commit is the moment
+    the run becomes visible, so the check runs after every commit of the compaction)."""
+    runtime.memory().set_ephemeral("a", "old", 1, ttl=1, now=T0)
+    log_path = runtime.layout.logs / "orchestration.log"
+    ledger = runtime.ledger
+    committed = ledger.write
+    seen: list[tuple[int, str]] = []
+
+    def finished_runs_and_their_lines() -> None:
+        reader = sqlite3.connect(runtime.layout.ledger_db)
+        try:
+            finished = reader.execute(
+                "SELECT id, status FROM compaction_runs WHERE status <> 'running'"
+            ).fetchall()
+        finally:
+            reader.close()
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        logged = [json.loads(line)["status"] for line in lines]
+        for run_id, status in finished:
+            runs = sum(1 for _, s in finished if s == status)
+            assert logged.count(status) >= runs, f"run {run_id} is {status}, its line is missing"
+            seen.append((run_id, status))
+
+    @contextlib.contextmanager
+    def write_then_look():
+        with committed() as inner:
+            yield inner
+        finished_runs_and_their_lines()
+
+    monkeypatch.setattr(ledger, "write", write_then_look)
+    run = Compactor(ledger, log_path).run("manual", now=T0 + 3600)
+    assert (run.status, run.keys_deleted) == ("ok", 1)
+    assert (run.id, "ok") in seen, "no commit made the finished run visible"
+
+
+def test_a_log_that_cannot_be_written_still_leaves_the_run_recorded(runtime, tmp_path):
+    unwritable = tmp_path / "a-directory"
+    unwritable.mkdir()
+    run = Compactor(runtime.ledger, unwritable).run("manual", now=T0)
+    assert run.status == "ok"
+    assert Compactor(runtime.ledger).get(run.id).status == "ok"

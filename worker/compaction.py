@@ -3,7 +3,7 @@
 Each write transaction deletes at most BATCH keys of one agent (contiguous on disk, since the
 table is clustered by agent and key) and ends within TXN_BUDGET, so parcel delivery keeps
 getting the write lock between them. Every run is recorded, and logged as one line to
-logs/orchestration.log.
+logs/orchestration.log before it is recorded as finished.
 """
 
 from __future__ import annotations
@@ -134,11 +134,12 @@ class Compactor:
         cutoff = time.time() if now is None else now
         self.interrupted(now=cutoff)
         owner = current_owner()
+        started = time.time()
         with self.ledger.write():
             run_id = self.ledger.execute(
                 "INSERT INTO compaction_runs (trigger, agent_id, dry_run, started_at, status, "
                 "owner) VALUES (?, ?, ?, ?, 'running', ?)",
-                (trigger, agent, int(dry_run), time.time(), owner.token),
+                (trigger, agent, int(dry_run), started, owner.token),
             ).lastrowid
         agents_touched = keys = 0
         status, error = "ok", None
@@ -153,14 +154,30 @@ class Compactor:
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
             log.exception("memory compaction failed")
+        run = Run(
+            id=run_id,
+            trigger=trigger,
+            agent_id=agent,
+            dry_run=dry_run,
+            started_at=started,
+            finished_at=time.time(),
+            agents=agents_touched,
+            keys_deleted=keys,
+            status=status,
+            error=error,
+        )
+        # The line first: whoever reads the run as finished in the ledger finds its line too.
+        # A log that cannot be written must not leave the run 'running' for good.
+        try:
+            self._log(run)
+        except OSError:
+            log.exception("cannot write the compaction line to %s", self.log_path)
         with self.ledger.write():
             self.ledger.execute(
                 "UPDATE compaction_runs SET finished_at = ?, agents = ?, keys_deleted = ?, "
                 "status = ?, error = ? WHERE id = ?",
-                (time.time(), agents_touched, keys, status, error, run_id),
+                (run.finished_at, agents_touched, keys, status, error, run_id),
             )
-        run = self.get(run_id)
-        self._log(run)
         return run
 
     def interrupted(self, now: float | None = None) -> int:
