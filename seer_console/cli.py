@@ -270,6 +270,10 @@ def _print_parcel(
         print(f"error    {found['error']}")
     if show_traceback and found.get("traceback"):
         print(found["traceback"].rstrip())
+    if found.get("payload") is not None:
+        # failures.parcel() redacted it: the raw copy never leaves the ledger.
+        print("parcel (secrets redacted)")
+        print(json.dumps(found["payload"], indent=2, ensure_ascii=False))
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:

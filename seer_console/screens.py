@@ -15,7 +15,6 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from seer_console import output
-from worker.redaction import redact_value
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -132,7 +131,8 @@ def render_failure(row: dict[str, Any] | None, parcel_id: str, now: float | None
     if row is None:
         return Text(f"Parcel {parcel_id} is no longer in the ledger (purged?).")
     payload = row.get("payload")
-    shown = json.dumps(redact_value(payload), indent=2, ensure_ascii=False) if payload else "-"
+    # failures.parcel() redacted it, ids and keys included.
+    shown = json.dumps(payload, indent=2, ensure_ascii=False) if payload else "-"
     text = Text()
 
     def field(label: str, value: object, end: str = "   ") -> None:

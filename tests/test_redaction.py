@@ -503,11 +503,18 @@ def test_by_key_only_replaces_non_empty_strings() -> None:
     }
 
 
-def test_dict_keys_are_kept() -> None:
-    assert redact_value({AWS_ID: "x", 7: "password=hunter2"}) == {
-        AWS_ID: "x",
+def test_dict_keys_are_redacted_too() -> None:
+    assert redact_value({AWS_ID: "x", 7: "password=hunter2", "plain": 1}) == {
+        mark("aws-access-key"): "x",
         7: f"password={mark('password')}",
+        "plain": 1,
     }
+
+
+def test_two_keys_that_redact_alike_both_survive() -> None:
+    other = "AKIA" + "Z" * 16
+    shown = redact_value({AWS_ID: 1, other: 2})
+    assert shown == {mark("aws-access-key"): 1, mark("aws-access-key") + " #2": 2}
 
 
 @pytest.mark.parametrize("value", [0, 1.5, True, False, None, 10**30])

@@ -8,6 +8,7 @@ from urllib.parse import quote, unquote
 
 from worker.cas import validate_digest
 from worker.db import Ledger
+from worker.redaction import redact_value
 
 SCHEME = "fe://artifacts/by-task/"
 _URI = re.compile(r"fe://artifacts/by-task/([^/]+)/([^/]+)/([^/]+)")
@@ -47,8 +48,10 @@ def filename_of(uri: str) -> str | None:
 
 
 def artifacts_of_parcel(ledger: Ledger, parcel_id: str) -> list[dict[str, Any]]:
-    return ledger.rows(
+    """The parcel's artifacts as shown to an operator (names and URIs redacted)."""
+    rows = ledger.rows(
         "SELECT kind, name, hash, filename, mime_type, size, uri FROM artifacts "
         "WHERE parcel_id = ? ORDER BY id",
         (parcel_id,),
     )
+    return [redact_value(row) for row in rows]

@@ -1,4 +1,8 @@
-"""The failed store: parcels that used up their tries, with error and traceback (redacted)."""
+"""The failed store: parcels that used up their tries, with error and traceback (redacted).
+
+Every row leaves here redacted, ids and payload included: the raw copy of a parcel stays in the
+ledger, and only a retry (in SQL) uses it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from typing import Any
 
 from worker.db import Ledger
+from worker.redaction import redact_value
 
 _SUMMARY = (
     "id, to_agent_id, task_id, type, attempts, crashes, error, created_at, finished_at AS failed_at"
@@ -14,23 +19,27 @@ _SUMMARY = (
 
 
 def list_failed(ledger: Ledger, limit: int = 100) -> list[dict[str, Any]]:
-    return ledger.rows(
+    rows = ledger.rows(
         f"SELECT {_SUMMARY} FROM parcels WHERE state = 'failed' ORDER BY finished_at DESC LIMIT ?",
         (limit,),
     )
+    return [redact_value(row) for row in rows]
 
 
 def parcel(ledger: Ledger, parcel_id: str) -> dict[str, Any] | None:
-    """One parcel's ledger entry, whatever its state; the payload only while it is kept."""
+    """One parcel's ledger entry as an operator sees it, whatever its state: every string
+    redacted, the payload (only while it is kept) too."""
     row = ledger.row(
         "SELECT id, to_agent_id, task_id, type, stream, state, size, attempts, crashes, owner, "
         "not_before, created_at, claimed_at, finished_at, error, traceback, payload "
         "FROM parcels WHERE id = ?",
         (parcel_id,),
     )
-    if row and row["payload"] is not None:
+    if row is None:
+        return None
+    if row["payload"] is not None:
         row["payload"] = json.loads(row["payload"])
-    return row
+    return redact_value(row)
 
 
 def retry(ledger: Ledger, parcel_id: str) -> bool:

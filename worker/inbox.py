@@ -1,4 +1,8 @@
-"""Agents' inboxes: the messages the Postmaster delivered, and acknowledging them."""
+"""Agents' inboxes: the messages the Postmaster delivered, and acknowledging them.
+
+Messages are shown redacted whatever ORCHESTRATION_REDACT_SECRETS stored: the setting decides
+what the agent gets, not what an operator's terminal shows.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,16 @@ import time
 from typing import Any
 
 from worker.db import Ledger
+from worker.redaction import redact_value
 
 
 def _message(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "headers": json.loads(row["headers"]), "envelope": json.loads(row["envelope"])}
+    message = {
+        **row,
+        "headers": json.loads(row["headers"]),
+        "envelope": json.loads(row["envelope"]),
+    }
+    return redact_value(message)
 
 
 def messages(

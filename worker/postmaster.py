@@ -370,7 +370,9 @@ class Postmaster:
         if delivered:
             done = outcome.deliveries
             if len(done) == 1:
-                log.info("delivered parcel %s to %s", done[0].parcel_id, done[0].message[1])
+                log.info(
+                    "delivered parcel %s to %s", done[0].parcel_id, redact_text(done[0].message[1])
+                )
             else:
                 log.info(
                     "delivered %d parcels (%s … %s)",

@@ -6,7 +6,7 @@ Secrets become `[REDACTED:<kind>]` so an operator can tell what was there withou
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from functools import lru_cache
 from itertools import pairwise
 from typing import NamedTuple
@@ -252,23 +252,45 @@ def is_secret_key(key: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in pairwise(words))
 
 
-def redact_value(value: object) -> object:
-    """Redact every string inside JSON-like data; values under secret-named keys go whole.
+@lru_cache(maxsize=4096)
+def _redact_key_text(key: str) -> str:
+    # Cached: parcels repeat the same handful of keys thousands of times a second.
+    return redact_text(key)
 
-    Dicts, lists and tuples are rebuilt (the input is not modified); keys are kept as they
-    are; numbers, booleans and None pass through.
+
+def redact_key(key: object, taken: Container[object] = ()) -> object:
+    """A mapping key with any secret in it replaced; ` #2`, ` #3`… keep two redacted keys apart."""
+    if not isinstance(key, str):
+        return key
+    shown = _redact_key_text(key)
+    if shown == key or shown not in taken:
+        return shown
+    n = 2
+    while f"{shown} #{n}" in taken:
+        n += 1
+    return f"{shown} #{n}"
+
+
+def redact_value(value: object) -> object:
+    """Redact every string inside JSON-like data, mapping keys too; values under secret-named
+    keys go whole.
+
+    Dicts, lists and tuples are rebuilt (the input is not modified); a key that holds a secret
+    is redacted like any string (a key that was a token is itself a leak); numbers, booleans
+    and None pass through.
     """
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {
-            key: (
+        out: dict[object, object] = {}
+        for key, item in value.items():
+            shown = (
                 BY_KEY
                 if isinstance(item, str) and item and isinstance(key, str) and is_secret_key(key)
                 else redact_value(item)
             )
-            for key, item in value.items()
-        }
+            out[redact_key(key, out)] = shown
+        return out
     if isinstance(value, list):
         return [redact_value(item) for item in value]
     if isinstance(value, tuple):

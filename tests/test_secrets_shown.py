@@ -1,0 +1,126 @@
+"""A parcel full of secrets fails; no command, view, log or metric that shows it shows a secret.
+
+Only a retry uses the raw copy: the parcel delivered after the retry carries its content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from seer_console.app import SeerConsole
+from seer_console.screens import FailureScreen
+from seer_console.source import SnapshotSource
+from worker import parcels
+from worker.runtime import Runtime
+
+AWS = "AKIA" + "IOSFODNN7EXAMPLE"
+GITHUB = "ghp_" + "Ab1" * 12
+PASSWORD = "hunter2-correct-horse"
+SLACK = "xoxb-" + "1234567890-0987654321-" + "a1B2c3D4e5F6g7H8i9J0k1L2"
+SECRETS = (AWS, GITHUB, PASSWORD, SLACK)
+
+
+def secret_parcel() -> dict:
+    return {
+        "to_agent_id": "agent-s",
+        "task_id": f"task-{GITHUB}",
+        "stream": "command.delegation",
+        "type": "pm.task.created",
+        "headers": {"authorization": f"Bearer {GITHUB}", SLACK: "a key that is a token"},
+        "envelope": {
+            "body": f"deploy with {AWS} and password={PASSWORD}, then ping {GITHUB}",
+            "metadata": {"note": f"slack {SLACK}"},
+        },
+        # Bigger than the quota below: the parcel fails on it.
+        "attachments": {"big.txt": {"content": "x" * 4096, "mime_type": "text/plain"}},
+    }
+
+
+def leaks(text: str) -> list[str]:
+    return [s for s in SECRETS if s in text]
+
+
+@pytest.fixture
+def failed_secret(env, cli, monkeypatch, caplog):
+    monkeypatch.setenv("ORCHESTRATION_CAS_MAX_SIZE", "1024")
+    assert cli("init").code == 0
+    runtime = Runtime.open()
+    (pid,) = parcels.queue_parcels(
+        runtime.ledger, [parcels.validate(secret_parcel(), runtime.settings.max_parcel_size)]
+    )
+    caplog.set_level(logging.DEBUG)
+    result = runtime.postmaster().deliver_waiting()
+    assert result.failed == 1
+    yield runtime, pid
+    runtime.close()
+
+
+def test_no_command_that_shows_a_failed_parcel_shows_its_secrets(failed_secret, cli, caplog):
+    _, pid = failed_secret
+    outputs = {}
+    for args in (
+        ("failed", "list"),
+        ("failed", "list", "--json"),
+        ("failed", "show", pid),
+        ("failed", "show", pid, "--json"),
+        ("parcel", "show", pid),
+        ("parcel", "show", pid, "--json"),
+        ("parcel", "show", pid, "--traceback"),
+        ("parcel", "show", pid, "--json", "--traceback"),
+        ("inbox", "agent-s"),
+        ("inbox", "agent-s", "--json"),
+        ("status",),
+        ("status", "--json"),
+        ("metrics",),
+        ("alerts", "list", "--json"),
+    ):
+        result = cli(*args)
+        assert "Traceback" not in result.err, (args, result.err)
+        outputs[" ".join(args)] = result.out + result.err
+    found = {cmd: leaks(text) for cmd, text in outputs.items() if leaks(text)}
+    assert found == {}
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert leaks(logged) == []
+
+    # Shown, not hidden: the text commands print the redacted parcel, the JSON carries it.
+    shown = cli("failed", "show", pid, "--json").json()
+    assert shown["state"] == "failed" and "CAS quota exceeded" in shown["error"]
+    assert "[REDACTED:aws-access-key]" in shown["payload"]["envelope"]["body"]
+    assert "[REDACTED:" in shown["task_id"]
+    assert all("xoxb" not in key for key in shown["payload"]["headers"])
+    for cmd in ("failed show", "parcel show"):
+        text = outputs[f"{cmd} {pid}"]
+        assert "parcel (secrets redacted)" in text and "[REDACTED:password]" in text, cmd
+
+
+def test_a_retry_uses_the_raw_copy(failed_secret, cli, monkeypatch):
+    _, pid = failed_secret
+    monkeypatch.setenv("ORCHESTRATION_CAS_MAX_SIZE", "10MB")
+    assert cli("failed", "retry", pid).code == 0
+    bigger = Runtime.open()
+    assert bigger.postmaster().deliver_waiting().delivered == 1
+    (message,) = bigger.ledger.rows("SELECT headers FROM messages WHERE parcel_id = ?", (pid,))
+    # The raw task id reached the delivery: it was kept for the retry, never shown.
+    assert GITHUB in json.loads(message["headers"])["task_id"]
+    bigger.close()
+
+
+async def test_the_console_shows_the_failed_parcel_redacted(failed_secret):
+    runtime, pid = failed_secret
+    app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.query_one("#failed DataTable")
+        rows = [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
+        assert rows and leaks(" ".join(rows)) == []
+        await pilot.press("3", "enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, FailureScreen)
+        text = str(app.screen.query_one("#failure-text").render())
+        assert pid in text and "CAS quota exceeded" in text
+        assert "[REDACTED:" in text and leaks(text) == []
