@@ -295,7 +295,9 @@ class SeerConsole(App):
         text = done.format(result) if "{}" in done else done
         if result is False:
             text = f"{label}: nothing to change"
-        self.call_from_thread(self.notify, text)
+        # A result that says it did not fully work (a channel that did not take a test alert).
+        severity = "warning" if getattr(result, "ok", True) is False else "information"
+        self.call_from_thread(self.notify, text, severity=severity)
         self.call_from_thread(self.refresh_now)
 
     def refresh_now(self) -> None:

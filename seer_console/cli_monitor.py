@@ -83,18 +83,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     cli = _cli()
     runtime = cli._runtime()
     if args.alerts_command == "test":
+        from worker import operations
+
         try:
-            names = monitor.send_test_alert(runtime, args.channel)
+            report = operations.send_test_alert(runtime, args.channel)
         except LookupError as exc:
             raise cli.UserError(str(exc)) from None
-        report = monitor.deliver(runtime)
-        recent = {d.channel: d for d in outbox.recent(runtime.ledger, 50) if d.rule == "test"}
-        for name in names:
-            d = recent.get(name)
-            state = d.status if d else "queued"
-            error = f" ({d.last_error})" if d and d.last_error else ""
-            print(f"{name:<6} {state}{error}")
-        if report.retried or report.failed:
+        for outcome in report.channels:
+            name, _, rest = outcome.describe().partition(" ")
+            print(f"{name:<6} {rest}")
+        if not report.ok:
             print(
                 "not every channel took it: `seer alerts list` shows the retries", file=sys.stderr
             )

@@ -182,6 +182,55 @@ def test_alerts_test_and_list(wired, slack, smtp, cli):
     assert "SECRET" not in text + result.out and wired.settings.slack_webhook_url not in text
 
 
+def test_alerts_test_reports_what_happened_to_this_test_alert(wired, slack, smtp, cli):
+    assert cli("alerts", "test", "--channel", "slack").code == 0
+    slack.default = "500"
+    # Each test is tried at once, not left behind the previous one's backoff, and never
+    # mistaken for the older test alert that was sent.
+    for _ in range(2):
+        result = cli("alerts", "test")
+        said = dict(line.split(maxsplit=1) for line in result.out.splitlines())
+        assert result.code == 1, result
+        assert said["slack"].startswith("pending: ") and "HTTP 500" in said["slack"]
+        assert "next try in" in said["slack"]
+        assert said["email"] == "sent" and said["log"] == "sent"
+    assert len(slack.posts) == 3
+    slack_tests = [
+        (d.status, d.attempts) for d in outbox.recent(wired.ledger) if d.channel == "slack"
+    ]
+    assert slack_tests == [("pending", 1), ("pending", 1), ("sent", 1)]
+    slack.default = "200"
+    again = cli("alerts", "test", "--channel", "slack")
+    assert again.code == 0 and again.out.strip() == "slack  sent"
+
+
+def test_alerts_test_with_the_webhook_server_gone(runtime, cli, monkeypatch):
+    from tests.peers import free_port
+
+    monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/services/x")
+    for _ in range(2):
+        result = cli("alerts", "test")
+        assert result.code == 1, result
+        assert "slack  pending" in result.out and "log    sent" in result.out
+        assert "not every channel took it" in result.err
+
+
+async def test_console_test_alert_key_says_what_the_cli_says(wired, slack):
+    from seer_console.app import SeerConsole
+    from seer_console.source import SnapshotSource
+
+    slack.default = "500"
+    app = SeerConsole(SnapshotSource(wired.settings), refresh=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("a")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        notes = [n for n in app._notifications if n.message.startswith("test alert:")]
+        assert len(notes) == 1 and notes[0].severity == "warning"
+        assert "slack pending" in notes[0].message and "email sent" in notes[0].message
+
+
 def test_alerts_test_for_an_unconfigured_channel_is_a_clear_error(runtime, cli):
     result = cli("alerts", "test", "--channel", "slack")
     assert result.code == 2 and "ALERT_SLACK_WEBHOOK_URL" in result.err

@@ -100,10 +100,11 @@ def simulate_high_usage(runtime: Runtime, now: float | None = None) -> Notificat
     return note
 
 
-def send_test_alert(
+def queue_test_alert(
     runtime: Runtime, channel: str | None = None, now: float | None = None
-) -> list[str]:
-    """Queues a test notification for one channel or all configured ones; returns the names."""
+) -> list[int]:
+    """Queues a test notification for one channel or all configured ones; returns the outbox
+    row ids, one a channel. LookupError names the setting of a channel that is not set."""
     now = time.time() if now is None else now
     names = channel_names(runtime)
     if channel is not None:
@@ -124,8 +125,7 @@ def send_test_alert(
         f"{runtime.layout.root}. If you can read this, the channel works.",
         at=now,
     )
-    outbox.enqueue(runtime.ledger, note, names, now=now)
-    return names
+    return outbox.enqueue(runtime.ledger, note, names, now=now)
 
 
 def log_storage_report(runtime: Runtime, report: StorageReport) -> None:

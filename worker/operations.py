@@ -78,15 +78,52 @@ def compact_memory(runtime: Runtime, trigger: str, agent: str | None = None) -> 
     return f"compaction: {run.keys_deleted} expired keys deleted across {run.agents} agents"
 
 
-def send_test_alert(runtime: Runtime, channel: str | None = None) -> str:
-    """Queues and sends a test alert; says in one line how each channel took it."""
-    from worker import monitor, outbox
+@dataclass(frozen=True)
+class ChannelTest:
+    """What one channel did with this test alert (not with an earlier one)."""
 
-    names = monitor.send_test_alert(runtime, channel)
-    monitor.deliver(runtime)
-    latest = {d.channel: d for d in reversed(outbox.recent(runtime.ledger, 50)) if d.rule == "test"}
-    return "test alert: " + ", ".join(
-        f"{n} {latest[n].status}" if n in latest else f"{n} queued" for n in names
+    channel: str
+    status: str  # sent, pending (retries later), failed (given up)
+    error: str | None
+    next_attempt_at: float
+
+    def describe(self, now: float | None = None) -> str:
+        if self.status == "sent":
+            return f"{self.channel} sent"
+        now = time.time() if now is None else now
+        reason = f": {self.error}" if self.error else ""
+        if self.status == "failed":
+            return f"{self.channel} failed{reason}"
+        wait = max(0, round(self.next_attempt_at - now))
+        return f"{self.channel} {self.status}{reason} (next try in {wait}s)"
+
+
+@dataclass(frozen=True)
+class TestAlertReport:
+    channels: tuple[ChannelTest, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Every channel took it."""
+        return all(c.status == "sent" for c in self.channels)
+
+    def __str__(self) -> str:
+        return "test alert: " + ", ".join(c.describe() for c in self.channels)
+
+
+def send_test_alert(
+    runtime: Runtime, channel: str | None = None, now: float | None = None
+) -> TestAlertReport:
+    """Queues a test alert and sends it now through every channel (or one), ahead of older
+    alerts in backoff; reports what each channel did with it. LookupError: not configured."""
+    from worker import monitor, outbox
+    from worker.channels import channels_from_settings
+
+    ids = monitor.queue_test_alert(runtime, channel, now=now)
+    channels = channels_from_settings(runtime.settings, runtime.layout)
+    rows = outbox.deliver_rows(runtime.ledger, channels, ids, now=now)
+    return TestAlertReport(
+        tuple(ChannelTest(d.channel, d.status, d.last_error, d.next_attempt_at) for d in rows)
     )
 
 

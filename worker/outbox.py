@@ -115,6 +115,34 @@ def deliver_due(
     return DeliveryReport(sent, retried, failed, skipped)
 
 
+def deliver_rows(
+    ledger: Ledger,
+    channels: dict[str, Channel],
+    ids: Iterable[int],
+    now: float | None = None,
+    lease: float = 60,
+) -> list[Delivery]:
+    """Sends these rows now, each once, ahead of older rows of their channel; returns them as
+    they stand afterwards.
+
+    For a test alert: it asks whether the channel works now, so it does not wait behind an
+    older alert in backoff. A row that fails stays in the outbox and retries as any other.
+    """
+    clock: Callable[[], float] = time.time if now is None else (lambda: now)
+    ids = list(ids)
+    for row_id in ids:
+        claimed = _claim_row(ledger, row_id, clock(), lease)
+        if claimed is None:
+            continue
+        channel = channels.get(claimed[0])
+        if channel is None:
+            _release(ledger, row_id, claimed[1])
+            continue
+        result = _send(channel, claimed[2])
+        _record(ledger, row_id, claimed[1], result, clock())
+    return deliveries(ledger, ids)
+
+
 def _due(row: dict[str, Any], now: float) -> bool:
     if row["status"] == "pending":
         return row["next_attempt_at"] <= now
@@ -146,6 +174,34 @@ def _claim(ledger: Ledger, channel: str, now: float, lease: float) -> tuple[int,
             (lease_until, head["id"]),
         )
     return head["id"], lease_until, head["payload"]
+
+
+def _claim_row(
+    ledger: Ledger, row_id: int, now: float, lease: float
+) -> tuple[str, float, str] | None:
+    with ledger.write():
+        row = ledger.row(
+            "SELECT channel, status, next_attempt_at, lease_until, payload FROM alert_outbox"
+            " WHERE id = ? AND status IN ('pending', 'sending')",
+            (row_id,),
+        )
+        if row is None or (row["status"] == "sending" and not _due(row, now)):
+            return None
+        lease_until = now + lease
+        ledger.execute(
+            "UPDATE alert_outbox SET status = 'sending', lease_until = ? WHERE id = ?",
+            (lease_until, row_id),
+        )
+    return row["channel"], lease_until, row["payload"]
+
+
+def _release(ledger: Ledger, row_id: int, lease_until: float) -> None:
+    with ledger.write():
+        ledger.execute(
+            "UPDATE alert_outbox SET status = 'pending', lease_until = NULL"
+            " WHERE id = ? AND status = 'sending' AND lease_until = ?",
+            (row_id, lease_until),
+        )
 
 
 def _send(channel: Channel, payload: str) -> SendResult:
@@ -221,29 +277,47 @@ def _title(payload: str) -> str:
         return ""
 
 
+_DELIVERY_COLUMNS = (
+    "id, channel, rule, level, payload, created_at, status, attempts, next_attempt_at,"
+    " last_error, sent_at"
+)
+
+
+def _delivery(row: dict[str, Any]) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        channel=row["channel"],
+        rule=row["rule"],
+        level=row["level"],
+        title=_title(row["payload"]),
+        created_at=row["created_at"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        sent_at=row["sent_at"],
+    )
+
+
 def recent(ledger: Ledger, limit: int = 20) -> list[Delivery]:
     """The newest outbox rows first."""
     rows = ledger.rows(
-        "SELECT id, channel, rule, level, payload, created_at, status, attempts,"
-        " next_attempt_at, last_error, sent_at FROM alert_outbox ORDER BY id DESC LIMIT ?",
-        (limit,),
+        f"SELECT {_DELIVERY_COLUMNS} FROM alert_outbox ORDER BY id DESC LIMIT ?", (limit,)
     )
-    return [
-        Delivery(
-            id=row["id"],
-            channel=row["channel"],
-            rule=row["rule"],
-            level=row["level"],
-            title=_title(row["payload"]),
-            created_at=row["created_at"],
-            status=row["status"],
-            attempts=row["attempts"],
-            next_attempt_at=row["next_attempt_at"],
-            last_error=row["last_error"],
-            sent_at=row["sent_at"],
-        )
-        for row in rows
-    ]
+    return [_delivery(row) for row in rows]
+
+
+def deliveries(ledger: Ledger, ids: Iterable[int]) -> list[Delivery]:
+    """These rows, in the order given (a row no longer in the outbox is left out)."""
+    ids = list(ids)
+    if not ids:
+        return []
+    rows = ledger.rows(
+        f"SELECT {_DELIVERY_COLUMNS} FROM alert_outbox WHERE id IN ({', '.join('?' * len(ids))})",
+        tuple(ids),
+    )
+    by_id = {row["id"]: _delivery(row) for row in rows}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def pending_count(ledger: Ledger) -> int:
