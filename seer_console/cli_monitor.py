@@ -45,6 +45,8 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
             note = None
             line = "simulated high usage: a critical alert WOULD be sent (dry run: nothing sent)"
         else:
+            # A drill is a manual run too: the real report goes to the log like any other.
+            monitor.log_storage_report(runtime, report)
             note = monitor.simulate_high_usage(runtime)
             delivered = monitor.deliver(runtime)
             line = (
@@ -74,7 +76,8 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
     if args.json:
         result["pending_notifications"] = outbox.pending_count(runtime.ledger)
         output.emit_json(result)
-    return {"ok": 0, "warning": 1, "critical": 2}[report.level] if args.exit_code else 0
+    # The real level, drill or not: the codes of `seer status`, for cron and monitoring.
+    return {"ok": 0, "warning": 1, "critical": 2}[report.level]
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -179,7 +182,8 @@ def add_monitor_commands(sub: Any, add: Any) -> None:
     p = add(
         "monitor-storage",
         cmd_monitor_storage,
-        "CAS size, files, growth and level; evaluates the CAS alert (daily by the scheduler)",
+        "CAS size, files, growth and level; evaluates the CAS alert (daily by the scheduler); "
+        "exits 0 ok, 1 warning, 2 critical, as `seer status`",
     )
     p.add_argument("--dry-run", action="store_true", help="evaluate and print; send nothing")
     p.add_argument(
@@ -187,7 +191,11 @@ def add_monitor_commands(sub: Any, add: Any) -> None:
         action="store_true",
         help="send a critical CAS alert through every channel, as a drill",
     )
-    p.add_argument("--exit-code", action="store_true", help="exit 1 warning, 2 critical")
+    p.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="accepted for old scripts: the exit code is always 0 ok, 1 warning, 2 critical",
+    )
     p.add_argument("--json", action="store_true")
 
     alerts = add("alerts", cmd_alerts, "active alerts and notification deliveries; test alerts")

@@ -129,9 +129,9 @@ def test_simulate_high_usage_reaches_the_webhook_and_the_mailbox(wired, slack, s
 
 def test_dry_run_sends_nothing(wired, slack, smtp, cli):
     set_counter(wired, "cas_bytes", 95 * GiB)
-    out = cli("monitor-storage", "--dry-run").out
-    assert "CRITICAL" in out and "nothing sent" in out
-    assert cli("monitor-storage", "--dry-run", "--simulate-high-usage").code == 0
+    result = cli("monitor-storage", "--dry-run")
+    assert "CRITICAL" in result.out and "nothing sent" in result.out and result.code == 2
+    assert cli("monitor-storage", "--dry-run", "--simulate-high-usage").code == 2  # the real level
     assert slack.posts == [] and smtp.messages == []
     assert outbox.pending_count(wired.ledger) == 0
 

@@ -763,3 +763,53 @@ def test_usage_errors_are_one_line_exit_2(env, cli, tmp_path, args):
     if args[:1] in ((), ("frobnicate",), ("status",)):
         assert line.startswith("seer: error:")
     assert not (tmp_path / "storage").exists()
+
+
+def set_cas_bytes(runtime, value: int) -> None:
+    with runtime.ledger.write():
+        runtime.ledger.execute("UPDATE counters SET value = ? WHERE name = 'cas_bytes'", (value,))
+
+
+@pytest.mark.parametrize(
+    ("used", "level", "code"), [(0, "OK", 0), (85, "WARNING", 1), (95, "CRITICAL", 2)]
+)
+def test_monitor_storage_exits_with_the_codes_of_status(
+    runtime, cli, monkeypatch, used, level, code
+):
+    """0 ok, 1 warning, 2 critical, as `seer status`, by default: cron and monitoring see a
+    full CAS without --exit-code (still accepted)."""
+    monkeypatch.setenv("ORCHESTRATION_CAS_MAX_SIZE", "1000")
+    set_cas_bytes(runtime, used * 10)
+    for flags in (
+        (),
+        ("--dry-run",),
+        ("--json",),
+        ("--exit-code",),
+        ("--dry-run", "--simulate-high-usage"),
+    ):
+        result = cli("monitor-storage", *flags)
+        assert result.code == code, (flags, result)
+        if "--json" not in flags:
+            assert f"level      {level}" in result.out
+    help_text = cli("monitor-storage", "--help").out
+    assert "exits 0 ok, 1 warning, 2 critical" in " ".join(help_text.split())
+
+
+def test_every_manual_monitor_storage_run_but_a_dry_run_logs_its_report(runtime, cli):
+    log_path = runtime.layout.logs / "orchestration.log"
+
+    def reports() -> list[dict]:
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        return [e for e in map(json.loads, lines) if e.get("event") == "storage.report"]
+
+    for flags, logged in (
+        (("--dry-run",), 0),
+        (("--dry-run", "--simulate-high-usage"), 0),
+        ((), 1),
+        (("--json",), 2),
+        (("--simulate-high-usage",), 3),
+    ):
+        assert cli("monitor-storage", *flags).code == 0
+        assert len(reports()) == logged, flags
+    # The drill logs the real report, not the pretended usage.
+    assert reports()[-1]["level"] == "ok" and reports()[-1]["cas_bytes"] == 0
