@@ -415,8 +415,19 @@ def cmd_failed_purge(args: argparse.Namespace) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     runtime = _runtime()
+    if args.queue is not None and args.queue != runtime.settings.postmaster_queue:
+        # The task card writes `queue:pause postmaster`: the queue may be named.
+        if args.queue == runtime.settings.scheduler_queue:
+            raise UserError(
+                f"the {args.queue} queue is never paused (monitoring and alerts must keep "
+                f"running): `seer queue {args.action}` acts on "
+                f"{runtime.settings.postmaster_queue}"
+            )
+        raise UserError(
+            f"no queue {args.queue!r}: the parcel queue is {runtime.settings.postmaster_queue!r}"
+        )
     if args.action == "pause":
-        changed = operations.pause(runtime, by=f"cli:{os.environ.get('USER', '?')}")
+        changed = operations.pause(runtime, by=f"cli:{output.operator()}")
         print("postmaster queue paused" if changed else "postmaster queue was already paused")
         print(
             "the consumer finishes what it is running and takes no new parcel; parcels keep "
@@ -503,12 +514,7 @@ def cmd_compact_memory(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json(run.as_dict())
     else:
-        verb = "would delete" if run.dry_run else "deleted"
-        scope = f"agent {args.agent}" if args.agent else f"{run.agents} agents"
-        print(
-            f"compaction {run.status}: {verb} {run.keys_deleted} expired keys ({scope}) "
-            f"in {run.duration or 0:.2f}s"
-        )
+        print(f"compaction {run.status}: {run.summary()} in {run.duration or 0:.2f}s")
         if run.error:
             print(f"error: {run.error}")
     return 0 if run.status == "ok" else 1
@@ -584,13 +590,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     settings = load_settings()
     from worker.settings import SPECS
 
-    rows = []
+    rows, typed = [], {}
     for spec, field_name in zip(SPECS, settings.__dataclass_fields__, strict=True):
         value = getattr(settings, field_name)
-        shown = "(hidden)" if spec.secret and value else value
-        rows.append((spec.name, shown))
+        hidden = spec.secret and value
+        rows.append((spec.name, "(hidden)" if hidden else spec.shown(value)))
+        # JSON keeps numbers and booleans typed; a mode is a string, "0770", as in the file.
+        typed[spec.name] = "(hidden)" if hidden else spec.show(value) if spec.show else value
     if args.json:
-        output.emit_json(dict(rows))
+        output.emit_json(typed)
     else:
         output.table(rows, ("SETTING", "VALUE IN FORCE"))
     return 0

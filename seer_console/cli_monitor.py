@@ -34,7 +34,7 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
             f"{output.size(report.critical_bytes)})"
         )
         full = (
-            f", quota reached in {output.age(report.days_to_quota * 86400)}"
+            f", quota reached {output.quota_eta(report.days_to_quota * 86400)}"
             if report.days_to_quota is not None
             else ""
         )

@@ -16,9 +16,9 @@ def when(ts: float | None, now: float | None = None) -> str:
         return "-"
     now = time.time() if now is None else now
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-    if ts > now + 1:
+    if ts > now:
         return f"{stamp} (in {humanize.naturaldelta(ts - now)})"
-    return f"{stamp} ({humanize.naturaldelta(max(0.0, now - ts))} ago)"
+    return f"{stamp} ({humanize.naturaldelta(now - ts)} ago)"
 
 
 def age(seconds: float | None) -> str:
@@ -73,6 +73,30 @@ def spark(values: Sequence[float], width: int, from_zero: bool = True) -> str:
     if span <= 0:
         return (_BARS[0 if from_zero and max(shown) <= 0 else 3] * len(shown)).rjust(width)
     return "".join(_BARS[min(7, int((v - low) / span * 7.999))] for v in shown).rjust(width)
+
+
+def quota_eta(seconds: float | None, short: bool = False) -> str:
+    """When the quota fills at the current growth: `in 3d04h`, or `not within a year` (a
+    figure of 13469 days says nothing an operator can act on)."""
+    if seconds is None:
+        return "not at the current growth"
+    if seconds > 365 * 86400:
+        return "not within a year"
+    return f"in {short_age(seconds) if short else age(seconds)}"
+
+
+def operator() -> str:
+    """Who runs this command, for `paused by cli:NAME`: $USER, else the uid's name, else it."""
+    import os
+    import pwd
+
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if name:
+        return name
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
 
 
 def short_age(seconds: float | None) -> str:

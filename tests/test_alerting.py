@@ -273,6 +273,15 @@ def test_metrics_in_prometheus_text_format(runtime, cli):
         assert line.startswith("#") or line.split(" ")[0].startswith("seer_")
 
 
+def test_metrics_print_integers_exactly(runtime, cli, monkeypatch):
+    monkeypatch.setenv("ORCHESTRATION_CAS_MAX_SIZE", "107374182401")
+    set_counter(runtime, "cas_bytes", 123456789012)
+    text = cli("metrics").out
+    assert "\nseer_cas_quota_bytes 107374182401\n" in text
+    assert "\nseer_cas_bytes 123456789012\n" in text
+    assert "e+" not in text
+
+
 def test_metrics_serve_on_loopback(runtime, env):
     proc = subprocess.Popen(
         [str(BIN / "seer"), "metrics", "--serve", "127.0.0.1:0"],

@@ -148,7 +148,7 @@ async def test_compact_memory_key_asks_then_runs_a_recorded_compaction(filled):
         await settle(pilot)
         run = filled.compactor().recent(1)[0]
         assert (run.trigger, run.status, run.keys_deleted) == ("console", "ok", 1)
-        assert any("1 expired keys deleted" in n.message for n in app._notifications)
+        assert any("deleted 1 expired key from 1 agent" in n.message for n in app._notifications)
         pane = app.query_one("#compaction")
         assert "1 FAILED in 24h" in pane.border_title or "FAILED" in pane.border_title
 

@@ -100,18 +100,21 @@ def test_compaction_of_all_agents_is_recorded_and_logged(runtime):
     runtime.memory().set_durable("agent-none", "k", 1)
     compactor = runtime.compactor()
     dry = compactor.run("manual", dry_run=True, now=T0)
-    assert (dry.status, dry.keys_deleted, dry.agents, dry.dry_run) == ("ok", expired, 5, True)
+    # Agents processed: every agent compacted, agent-none too (it had nothing expired).
+    assert (dry.status, dry.keys_deleted, dry.agents, dry.dry_run) == ("ok", expired, 6, True)
     assert runtime.ledger.scalar("SELECT count(*) FROM memory") == 1001
     run = compactor.run("manual", now=T0)
-    assert (run.status, run.keys_deleted, run.agents) == ("ok", expired, 5)
+    assert (run.status, run.keys_deleted, run.agents) == ("ok", expired, 6)
     assert run.trigger == "manual" and run.finished_at >= run.started_at
     assert runtime.ledger.scalar("SELECT count(*) FROM memory") == 1001 - expired
     one = compactor.run("manual", agent="agent-001", now=T0)
-    assert (one.keys_deleted, one.agent_id) == (0, "agent-001")
+    assert (one.keys_deleted, one.agent_id, one.agents) == (0, "agent-001", 1)
+    assert one.summary() == "deleted 0 expired keys (agent agent-001)"
     lines = (runtime.layout.logs / "orchestration.log").read_text().splitlines()
     logged = [json.loads(line) for line in lines]
     assert [entry["keys_deleted"] for entry in logged] == [expired, expired, 0]
-    assert logged[1]["agents_processed"] == 5 and logged[0]["dry_run"] is True
+    assert logged[1]["agents_processed"] == 6 and logged[0]["dry_run"] is True
+    assert logged[2]["agents_processed"] == 1
     assert oct((runtime.layout.logs / "orchestration.log").stat().st_mode & 0o777) == "0o660"
     assert [r.id for r in compactor.recent()] == [one.id, run.id, dry.id]
 

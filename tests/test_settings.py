@@ -374,3 +374,14 @@ def test_config_show_hides_secrets(env, cli, monkeypatch):
     shown = cli("config", "show", "--json").json()
     assert shown["SMTP_PASSWORD"] == "(hidden)" and shown["POSTMASTER_TRIES"] == 3
     assert "hunter2" not in cli("config", "show").out
+
+
+def test_config_show_prints_values_as_the_env_file_writes_them(env, cli, monkeypatch):
+    monkeypatch.setenv("SEER_DIR_MODE", "0750")
+    text = dict(
+        line.split(None, 1) for line in cli("config", "show").out.splitlines()[1:] if " " in line
+    )
+    assert text["SEER_DIR_MODE"].strip() == "0750" and text["SEER_FILE_MODE"].strip() == "0660"
+    assert text["ORCHESTRATION_REDACT_SECRETS"].strip() == "true"
+    shown = cli("config", "show", "--json").json()
+    assert shown["SEER_DIR_MODE"] == "0750" and shown["ORCHESTRATION_REDACT_SECRETS"] is True

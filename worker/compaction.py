@@ -49,6 +49,14 @@ class Run:
     def as_dict(self) -> dict:
         return {**asdict(self), "duration": self.duration}
 
+    def summary(self) -> str:
+        """`deleted 3 expired keys from 2 agents`: what the CLI, the console and the log say."""
+        verb = "would delete" if self.dry_run else "deleted"
+        keys = f"{self.keys_deleted} expired key{'' if self.keys_deleted == 1 else 's'}"
+        if self.agent_id is not None:
+            return f"{verb} {keys} (agent {self.agent_id})"
+        return f"{verb} {keys} from {self.agents} agent{'' if self.agents == 1 else 's'}"
+
 
 def _agents(ledger: Ledger, after: str | None = None) -> Iterator[str]:
     # One index seek per agent, not a scan of every key.
@@ -74,7 +82,8 @@ def count_expired(ledger: Ledger, agent: str, now: float) -> int:
 
 
 def _delete_expired(ledger: Ledger, agents: Iterator[str], now: float) -> dict[str, int]:
-    """Deletes expired keys agent after agent; returns keys deleted per agent touched.
+    """Deletes expired keys agent after agent; returns keys deleted per agent processed
+    (an agent with nothing expired is there with 0).
 
     A transaction takes batches (of one agent or the next) until TXN_BUDGET has passed, then
     the lock is left to others for YIELD: few commits, no long hold, no starved writer.
@@ -98,8 +107,7 @@ def _delete_expired(ledger: Ledger, agents: Iterator[str], now: float) -> dict[s
                     + ("" if end_key is None else " AND key < ?"),
                     (agent, start_key, now) + (() if end_key is None else (end_key,)),
                 ).rowcount
-                if n:
-                    deleted[agent] = deleted.get(agent, 0) + n
+                deleted[agent] = deleted.get(agent, 0) + n
                 if end_key is None:
                     agent, start_key = next(agents, None), ""
                 else:
@@ -149,7 +157,9 @@ class Compactor:
                 counts = {name: count_expired(self.ledger, name, cutoff) for name in agents}
             else:
                 counts = _delete_expired(self.ledger, agents, cutoff)
-            agents_touched = sum(1 for n in counts.values() if n)
+            # Agents processed, as the task card counts them: every agent compacted, also
+            # those with nothing expired (an --agent run processed one agent, not none).
+            agents_touched = len(counts)
             keys = sum(counts.values())
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
@@ -222,14 +232,7 @@ class Compactor:
             "duration_s": round(run.duration or 0.0, 3),
             "error": run.error,
         }
-        log.info(
-            "compaction %s: %d keys deleted across %d agents in %.2fs%s",
-            run.status,
-            run.keys_deleted,
-            run.agents,
-            run.duration or 0.0,
-            " (dry run)" if run.dry_run else "",
-        )
+        log.info("compaction %s: %s in %.2fs", run.status, run.summary(), run.duration or 0.0)
         if self.log_path is None:
             return
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_mode)

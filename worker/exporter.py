@@ -19,6 +19,18 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _number(value: float) -> str:
+    """Exactly: an integer in full (a 100 GiB quota is 107374182400, not 1.07374e+11), a float
+    with every digit it has (repr is the shortest text that reads back the same)."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
 class _Text:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -31,9 +43,7 @@ class _Text:
         for labels, value in samples:
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
             shown = f"{{{label_text}}}" if label_text else ""
-            self.lines.append(
-                f"{name}{shown} {float(value):g}" if value == value else f"{name}{shown} NaN"
-            )
+            self.lines.append(f"{name}{shown} {_number(value)}")
 
     def one(self, name: str, kind: str, help: str, value: float) -> None:
         self.metric(name, kind, help, [({}, value)])

@@ -11,6 +11,7 @@ import sys
 
 from worker.layout import NotInitialised
 from worker.migrations import SchemaMismatch
+from worker.queues import quiet_huey_logging
 from worker.runtime import Runtime
 from worker.settings import SettingsError
 
@@ -23,17 +24,9 @@ except (SettingsError, NotInitialised, SchemaMismatch, NotImplementedError) as e
 postmaster = runtime.queues.postmaster
 scheduler = runtime.queues.scheduler
 
-
-class _QuietTaskLines(logging.Filter):
-    """Drops Huey's two INFO lines per task: at thousands of parcels a second they are noise
-    and cost. Its warnings and errors, and the consumer's start and stop lines, stay."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name != "huey"
-
-
-# huey_consumer sets up the "huey" logger after importing this module; a filter survives that.
-logging.getLogger("huey").addFilter(_QuietTaskLines())
+# Huey's per-task and per-tick INFO lines are noise at thousands of parcels a second and a
+# check every few seconds; its warnings and errors stay.
+quiet_huey_logging()
 _handler = logging.StreamHandler()
 _handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s:%(name)s:%(message)s"))
 _seer_log = logging.getLogger("seer")

@@ -75,7 +75,7 @@ def compact_memory(runtime: Runtime, trigger: str, agent: str | None = None) -> 
     run = runtime.compactor().run(trigger, agent=agent)
     if run.status != "ok":
         raise RuntimeError(f"compaction failed: {run.error}")
-    return f"compaction: {run.keys_deleted} expired keys deleted across {run.agents} agents"
+    return f"compaction: {run.summary()}"
 
 
 @dataclass(frozen=True)

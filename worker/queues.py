@@ -80,6 +80,37 @@ class TickingScheduler(Scheduler):
     periodic_task_seconds = TICK
 
 
+class QuietRoutineLines(logging.Filter):
+    """Drops Huey's routine INFO lines: the two per task ("Executing", "executed in") and the
+    scheduler's "Enqueueing periodic task" at every check (TICK seconds: tens of KB an hour).
+    Warnings and errors, and the consumer's start and stop lines, stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        if record.name == "huey":
+            return False
+        return not (
+            record.name == _SCHEDULER_LOGGER
+            and str(record.msg).startswith("Enqueueing periodic task")
+        )
+
+
+_SCHEDULER_LOGGER = f"huey.consumer.{TickingScheduler.process_name}"
+
+
+def quiet_huey_logging() -> None:
+    """Installs QuietRoutineLines on the loggers Huey writes those lines to (once).
+
+    A logger's filter sees only the records made on that logger, not its children's, so each
+    gets its own; huey_consumer configures the "huey" logger later, and a filter survives that.
+    """
+    for name in ("huey", _SCHEDULER_LOGGER):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietRoutineLines) for f in logger.filters):
+            logger.addFilter(QuietRoutineLines())
+
+
 class SchedulerConsumer(Consumer):
     scheduler_class = TickingScheduler
 

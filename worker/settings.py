@@ -165,6 +165,18 @@ class Spec:
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
+    # How a parsed value is written back, so that `seer config show` prints what the env
+    # file would say (a mode in octal, not 504).
+    show: Callable[[Any], str] | None = None
+
+    def shown(self, value: Any) -> str:
+        if self.show is not None:
+            return self.show(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
 
 
 def _spec(name: str, default: str, parse: Callable[[str], Any], help: str, **kw: Any) -> Any:
@@ -396,12 +408,14 @@ class Settings:
         "0770",
         _mode,
         "Mode of directories under the storage root (web-server user and operators' group).",
+        show=lambda mode: f"{mode:04o}",
     )
     file_mode: int = _spec(
         "SEER_FILE_MODE",
         "0660",
         _mode,
         "Mode of files under the storage root.",
+        show=lambda mode: f"{mode:04o}",
     )
 
     @property

@@ -66,7 +66,7 @@ class CasPane(Pane):
         growth = f"{s.cas_blobs:,} blobs · {output.rate(snapshot.growth_per_day)}"
         if snapshot.growth_per_day and snapshot.growth_per_day > 0 and s.cas_bytes < quota:
             days = (quota - s.cas_bytes) / snapshot.growth_per_day
-            growth += f"\nquota full in {output.short_age(days * 86400)}"
+            growth += f"\nquota full {output.quota_eta(days * 86400, short=True)}"
         self.put("#cas-growth", growth)
         self.put("#cas-history", output.spark(snapshot.cas_history, width, from_zero=False))
         self.border_subtitle = (
