@@ -96,16 +96,45 @@ def test_no_command_that_shows_a_failed_parcel_shows_its_secrets(failed_secret, 
         assert "parcel (secrets redacted)" in text and "[REDACTED:password]" in text, cmd
 
 
-def test_a_retry_uses_the_raw_copy(failed_secret, cli, monkeypatch):
+def stored_text(runtime) -> str:
+    """Every string in every table of the ledger, and every blob of the CAS."""
+    ledger = runtime.ledger
+    parts = []
+    tables = [r["name"] for r in ledger.rows("SELECT name FROM sqlite_master WHERE type='table'")]
+    for table in tables:
+        for row in ledger.rows(f'SELECT * FROM "{table}"'):
+            parts.extend(str(v) for v in row.values() if isinstance(v, str | bytes))
+    parts.extend(
+        path.read_bytes().decode("utf-8", "replace") for path in runtime.layout.cas.rglob("*.blob")
+    )
+    return "\n".join(parts)
+
+
+def test_a_retry_uses_the_raw_copy_and_nothing_stored_holds_a_secret(
+    failed_secret, cli, monkeypatch, caplog
+):
     _, pid = failed_secret
     monkeypatch.setenv("ORCHESTRATION_CAS_MAX_SIZE", "10MB")
     assert cli("failed", "retry", pid).code == 0
     bigger = Runtime.open()
     assert bigger.postmaster().deliver_waiting().delivered == 1
-    (message,) = bigger.ledger.rows("SELECT headers FROM messages WHERE parcel_id = ?", (pid,))
-    # The raw task id reached the delivery: it was kept for the retry, never shown.
-    assert GITHUB in json.loads(message["headers"])["task_id"]
+    (message,) = bigger.ledger.rows("SELECT * FROM messages WHERE parcel_id = ?", (pid,))
+    headers, envelope = json.loads(message["headers"]), json.loads(message["envelope"])
+    # Delivered from the raw copy: the content arrived, with its secrets redacted, ids too.
+    assert "deploy with [REDACTED:aws-access-key]" in envelope["body"]
+    assert headers["task_id"] == "task-[REDACTED:github-token]"
+    assert envelope["attachments"]["big.txt"]["size"] == 4096
+    assert bigger.ledger.scalar("SELECT payload FROM parcels WHERE id = ?", (pid,)) is None
+    assert leaks(stored_text(bigger)) == []
+    assert leaks("\n".join(r.getMessage() for r in caplog.records)) == []
     bigger.close()
+
+
+def test_a_secret_shaped_agent_id_is_refused_at_send(runtime, cli):
+    result = cli("parcel", "send", "-", stdin=json.dumps({"to_agent_id": SLACK}))
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert "looks like a secret" in result.err and SLACK not in result.err
+    assert runtime.ledger.scalar("SELECT count(*) FROM parcels") == 0
 
 
 async def test_the_console_shows_the_failed_parcel_redacted(failed_secret):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.db import Ledger
+from worker.redaction import redact_text
 
 ALLOWED_KEYS = ("to_agent_id", "task_id", "stream", "type", "headers", "envelope", "attachments")
 ATTACHMENT_KEYS = ("content", "filename", "mime_type", "encoding")
@@ -66,6 +67,13 @@ def validate(parcel: Any, max_size: int) -> dict[str, Any]:
             f"unknown field {unknown[0]!r}: a parcel has only " + ", ".join(ALLOWED_KEYS)
         )
     to_agent = _short_id(parcel.get("to_agent_id"), "to_agent_id", required=True)
+    shown = redact_text(to_agent)
+    if shown != to_agent:
+        # An inbox is addressed by it, so it cannot be redacted on the way: it is refused.
+        raise ParcelError(
+            f"to_agent_id {shown!r} holds what looks like a secret: an agent id must not be "
+            "a credential"
+        )
     task_id = _short_id(parcel.get("task_id"), "task_id", required=False) or DEFAULT_TASK
     stream = _short_id(parcel.get("stream"), "stream", required=False) or "default"
     kind = _short_id(parcel.get("type"), "type", required=False) or "message"
@@ -192,7 +200,11 @@ def new_parcel_id() -> str:
 def queue_parcels(
     ledger: Ledger, parcels: list[dict[str, Any]], now: float | None = None
 ) -> list[str]:
-    """Records validated parcels as queued, all or none; returns their new ids in order."""
+    """Records validated parcels as queued, all or none; returns their new ids in order.
+
+    The columns hold the ids redacted (they are listed and backed up); the raw parcel is kept
+    in `payload` only until it is delivered, for the Postmaster and a retry.
+    """
     now = time.time() if now is None else now
     rows = []
     for parcel in parcels:
@@ -201,9 +213,9 @@ def queue_parcels(
             (
                 new_parcel_id(),
                 parcel["to_agent_id"],
-                parcel["task_id"],
-                parcel["type"],
-                parcel["stream"],
+                redact_text(parcel["task_id"]),
+                redact_text(parcel["type"]),
+                redact_text(parcel["stream"]),
                 payload,
                 len(payload.encode("utf-8")),
                 now,

@@ -23,7 +23,7 @@ from worker.cas import ContentStore, DiskFull
 from worker.db import Ledger
 from worker.identity import Owner, current_owner, is_alive
 from worker.parcels import ParcelError, attachments_of, dumps, validate
-from worker.redaction import redact_text, redact_value
+from worker.redaction import redact_key, redact_text, redact_value
 from worker.settings import Settings
 
 log = logging.getLogger("seer.postmaster")
@@ -211,7 +211,10 @@ class Postmaster:
         except (ParcelError, TypeError, ValueError) as exc:
             raise PermanentFailure(f"the stored parcel is not valid any more: {exc}") from None
         redact = self.settings.redact_secrets
-        task = parcel["task_id"]
+        # Every string that is stored is redacted, ids, names and keys included: they reach
+        # the inbox, the manifest blob, the artifacts table and backups.
+        text = redact_text if redact else str
+        task = text(parcel["task_id"])
         blobs: list[bytes] = []
         digests: list[str] = []
         artifacts: list[tuple] = []
@@ -222,16 +225,18 @@ class Postmaster:
             if redact and attachment.is_text:
                 data = redact_text(data.decode("utf-8")).encode("utf-8")
             digest = hashlib.sha256(data).hexdigest()
-            uri = artifact_uri(task, digest, attachment.filename)
+            filename = text(attachment.filename)
+            name = redact_key(attachment.name, entries) if redact else attachment.name
+            uri = artifact_uri(task, digest, filename)
             entry = {
                 "uri": uri,
                 "hash": digest,
                 "size": len(data),
-                "filename": attachment.filename,
-                "mime_type": attachment.mime_type,
+                "filename": filename,
+                "mime_type": text(attachment.mime_type),
             }
-            entries[attachment.name] = entry
-            listed.append({"name": attachment.name, **entry})
+            entries[name] = entry
+            listed.append({"name": name, **entry})
             blobs.append(data)
             digests.append(digest)
             artifacts.append(
@@ -239,10 +244,10 @@ class Postmaster:
                     row["id"],
                     task,
                     "attachment",
-                    attachment.name,
+                    name,
                     digest,
-                    attachment.filename,
-                    attachment.mime_type,
+                    filename,
+                    entry["mime_type"],
                     len(data),
                     uri,
                     now,
@@ -281,7 +286,7 @@ class Postmaster:
             {
                 "parcel_id": row["id"],
                 "task_id": task,
-                "original_type": parcel["type"],
+                "original_type": text(parcel["type"]),
                 "artifact_count": len(entries),
                 "manifest_uri": manifest_uri,
             }
@@ -290,7 +295,7 @@ class Postmaster:
             row["id"],
             parcel["to_agent_id"],
             MESSAGE_TYPE,
-            parcel["stream"],
+            text(parcel["stream"]),
             dumps(headers),
             dumps(envelope),
             now,
