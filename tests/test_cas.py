@@ -565,3 +565,41 @@ def test_real_disk_full_on_tmpfs(tiny_tmpfs: Path, tmp_path: Path) -> None:
     assert list(store.iter_blobs()) == [(kept.digest, kept.size)]
     # The failures freed everything they used: the store still takes a small write.
     assert store.put(b"still works after the failures").created is True
+
+
+@pytest.mark.parametrize("how", ["put", "put_file", "put_many"])
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_put_heals_a_damaged_blob_instead_of_trusting_its_name(
+    store: ContentStore, tmp_path: Path, how: str, damage: str
+) -> None:
+    data = b"the same attachment " * 500
+    digest = store.put(data).digest
+    path = store.path_for(digest)
+    if damage == "flip":
+        flip_first_byte(path)
+    else:
+        path.write_bytes(data[:100])
+    with pytest.raises(CorruptBlob):
+        store.read(digest)
+    if how == "put":
+        result = store.put(data)
+    elif how == "put_file":
+        src = tmp_path / "src.bin"
+        src.write_bytes(data)
+        result = store.put_file(src)
+    else:
+        (result, again) = store.put_many([data, data])
+        assert not again.created
+    # Healed in place: the bytes were counted when first stored, so nothing new to count.
+    assert (result.digest, result.created) == (digest, False)
+    assert store.read(digest) == data
+    assert mode_of(path) == 0o660
+    assert temp_files(store) == []
+
+
+def test_an_intact_blob_is_not_rewritten_by_a_put(store: ContentStore) -> None:
+    data = b"kept " * 100
+    digest = store.put(data).digest
+    inode = os.stat(store.path_for(digest)).st_ino
+    assert not store.put(data).created and not store.put_many([data])[0].created
+    assert os.stat(store.path_for(digest)).st_ino == inode

@@ -286,3 +286,19 @@ def test_a_blob_removed_by_gc_before_the_commit_is_written_again(runtime):
     pm.store.put_many = put_then_gc
     assert pm._deliver(rows, now=2.0).delivered == 1
     assert runtime.store.read(digest) == b"shared"
+
+
+def test_a_parcel_with_the_content_of_a_damaged_blob_heals_it(runtime):
+    queue(runtime, parcel("a", 1, attachment="same bytes " * 50))
+    runtime.postmaster().deliver_waiting()
+    (msg,) = inbox.messages(runtime.ledger, "a")
+    digest = msg["envelope"]["attachments"]["notes.txt"]["hash"]
+    path = runtime.store.path_for(digest)
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    queue(runtime, parcel("b", 2, attachment="same bytes " * 50))
+    assert runtime.postmaster().deliver_waiting().delivered == 1
+    # The new delivery points at good bytes, and so does the first one now.
+    assert runtime.store.read(digest) == ("same bytes " * 50).encode()
+    assert runtime.ledger.scalar("SELECT count(*) FROM blobs WHERE hash = ?", (digest,)) == 1

@@ -10,6 +10,7 @@ import ctypes
 import errno
 import functools
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHUNK_SIZE = 1024 * 1024
+
+log = logging.getLogger("seer.cas")
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _FANOUT_RE = re.compile(r"[0-9a-f]{2}")
@@ -208,6 +211,30 @@ class ContentStore:
         _unlink_quietly(temp)
         return created
 
+    def _intact(self, final: Path, data: bytes | None = None, digest: str | None = None) -> bool:
+        """Whether the blob at `final` exists and holds these bytes (or hashes to `digest`).
+
+        Dedupe must not trust a name alone: a blob damaged on disk would be handed to every
+        new parcel with the same content.
+        """
+        try:
+            source = open(final, "rb", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
+            return False
+        with source:
+            if data is not None:
+                return os.fstat(source.fileno()).st_size == len(data) and source.read() == data
+            hasher = hashlib.sha256()
+            while chunk := source.read(CHUNK_SIZE):
+                hasher.update(chunk)
+            return hasher.hexdigest() == digest
+
+    def _heal(self, temp: Path, final: Path) -> None:
+        """Replaces a damaged blob with good bytes, atomically: a reader sees one or the other."""
+        os.replace(temp, final)
+        _fsync_path(final.parent, directory=True)
+        log.warning("CAS blob %s was damaged on disk: replaced with the good bytes", final.name)
+
     def _place(self, temp: Path, final: Path) -> tuple[bool, bool]:
         """_link, creating the fan-out dir if needed. Returns (created, made_fanout_dir)."""
         try:
@@ -222,7 +249,8 @@ class ContentStore:
     def put(self, data: bytes) -> PutResult:
         digest = hashlib.sha256(data).hexdigest()
         final = self.path_for(digest)
-        if os.path.exists(final):
+        damaged = os.path.exists(final)
+        if damaged and self._intact(final, data):
             return PutResult(digest, len(data), created=False)
         temp: Path | None = None
         with _disk_full_as_error(self.root):
@@ -233,7 +261,11 @@ class ContentStore:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                created = self._place_durably(temp, final)
+                if damaged:
+                    self._heal(temp, final)
+                    created = False
+                else:
+                    created = self._place_durably(temp, final)
                 temp = None
             except BaseException:
                 if temp is not None:
@@ -266,15 +298,20 @@ class ContentStore:
                             size += len(chunk)
                         digest = hasher.hexdigest()
                         final = self.path_for(digest)
-                        exists = os.path.exists(final)
-                        if not exists:
+                        damaged = os.path.exists(final)
+                        intact = damaged and self._intact(final, digest=digest)
+                        if not intact:
                             os.fsync(fd)
                     finally:
                         os.close(fd)
-                if exists:
+                if intact:
                     _unlink_quietly(temp)
                     return PutResult(digest, size, created=False)
-                created = self._place_durably(temp, final)
+                if damaged:
+                    self._heal(temp, final)
+                    created = False
+                else:
+                    created = self._place_durably(temp, final)
                 temp = None
             except BaseException:
                 if temp is not None:
@@ -305,14 +342,18 @@ class ContentStore:
         digests = [hashlib.sha256(data).hexdigest() for data in items]
         created: dict[str, bool] = {}
         temps: dict[str, Path] = {}
+        damaged: set[str] = set()
         with _disk_full_as_error(self.root):
             try:
                 for data, digest in zip(items, digests, strict=True):
                     if digest in created:
                         continue
                     created[digest] = False
-                    if os.path.exists(self.path_for(digest)):
-                        continue
+                    final = self.path_for(digest)
+                    if os.path.exists(final):
+                        if self._intact(final, data):
+                            continue
+                        damaged.add(digest)
                     fd, temp = self._open_temp()
                     temps[digest] = temp
                     try:
@@ -327,6 +368,9 @@ class ContentStore:
                     made_any_dir = False
                     for digest in list(temps):
                         final = self.path_for(digest)
+                        if digest in damaged:
+                            self._heal(temps.pop(digest), final)
+                            continue
                         was_created, made_dir = self._place(temps[digest], final)
                         del temps[digest]
                         created[digest] = was_created
