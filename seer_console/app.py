@@ -139,7 +139,7 @@ class SeerConsole(App):
         try:
             snapshot = self.source.read(now=now, tracked=tuple(self._tracked))
         except Exception as exc:  # any failure is shown in the panes; the console stays up
-            self.post_message(SnapshotFailed(_describe(exc), now))
+            self.post_message(SnapshotFailed(_describe(exc), now, getattr(exc, "partial", None)))
         else:
             self.post_message(SnapshotReady(snapshot))
 
@@ -160,7 +160,7 @@ class SeerConsole(App):
         since = f" (last good data {output.clock(self.snapshot.taken_at)})" if self.snapshot else ""
         self.last_error = f"cannot read state: {message.error}{since}"
         for pane in self.query(Pane):
-            pane.show_error(message.error)
+            pane.show_error(message.error, message.partial)
         self._banner()
         self._next_poll()
 

@@ -91,6 +91,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 0
     if args.rollback is not None:
         try:
+            # Refused while a consumer runs, or without a newer backup: one check, the
+            # console's `m` calls it too.
+            plan = operations.rollback_preview(ledger, layout, args.rollback, force=args.force)
+            print(plan)
+            if plan == operations.NOTHING_TO_ROLL_BACK:
+                return 0
+            if not _confirm("Roll back, dropping the above for good?", args.yes):
+                print("nothing rolled back")
+                return 1
             print(operations.migration_rollback(ledger, layout, args.rollback, force=args.force))
         except migrations.SchemaMismatch:
             raise
@@ -126,19 +135,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _supervisor_runtime() -> Runtime:
+    """For the commands that talk only to supervisord: they work whatever the schema (after a
+    rollback the operator must still be able to stop, start and remove the workers)."""
+    return Runtime.open(check_schema=False)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    runtime = _runtime()
-    started, programs = supervision.up(runtime.layout)
+    runtime = _supervisor_runtime()
+    try:
+        migrations.check_schema(runtime.ledger)
+    except migrations.SchemaMismatch as exc:
+        print(f"seer: warning: the workers refuse to start: {exc}", file=sys.stderr)
+    done = supervision.up(runtime.layout)
     print(
-        ("started" if started else "already running") + f": supervisord on unix://"
+        ("started" if done.started else "already running") + f": supervisord on unix://"
         f"{supervision.socket_path(runtime.layout)}"
     )
-    _print_programs(programs)
-    return 0 if all(p.state == "RUNNING" for p in programs) else 1
+    if done.added:
+        print(f"added back to supervisord: {', '.join(done.added)}")
+    _print_programs(done.programs)
+    seer = [p for p in done.programs if p.name in supervision.PROGRAMS]
+    return (
+        0
+        if len(seer) == len(supervision.PROGRAMS) and all(p.state == "RUNNING" for p in seer)
+        else 1
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    runtime = _runtime()
+    runtime = _supervisor_runtime()
     if supervision.down(runtime.layout):
         print("stopped supervisord and the workers")
     else:
@@ -652,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="with --rollback: even without a newer backup"
     )
+    p.add_argument("--yes", action="store_true", help="with --rollback: do not ask")
 
     p = add("worker", cmd_worker, "run a consumer in the foreground (exec huey_consumer)")
     p.add_argument("queue", nargs="?", default="postmaster", choices=("postmaster", "scheduler"))
@@ -760,6 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("queue", cmd_queue, "pause, resume or show the postmaster queue")
     p.add_argument("action", choices=("pause", "resume", "status"))
+    p.add_argument("queue", nargs="?", metavar="QUEUE", help="postmaster (the only one paused)")
     p.add_argument("--json", action="store_true")
     return parser
 

@@ -51,15 +51,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
         from seer_console.cli import Failure
 
         raise Failure(f"backup failed, nothing kept in {args.dest}: {exc}") from None
+    checked = None
+    if args.verify:
+        try:
+            checked = backups.verify(manifest.path)
+        except backups.BackupError as exc:
+            raise _as_cli_error(exc) from None
     if args.json:
-        output.emit_json(manifest.as_dict())
+        output.emit_json({**manifest.as_dict(), "verified": checked is not None})
         return 0
     print(f"backup of {manifest.source_root} in {manifest.path}")
     for db in manifest.databases:
         print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 {db.sha256}")
     print(
         f"  CAS       {output.size(manifest.blob_bytes):>10}  {_plural(manifest.blobs, 'blob')}: "
-        f"{manifest.linked} hard-linked, {manifest.copied} copied"
+        f"{manifest.cloned} cloned (reflink), {manifest.copied} copied"
     )
     print(
         f"  ledger    schema version {manifest.schema_version}, "
@@ -72,10 +78,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
         )
     print(f"  manifest  {manifest.manifest_path}")
     print(f"took {manifest.duration:.2f}s")
-    if manifest.linked:
+    if checked is not None:
         print(
-            "note: hard-linked blobs share the disk with the live store; to survive losing "
-            f"that disk, copy {manifest.path} elsewhere keeping links (rsync -aH, tar)",
+            f"verified: {_plural(checked.databases, 'database')} and "
+            f"{_plural(checked.blobs, 'blob')} read back and hash-checked"
+        )
+    if manifest.cloned:
+        print(
+            "note: reflinked blobs share the live store's filesystem (not its inodes); to "
+            f"survive losing that disk, copy {manifest.path} elsewhere (rsync -a, tar)",
             file=sys.stderr,
         )
     return 0
@@ -100,7 +111,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 checked")
     print(
         f"  CAS       {output.size(report.blob_bytes):>10}  {_plural(report.blobs, 'blob')} "
-        f"hash-checked: {report.linked} hard-linked, {report.copied} copied"
+        f"hash-checked: {report.cloned} cloned (reflink), {report.copied} copied"
     )
     print(f"  ledger    {_plural(report.messages, 'message')}")
     print(f"took {report.duration:.2f}s")
@@ -123,6 +134,9 @@ def add_backup_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -
         "copy the databases (online, consistent) and the CAS into DEST, with a manifest",
     )
     p.add_argument("dest", metavar="DEST", help="a new or empty directory outside the root")
+    p.add_argument(
+        "--verify", action="store_true", help="then read back every file written and check it"
+    )
     p.add_argument("--json", action="store_true")
     p = add(
         "restore",

@@ -26,8 +26,17 @@ def _supervisor(args: argparse.Namespace):
 
     if args.socket:
         return supervision.Supervisor(Path(args.socket))
-    runtime = _cli()._runtime()
-    return supervision.Supervisor(supervision.socket_path(runtime.layout))
+    return supervision.Supervisor(supervision.socket_path(_layout()))
+
+
+def _layout():
+    """The storage root's layout, whatever its schema: these commands talk only to supervisord,
+    so a ledger behind the code (after a rollback) must not lock the operator out of them."""
+    from worker.runtime import Runtime
+
+    runtime = Runtime.open(check_schema=False)
+    runtime.close()
+    return runtime.layout
 
 
 def _rows(programs) -> None:
@@ -61,7 +70,8 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
         programs = supervision.resolve(sup, args.program)
         if not programs:
             print(
-                "supervisord runs no Seer program (removed? `seer up` or install the program file)"
+                "supervisord runs no Seer program (removed? locally `seer up` adds them back; "
+                "a system supervisord: install the program file, `supervisorctl update`)"
             )
             return NOT_RUNNING
         for p in programs:
@@ -92,25 +102,38 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
                 _rows(after)
         return 0 if all(p.state == "RUNNING" for p in after) or action == "stop" else NOT_RUNNING
     except supervision.SupervisorError as exc:
-        print(f"seer: {exc}", file=sys.stderr)
+        hint = ""
+        if "SPAWN_ERROR" in str(exc):
+            hint = " (it exited at once; its log says why: `seer supervisorctl tail PROGRAM`)"
+        print(f"seer: {exc}{hint}", file=sys.stderr)
         return UNREACHABLE if "cannot reach" in str(exc) else 1
 
 
 def _remove(sup) -> int:
-    """The task card's `supervisorctl remove seer-postmaster`: stop, then remove the group."""
-    groups = sup.group_names()
-    if "seer" not in groups:
-        print("supervisord has no `seer` group: nothing to remove")
+    """The task card's `supervisorctl remove seer-postmaster`: stop, then remove both."""
+    from worker import supervision
+
+    groups = supervision.program_groups(sup.programs())
+    if not groups:
+        print("supervisord runs no Seer program: nothing to remove")
         return 0
-    sup.stop_group("seer")
-    print("stopped the seer group (parcels in flight finished first)")
-    sup.remove_group("seer")
-    print("removed the seer group from supervisord")
+    for group in groups:
+        # Waits for the graceful stop: parcels in flight finish first.
+        sup.stop_group(group)
+        sup.remove_group(group)
+        print(f"stopped and removed {group} from supervisord")
     print(
         "for good: delete its program file too (sudo rm /etc/supervisor/conf.d/"
-        "seer-postmaster.conf), or `supervisorctl update` brings it back"
+        "seer-postmaster.conf), or `supervisorctl update` (locally: `seer up`) brings it back"
     )
     return 0
+
+
+def cmd_supervisorctl(args: argparse.Namespace) -> int:
+    """supervisorctl itself against the local supervisord, its file and socket filled in."""
+    from worker import supervision
+
+    return supervision.supervisorctl(_layout(), list(args.args))
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -184,3 +207,9 @@ def add_supervisor_commands(sub: Any, add: Any) -> None:
     p.add_argument("--log-dir", default="/var/log/supervisor", help="default /var/log/supervisor")
     p.add_argument("--venv", help="the virtualenv holding seer (default: this one)")
     p.add_argument("--env-file", help="the settings file (default: DIR/.env)")
+    p = add(
+        "supervisorctl",
+        cmd_supervisorctl,
+        "supervisorctl ARGS against the local supervisord of `seer up` (its -c and socket)",
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="e.g. status, tail -f")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from seer_console.source import ConsoleSnapshot
+from seer_console.source import ConsoleSnapshot, PartialSnapshot
 
 
 class SnapshotReady(Message):
@@ -17,10 +17,11 @@ class SnapshotReady(Message):
 
 
 class SnapshotFailed(Message):
-    def __init__(self, error: str, at: float) -> None:
+    def __init__(self, error: str, at: float, partial: PartialSnapshot | None = None) -> None:
         super().__init__()
         self.error = error
         self.at = at
+        self.partial = partial  # what can still be shown (supervisord's view), if anything
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotReady | SnapshotFailed)

@@ -19,7 +19,7 @@ from worker.settings import Settings, load_settings
 if TYPE_CHECKING:
     # Imported when the first snapshot is read, in the worker thread: the alert channels pull
     # in requests and smtplib, which would add a quarter of a second before the first frame.
-    from worker import alerting, compaction, metrics, outbox, status
+    from worker import alerting, compaction, metrics, outbox, status, supervision
     from worker.runtime import Runtime
 
 HISTORY_SECONDS = 15 * 60
@@ -46,7 +46,8 @@ class WorkerRow:
     uptime: float | None
     cpu_percent: float | None
     rss: int | None
-    restarts: int
+    restarts: int | None  # None: unknown (the ledger cannot be read)
+    last_exit: supervision.LastExit | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,23 @@ class ConsoleSnapshot:
     compaction_failures_24h: int = 0
     next_compaction: float | None = None
     tracked: dict[str, str] = field(default_factory=dict)  # parcel id -> state
+
+
+@dataclass(frozen=True)
+class PartialSnapshot:
+    """What can still be shown when the ledger cannot be read: supervisord's view."""
+
+    reason: str  # shown instead of "data unavailable"
+    workers: tuple[WorkerRow, ...]
+    supervisor: str
+
+
+class SchemaBehind(RuntimeError):
+    """The ledger's schema is not the code's: only the Worker pane has data (supervisord's)."""
+
+    def __init__(self, message: str, partial: PartialSnapshot) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 def _per_minute(samples: list[metrics.Sample], attr: str, now: float) -> float:
@@ -109,7 +127,10 @@ class SnapshotSource:
         if self._runtime is None:
             from worker.runtime import Runtime
 
-            self._runtime = Runtime.open(self._settings or load_settings())
+            # The schema is checked on every read instead: a rollback may happen while the
+            # console runs, and supervisord's view (the Worker pane) is shown whatever it is.
+            settings = self._settings or load_settings()
+            self._runtime = Runtime.open(settings, check_schema=False)
         return self._runtime
 
     def storage_root(self) -> str:
@@ -117,12 +138,29 @@ class SnapshotSource:
         return str(settings.storage_root)
 
     def read(self, now: float | None = None, tracked: tuple[str, ...] = ()) -> ConsoleSnapshot:
-        from worker import alerting, compaction, failures, metrics, outbox, rules, status
+        from worker import (
+            alerting,
+            compaction,
+            failures,
+            metrics,
+            migrations,
+            outbox,
+            rules,
+            status,
+        )
         from worker.channels import channels_from_settings
 
         now = time.time() if now is None else now
         runtime = self.runtime
         ledger = runtime.ledger
+        try:
+            migrations.check_schema(ledger)
+        except migrations.SchemaMismatch as exc:
+            found, supervisor = status.consumer_statuses(runtime, with_ledger=False)
+            behind = migrations.current_version(ledger) < migrations.LATEST
+            reason = "schema behind: run seer migrate" if behind else "schema ahead of the code"
+            partial = PartialSnapshot(reason, self._workers(runtime, found, now), supervisor)
+            raise SchemaBehind(f"{reason} ({exc})", partial) from None
         snap = status.snapshot(runtime, now=now)
         samples = metrics.history(ledger, now - HISTORY_SECONDS)
         warning, critical = rules.cas_lines(runtime.settings)
@@ -151,7 +189,7 @@ class SnapshotSource:
             warning_bytes=warning,
             critical_bytes=critical,
             failures=failed,
-            workers=self._workers(runtime, snap, now),
+            workers=self._workers(runtime, snap.consumers, now),
             queue_warning=runtime.settings.queue_warning,
             queue_critical=runtime.settings.queue_critical,
             alerts=tuple(alerting.active(ledger)),
@@ -167,21 +205,12 @@ class SnapshotSource:
             },
         )
 
-    def _workers(self, runtime: Runtime, snap: status.Snapshot, now: float) -> tuple:
-        from worker import consumers, supervision
-
-        sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
-        try:
-            programs = {p.name: p for p in sup.programs()}
-        except supervision.SupervisorError:
-            programs = {}
-        started = consumers.starts(runtime.ledger)
+    def _workers(
+        self, runtime: Runtime, found: tuple[status.ConsumerStatus, ...], now: float
+    ) -> tuple[WorkerRow, ...]:
         rows = []
-        for program, queue_status in zip(
-            ("seer-postmaster", "seer-scheduler"), snap.consumers, strict=True
-        ):
-            info = programs.get(program)
-            pid = (info.pid if info and info.pid else None) or (
+        for program, queue_status in zip(("seer-postmaster", "seer-scheduler"), found, strict=True):
+            pid = queue_status.supervisor_pid or (
                 queue_status.pids[0] if queue_status.pids else None
             )
             cpu = rss = uptime = None
@@ -198,7 +227,9 @@ class SnapshotSource:
                         uptime = max(0.0, now - process.create_time())
                 except psutil.Error:
                     pid = None
-            state = info.state if info else ("RUNNING" if queue_status.alive else "NOT RUNNING")
+            state = queue_status.supervisor_state or (
+                "RUNNING" if queue_status.alive else "NOT RUNNING"
+            )
             rows.append(
                 WorkerRow(
                     program,
@@ -208,7 +239,8 @@ class SnapshotSource:
                     uptime,
                     cpu,
                     rss,
-                    max(0, started.get(queue_status.queue, 0) - 1),
+                    queue_status.restarts,
+                    queue_status.last_exit,
                 )
             )
         return tuple(rows)

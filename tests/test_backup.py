@@ -93,11 +93,12 @@ def test_backup_of_an_idle_root_then_restore_gives_the_same_ledger_and_blobs(
     result = cli("backup", str(dest))
     assert result.code == 0, result.err
     assert str(dest / "manifest.json") in result.out
-    assert "10 blobs: 10 hard-linked, 0 copied" in result.out
+    # No reflinks on this filesystem: copies, each hash-checked.
+    assert "10 blobs: 0 cloned (reflink), 10 copied" in result.out
 
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["schema_version"] == migrations.LATEST
-    assert manifest["blobs"] == 10 and manifest["linked"] == 10 and manifest["copied"] == 0
+    assert manifest["blobs"] == 10 and manifest["cloned"] == 0 and manifest["copied"] == 10
     assert manifest["blob_bytes"] == sum(b[1] for b in before["blobs"])
     assert manifest["messages"] == 5 and manifest["source_root"] == str(runtime.layout.root)
     for db in manifest["databases"]:
@@ -110,10 +111,10 @@ def test_backup_of_an_idle_root_then_restore_gives_the_same_ledger_and_blobs(
         "orchestration",
         "queue.db",
     ]
-    # Same filesystem: the blobs are hard links, and the copy still verifies.
+    # No blob shares an inode with the live store: a byte flipped there stays there.
     copy = ContentStore(dest / "orchestration" / "cas")
     for digest in blob_hashes(runtime):
-        assert os.stat(copy.path_for(digest)).st_nlink == 2
+        assert os.stat(copy.path_for(digest)).st_nlink == 1
         assert copy.read(digest) == runtime.store.read(digest)
     assert (dest / "manifest.json").stat().st_mode & 0o777 == runtime.layout.file_mode
 
@@ -146,20 +147,27 @@ def test_backup_into_an_existing_empty_directory_and_json_output(runtime, cli, t
     assert result.code == 0, result.err
     out = result.json()
     assert out["path"] == str(dest) and out["manifest"] == str(dest / "manifest.json")
-    assert out["blobs"] == 4 and out["linked"] == 4 and out["duration"] >= 0
+    assert out["blobs"] == 4 and out["copied"] == 4 and out["duration"] >= 0
     assert dest.stat().st_mode & 0o777 == runtime.layout.dir_mode
 
 
-def test_blobs_are_copied_when_hard_links_are_not_possible(runtime, cli, tmp_path, monkeypatch):
+def test_blobs_are_copied_when_reflinks_are_not_possible(runtime, cli, tmp_path, monkeypatch):
     filled(runtime, 3)
+    tried = []
+    real_ioctl = backup_module.fcntl.ioctl
 
-    def no_links(src, dst, *args, **kwargs):
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    def no_clone(fd, request, *args):
+        if request != backup_module._FICLONE:
+            return real_ioctl(fd, request, *args)
+        tried.append(fd)
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
-    monkeypatch.setattr(backup_module.os, "link", no_links)
+    monkeypatch.setattr(backup_module.fcntl, "ioctl", no_clone)
     dest = tmp_path / "copied"
     out = cli("backup", str(dest), "--json").json()
-    assert out["linked"] == 0 and out["copied"] == 6
+    assert out["cloned"] == 0 and out["copied"] == 6
+    # Asked once: a filesystem without reflinks is not asked again for every blob.
+    assert len(tried) == 1
     copy = ContentStore(dest / "orchestration" / "cas")
     for digest in blob_hashes(runtime):
         path = copy.path_for(digest)
@@ -170,7 +178,7 @@ def test_blobs_are_copied_when_hard_links_are_not_possible(runtime, cli, tmp_pat
     assert not list((dest / "orchestration" / "cas").rglob("*.tmp"))
 
     restored, result = restored_runtime(monkeypatch, tmp_path, cli, dest)
-    assert "0 hard-linked, 6 copied" in result.out
+    assert "0 cloned (reflink), 6 copied" in result.out
     assert cas_tools.verify(restored.ledger, restored.store).clean
     restored.close()
 
@@ -516,3 +524,34 @@ def test_a_backup_taken_under_load_restores_a_consistent_point_in_time(
     assert rdb.scalar("SELECT count(*) FROM messages") == expected
     counters_match_table(restored)
     restored.close()
+
+
+def test_a_byte_flipped_in_the_live_store_after_a_backup_is_not_in_the_backup(
+    runtime, taken, cli, tmp_path, monkeypatch
+):
+    digest = blob_hashes(runtime)[0]
+    live = runtime.store.path_for(digest)
+    good = live.read_bytes()
+    with open(live, "r+b") as f:  # in place, as a failing disk or a stray write would
+        f.write(bytes([good[0] ^ 0xFF]))
+    copy = ContentStore(taken / "orchestration" / "cas")
+    assert copy.read(digest) == good
+    assert backup_module.verify(taken).blobs == len(blob_hashes(runtime))
+    restored, _ = restored_runtime(monkeypatch, tmp_path, cli, taken)
+    assert restored.store.read(digest) == good
+    restored.close()
+
+
+def test_backup_verify_reads_back_what_it_wrote(runtime, cli, tmp_path):
+    filled(runtime, 3)
+    dest = tmp_path / "verified"
+    result = cli("backup", str(dest), "--verify")
+    assert result.code == 0, result.err
+    assert "verified: 2 databases and 6 blobs read back and hash-checked" in result.out
+    assert cli("backup", str(tmp_path / "v2"), "--verify", "--json").json()["verified"] is True
+    # Damage after the fact is found, and named.
+    digest = blob_hashes(runtime)[1]
+    path = ContentStore(dest / "orchestration" / "cas").path_for(digest)
+    path.write_bytes(path.read_bytes() + b"!")
+    with pytest.raises(backup_module.DamagedBackup, match=f"blob {digest} does not match"):
+        backup_module.verify(dest)

@@ -222,7 +222,7 @@ def test_migrate_status_and_json(runtime, cli):
 
 def test_rollback_then_commands_refuse_until_migrate(runtime, cli):
     (pid,) = send(cli, parcel("agent-1", 1))
-    out = ok(cli("migrate", "--rollback", "1", "--force"))
+    out = ok(cli("migrate", "--rollback", "1", "--force", "--yes"))
     assert f"rolled back {migrations.LATEST}" in out
     assert f"schema version now {migrations.LATEST - 1}" in out
 
@@ -244,7 +244,7 @@ def test_rollback_arguments(runtime, cli):
     assert cli("migrate", "--rollback", "0").code == 2
     assert cli("migrate", "--rollback", "x").code == 2
     assert cli("migrate", "--rollback", "1", "--status").code == 2
-    out = ok(cli("migrate", "--rollback", "99", "--force"))
+    out = ok(cli("migrate", "--rollback", "99", "--force", "--yes"))
     assert "schema version now 0" in out
     assert "nothing to roll back" in ok(cli("migrate", "--rollback", "1"))
     ok(cli("migrate"))
@@ -256,8 +256,58 @@ def test_rollback_refuses_without_a_backup_newer_than_the_last_migration(runtime
     assert refused.code == 1 and "seer backup" in refused.err and "--force" in refused.err
     assert migrations.current_version(runtime.ledger) == migrations.LATEST
     assert cli("backup", str(tmp_path / "before-rollback")).code == 0
-    out = ok(cli("migrate", "--rollback", "1"))
+    out = ok(cli("migrate", "--rollback", "1", "--yes"))
     assert f"schema version now {migrations.LATEST - 1}" in out
+
+
+def test_rollback_says_what_it_drops_and_asks_first(runtime, cli, tmp_path):
+    # Issue 9, item 5: the rollback ran without asking or saying what it would destroy.
+    send(cli, parcel("agent-1", 1))
+    asked = one_line_failure(cli("migrate", "--rollback", "2", "--force"), 2)
+    assert "pass --yes" in asked
+    assert migrations.current_version(runtime.ledger) == migrations.LATEST
+    shown = cli("migrate", "--rollback", "2", "--force").out
+    assert "table alert_outbox (0 rows)" in shown and "table memory (0 rows)" in shown
+    assert f"schema version {migrations.LATEST} -> {migrations.LATEST - 2}" in shown
+    out = ok(cli("migrate", "--rollback", "2", "--force", "--yes"))
+    assert "table compaction_runs (0 rows)" in out
+    assert f"schema version now {migrations.LATEST - 2}" in out
+
+
+def test_rollback_refuses_while_a_consumer_runs_outside_supervisord(runtime, cli, consumers):
+    from tests.helpers import wait_for
+
+    consumer = consumers("scheduler")
+    wait_for(lambda: cli("status", "--json").json()["consumers"][1]["alive"], 30, "the consumer")
+    line = one_line_failure(cli("migrate", "--rollback", "1", "--force", "--yes"), 1)
+    assert "seer-scheduler" in line and "stop the workers" in line
+    assert migrations.current_version(runtime.ledger) == migrations.LATEST
+    consumer.stop()
+    assert "rolled back" in ok(cli("migrate", "--rollback", "1", "--force", "--yes"))
+
+
+def test_supervisor_commands_work_with_the_schema_behind(runtime, cli):
+    # Issue 9, item 5: after a rollback `seer down` and `seer supervisor …` refused with the
+    # schema error, locking the operator out of stopping the workers.
+    ok(cli("migrate", "--rollback", "1", "--force", "--yes"))
+    status = cli("supervisor", "status")
+    assert status.code == 4 and "cannot reach supervisord" in status.err  # not the schema
+    assert cli("supervisor", "stop").code == 4
+    assert cli("supervisor", "remove").code == 4
+    down = cli("down")
+    assert down.code == 0 and "not running" in down.out
+
+
+def test_queue_commands_accept_the_queue_name(runtime, cli):
+    # Issue 9, item 7: the card's `queue:pause postmaster` names the queue; it was refused.
+    assert "postmaster queue paused" in ok(cli("queue", "pause", "postmaster"))
+    assert control.is_paused(runtime.ledger)
+    assert "PAUSED" in ok(cli("queue", "status", "postmaster"))
+    line = one_line_failure(cli("queue", "pause", "scheduler"), 2)
+    assert "scheduler queue is never paused" in line
+    line = one_line_failure(cli("queue", "resume", "nope"), 2)
+    assert "no queue 'nope'" in line
+    assert "resumed" in ok(cli("queue", "resume", "postmaster"))
 
 
 def test_ledger_ahead_of_the_code_is_refused(runtime, cli):

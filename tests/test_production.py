@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
+import time
 
 import psutil
 import pytest
+from textual.widgets import Static
 
 from seer_console.app import SeerConsole
 from seer_console.screens import ConfirmScreen
 from seer_console.source import SnapshotSource
+from tests.conftest import BIN
 from tests.helpers import parcel, wait_for
-from worker import control, parcels, supervision
+from worker import control, migrations, parcels, supervision
 
 
 @pytest.fixture
@@ -116,10 +120,27 @@ def test_graceful_stop_while_parcels_are_running_loses_none(runtime, supervised,
 
 def test_remove_stops_and_removes_the_programs_idempotently(runtime, supervised, cli):
     first = cli("supervisor", "remove")
-    assert first.code == 0 and "removed the seer group" in first.out
-    assert [p for p in supervised.programs() if p.group == "seer"] == []
+    assert first.code == 0, first.err
+    assert "stopped and removed seer-postmaster" in first.out
+    assert "stopped and removed seer-scheduler" in first.out
+    assert supervised.programs() == []
     again = cli("supervisor", "remove")
     assert again.code == 0 and "nothing to remove" in again.out
+
+
+def test_up_adds_back_what_remove_removed(runtime, supervised, cli):
+    # Issue 9, item 6: `seer up` said "already running", showed an empty table, exited 0.
+    assert cli("supervisor", "remove").code == 0
+    assert cli("supervisor", "status").code == 3
+    up = cli("up")
+    assert up.code == 0, up.out + up.err
+    assert "added back to supervisord: seer-postmaster, seer-scheduler" in up.out
+    assert {p.name: p.state for p in supervised.programs()} == {
+        "seer-postmaster": "RUNNING",
+        "seer-scheduler": "RUNNING",
+    }
+    assert "seer-postmaster" in up.out and "RUNNING" in up.out
+    assert cli("supervisor", "status").code == 0
 
 
 def test_rendered_production_file_is_accepted_by_supervisord(runtime, cli, tmp_path):
@@ -144,9 +165,11 @@ def test_rendered_production_file_is_accepted_by_supervisord(runtime, cli, tmp_p
     )
     options = ServerOptions()
     options.realize(args=["-c", str(main_conf)])
-    (group,) = [g for g in options.process_group_configs if g.name == "seer"]
-    programs = {p.name: p for p in group.process_configs}
-    assert set(programs) == {"seer-postmaster", "seer-scheduler"}
+    # Each program is its own group: `supervisorctl start seer-postmaster` works as written.
+    groups = {g.name: g for g in options.process_group_configs}
+    assert set(groups) == {"seer-postmaster", "seer-scheduler"}
+    programs = {g.name: g.process_configs[0] for g in groups.values()}
+    assert all(len(g.process_configs) == 1 for g in groups.values())
     postmaster = programs["seer-postmaster"]
     assert postmaster.stopsignal == signal.SIGINT and postmaster.stopasgroup
     from supervisor.datatypes import RestartUnconditionally
@@ -211,3 +234,160 @@ async def _until(pilot, predicate, timeout: float = 30.0) -> None:
             await pilot.pause(0.05)
     finally:
         timer.cancel()
+
+
+def _wait_registered(cli) -> None:
+    wait_for(
+        lambda: all(c["alive"] for c in cli("status", "--json").json()["consumers"]),
+        30,
+        "both consumers registered",
+    )
+
+
+def _worker_rows(runtime) -> dict:
+    return {w.program: w for w in SnapshotSource(runtime.settings).read().workers}
+
+
+def test_restarts_count_processes_and_the_last_exit_says_sigkill(runtime, supervised, cli):
+    # Issue 9, item 4: the start-up hook runs once per worker thread (the scheduler has two),
+    # so a fresh `seer up` showed the scheduler with "1 restart".
+    _wait_registered(cli)
+    rows = _worker_rows(runtime)
+    assert {name: w.restarts for name, w in rows.items()} == {
+        "seer-postmaster": 0,
+        "seer-scheduler": 0,
+    }
+    assert all(w.last_exit is None for w in rows.values())
+    out = cli("status").out
+    assert "postmaster: alive" in out and out.count("0 restarts") == 2 and "last exit" not in out
+
+    victim = program(supervised, "seer-postmaster").pid
+    os.kill(victim, signal.SIGKILL)
+
+    def restarted() -> bool:
+        consumers = cli("status", "--json").json()["consumers"]
+        postmaster = next(c for c in consumers if c["queue"] == "postmaster")
+        return postmaster["alive"] and victim not in postmaster["pids"]
+
+    wait_for(restarted, 30, "supervisord to restart seer-postmaster, and it to register")
+    rows = _worker_rows(runtime)
+    assert rows["seer-postmaster"].restarts == 1 and rows["seer-scheduler"].restarts == 0
+    last = rows["seer-postmaster"].last_exit
+    assert last is not None and last.short == "SIGKILL" and not last.expected
+    assert abs(last.at - time.time()) < 60
+    assert rows["seer-scheduler"].last_exit is None
+    status = cli("status")
+    assert "postmaster: alive" in status.out and ", 1 restart\n" in status.out
+    (line,) = [x for x in status.out.splitlines() if x.startswith("last exit")]
+    assert "postmaster" in line and "terminated by SIGKILL (not expected)" in line
+    exit_json = next(c for c in cli("status", "--json").json()["consumers"] if c["restarts"])
+    assert exit_json["last_exit"]["how"] == "terminated by SIGKILL"
+
+
+async def test_console_worker_pane_shows_restarts_and_the_last_exit(runtime, supervised, cli):
+    _wait_registered(cli)
+    victim = program(supervised, "seer-postmaster").pid
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: _worker_rows(runtime)["seer-postmaster"].restarts == 1,
+        30,
+        "the restarted consumer to register",
+    )
+    app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.3)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await _until(pilot, lambda: "SIGKILL" in _pane_text(app))
+        text = _pane_text(app)
+        postmaster, scheduler = text.split("scheduler")
+        assert "1 restart\n" in postmaster and "last exit SIGKILL" in postmaster, text
+        assert "0 restarts" in scheduler and "last exit" not in scheduler
+
+
+def _pane_text(app) -> str:
+    return str(app.query_one("#worker-rows", Static).content)
+
+
+def _supervisorctl(runtime, *args: str) -> subprocess.CompletedProcess:
+    """The real supervisorctl, run as the README says: only SEER_STORAGE_ROOT exported."""
+    env = {"PATH": os.environ["PATH"], "SEER_STORAGE_ROOT": str(runtime.layout.root)}
+    return subprocess.run(
+        [str(BIN / "supervisorctl"), "-c", "supervisor/supervisord.conf", *args],
+        cwd=supervision.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_task_cards_supervisorctl_commands_work_as_written(runtime, supervised, tmp_path):
+    # Issue 9, item 7: `supervisorctl start seer-postmaster` said `no such process` (the
+    # programs sat in group `seer:`), and the file could not be read without every ENV_ name.
+    status = _supervisorctl(runtime, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "seer-postmaster" in status.stdout and "seer:" not in status.stdout
+    stop = _supervisorctl(runtime, "stop", "seer-postmaster")
+    assert stop.returncode == 0 and "seer-postmaster: stopped" in stop.stdout, stop.stdout
+    assert program(supervised, "seer-postmaster").state == "STOPPED"
+    start = _supervisorctl(runtime, "start", "seer-postmaster")
+    assert start.returncode == 0 and "seer-postmaster: started" in start.stdout, start.stdout
+    assert program(supervised, "seer-postmaster").state == "RUNNING"
+    one = _supervisorctl(runtime, "status", "seer-postmaster")
+    assert one.returncode == 0 and "RUNNING" in one.stdout
+    # `seer supervisorctl` passes through, with the file and the socket filled in.
+    seer = subprocess.run(
+        [str(BIN / "seer"), "supervisorctl", "status", "seer-scheduler"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert seer.returncode == 0 and "seer-scheduler" in seer.stdout and "RUNNING" in seer.stdout
+    stopped = subprocess.run(
+        [str(BIN / "seer"), "supervisorctl", "stop", "all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert {p.state for p in supervised.programs()} == {"STOPPED"}
+
+
+async def test_rollback_refused_while_a_consumer_runs_and_never_locks_the_operator_out(
+    runtime, supervised, cli, tmp_path
+):
+    # Issue 9, item 5: the rollback ran under a running scheduler, and afterwards every
+    # command refused with the schema error, even those that only talk to supervisord.
+    assert cli("backup", str(tmp_path / "backup")).code == 0
+    refused = cli("migrate", "--rollback", "1", "--yes")
+    assert refused.code == 1 and refused.err.count("\n") == 1
+    assert "seer-postmaster, seer-scheduler" in refused.err and "stop the workers" in refused.err
+    assert migrations.current_version(runtime.ledger) == migrations.LATEST
+
+    assert cli("supervisor", "stop").code == 0
+    done = cli("migrate", "--rollback", "1", "--yes")
+    assert done.code == 0, done.err
+    assert "table alert_outbox (0 rows)" in done.out and "table alert_state" in done.out
+    assert migrations.current_version(runtime.ledger) == migrations.LATEST - 1
+
+    # supervisord-only commands work whatever the schema.
+    status = cli("supervisor", "status")
+    assert status.code == 3 and "STOPPED" in status.out, status.err
+    start = cli("supervisor", "start", "scheduler")  # the worker itself refuses the schema
+    assert start.code == 1 and start.err.count("\n") == 1 and "SPAWN_ERROR" in start.err
+    assert cli("supervisor", "stop", "scheduler").code == 0
+
+    # The console: the Worker pane has supervisord's view, the others say why they have none.
+    app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.3)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await _until(pilot, lambda: "STOPPED" in _pane_text(app))
+        assert "postmaster STOPPED" in _pane_text(app)
+        assert app.query_one("#worker").border_subtitle == ""
+        assert "supervisord running" in app.query_one("#worker").border_title
+        assert app.query_one("#queue").border_subtitle == "schema behind: run seer migrate"
+        assert "schema behind: run seer migrate" in app.last_error
+
+    down = cli("down")
+    assert down.code == 0 and "stopped supervisord" in down.out

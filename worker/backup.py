@@ -2,7 +2,8 @@
 
 A backup is a directory: `ledger.db` and `queue.db` copied with SQLite's online backup (one
 consistent snapshot each, taken while the consumers keep writing), the CAS blobs the copied
-ledger records (hard links where the filesystem allows, else verified copies), and
+ledger records (reflinks where the filesystem has them, else copies; every blob hash-checked,
+never a hard link: a byte flipped in the live store must not flip in its backup), and
 `manifest.json`, written last: a directory without it is not a backup.
 
 Order makes it consistent. The ledger is copied first; the postmaster stores a blob before it
@@ -46,9 +47,20 @@ DATABASES = ("ledger.db", "queue.db")
 # The note of backups taken keeps the newest ones only.
 RECORD_LIMIT = 100
 
-# Filesystems without hard links answer link(2) with one of these; EXDEV: another filesystem.
-_NO_LINK_ERRNOS = frozenset(
-    {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+# ioctl(FICLONE): a copy-on-write clone (btrfs, xfs with reflink, bcachefs). Filesystems
+# without it answer with one of these; EXDEV: another filesystem.
+_FICLONE = 0x40049409
+_NO_CLONE_ERRNOS = frozenset(
+    {
+        errno.EXDEV,
+        errno.EPERM,
+        errno.ENOTSUP,
+        errno.EOPNOTSUPP,
+        errno.ENOSYS,
+        errno.EINVAL,
+        errno.ENOTTY,
+        errno.EBADF,
+    }
 )
 
 
@@ -83,7 +95,8 @@ class BackupManifest:
     databases: tuple[DatabaseCopy, ...]
     blobs: int
     blob_bytes: int
-    linked: int
+    # Blobs reflinked (copy-on-write clones: no shared inode) and copied byte by byte.
+    cloned: int
     copied: int
     # Rows of blobs removed by `seer cas gc` between the snapshot and the CAS copy.
     collected_meanwhile: int = 0
@@ -125,7 +138,8 @@ class BackupManifest:
             ),
             blobs=int(data["blobs"]),
             blob_bytes=int(data["blob_bytes"]),
-            linked=int(data["linked"]),
+            # "linked": hard links, in backups written before blobs were cloned or copied.
+            cloned=int(data.get("cloned", data.get("linked", 0))),
             copied=int(data["copied"]),
             collected_meanwhile=int(data.get("collected_meanwhile", 0)),
             skipped=int(data.get("skipped", 0)),
@@ -152,7 +166,7 @@ class RestoreReport:
     databases: tuple[DatabaseCopy, ...]
     blobs: int
     blob_bytes: int
-    linked: int
+    cloned: int
     copied: int
     messages: int
     duration: float
@@ -365,16 +379,21 @@ def _drop_collected(ledger_copy: Path, digests: list[str]) -> None:
 # -- blobs --------------------------------------------------------------------------------------
 
 
+class _NoClone(Exception):
+    """This filesystem has no reflinks: copy instead."""
+
+
 class _Placer:
-    """Puts blobs into a CAS directory tree: hard links where possible, else verified copies."""
+    """Puts blobs into a CAS directory tree: reflinks where possible, else copies; each blob's
+    hash is checked on the way, and no file shares an inode with its source."""
 
     def __init__(self, dest_cas: Path, dir_mode: int, file_mode: int) -> None:
         self.root = dest_cas
         self.dir_mode = dir_mode
         self.file_mode = file_mode
         self.fanouts: set[str] = set()
-        self.can_link = True
-        self.linked = 0
+        self.can_clone = True
+        self.cloned = 0
         self.copied = 0
 
     def _target(self, digest: str) -> Path:
@@ -384,35 +403,48 @@ class _Placer:
             self.fanouts.add(prefix)
         return self.root / prefix / f"{digest[2:]}.blob"
 
-    def place(self, source: ContentStore, digest: str, *, verify_links: bool) -> None:
+    def place(self, source: ContentStore, digest: str) -> None:
         """Raises FileNotFoundError if the source blob is gone, CorruptBlob if it is damaged."""
         target = self._target(digest)
+        if target.exists():
+            return
         path = source.path_for(digest)
-        if self.can_link:
-            if verify_links and _sha256(path) != digest:
-                raise CorruptBlob(
-                    f"blob {digest} is corrupt: its bytes no longer match their SHA-256"
-                )
-            try:
-                os.link(path, target)
-            except FileExistsError:
-                self.linked += 1
-                return
-            except OSError as exc:
-                if exc.errno not in _NO_LINK_ERRNOS:
-                    raise
-                # EMLINK: this one file has too many links (one per backup kept); otherwise
-                # not on this filesystem (another one, or no hard links): copy from now on.
-                self.can_link = exc.errno == errno.EMLINK
-            else:
-                self.linked += 1
-                return
+        if self.can_clone and self._clone(path, target, digest):
+            self.cloned += 1
+            return
         try:
             # Hashes while it copies: a corrupt source raises CorruptBlob.
             source.copy_to(digest, target)
         except BlobNotFound as exc:
             raise FileNotFoundError(errno.ENOENT, str(exc), str(path)) from None
         self.copied += 1
+
+    def _clone(self, path: Path, target: Path, digest: str) -> bool:
+        """A reflink of `path` at `target`, hash-checked; False where the filesystem has none."""
+        src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # Hashed through the fd it is cloned from: blobs are never rewritten in place (a
+            # heal replaces the file), so the clone holds exactly the bytes hashed.
+            hasher = hashlib.sha256()
+            while chunk := os.read(src, CHUNK_SIZE):
+                hasher.update(chunk)
+            if hasher.hexdigest() != digest:
+                raise CorruptBlob(
+                    f"blob {digest} is corrupt: its bytes no longer match their SHA-256"
+                )
+            with _atomic_file(target, self.file_mode) as fd:
+                try:
+                    fcntl.ioctl(fd, _FICLONE, src)
+                except OSError as exc:
+                    if exc.errno not in _NO_CLONE_ERRNOS:
+                        raise
+                    self.can_clone = False
+                    raise _NoClone from None
+        except _NoClone:
+            return False
+        finally:
+            os.close(src)
+        return True
 
     def sync(self) -> None:
         for prefix in sorted(self.fanouts):
@@ -423,7 +455,7 @@ class _Placer:
 def _copy_cas(
     layout: Layout, dest: Path, ledger_copy: Path
 ) -> tuple[dict[str, int], _Placer, int, int]:
-    """Links (or copies) every blob the copied ledger records; returns what it did.
+    """Clones (or copies) every blob the copied ledger records; returns what it did.
 
     Returns (recorded blobs after dropping collected ones, placer, collected, skipped).
     """
@@ -439,7 +471,7 @@ def _copy_cas(
             skipped += 1  # stored after the snapshot, or an orphan: not part of this backup
             continue
         try:
-            placer.place(store, digest, verify_links=False)
+            placer.place(store, digest)
         except FileNotFoundError:
             continue  # removed while we walked: judged below
         except CorruptBlob as exc:
@@ -452,7 +484,7 @@ def _copy_cas(
         with _read_only(ledger_copy) as conn:
             for digest in sorted(pending):
                 try:
-                    placer.place(store, digest, verify_links=False)
+                    placer.place(store, digest)
                     continue
                 except FileNotFoundError:
                     pass
@@ -547,7 +579,7 @@ def backup(layout: Layout, dest: Path, now: float | None = None) -> BackupManife
             databases=databases,
             blobs=len(recorded),
             blob_bytes=sum(recorded.values()),
-            linked=placer.linked,
+            cloned=placer.cloned,
             copied=placer.copied,
             collected_meanwhile=collected,
             skipped=skipped,
@@ -620,6 +652,42 @@ def check_databases(manifest: BackupManifest) -> None:
             )
 
 
+@dataclass(frozen=True)
+class VerifyReport:
+    path: Path
+    databases: int
+    blobs: int
+    blob_bytes: int
+
+
+def verify(src: Path) -> VerifyReport:
+    """Reads back a whole backup: the databases against the manifest, then every blob its ledger
+    records against its SHA-256. Raises DamagedBackup naming the first damage."""
+    manifest = read_manifest(src)
+    check_databases(manifest)
+    with _read_only(manifest.path / "ledger.db") as conn:
+        recorded = _recorded_blobs(conn)
+    if len(recorded) != manifest.blobs or sum(recorded.values()) != manifest.blob_bytes:
+        raise DamagedBackup(
+            f"damaged backup: its ledger records {len(recorded)} blobs, the manifest "
+            f"{manifest.blobs}"
+        )
+    store = ContentStore(manifest.path / "orchestration" / "cas")
+    missing: list[str] = []
+    damaged: list[str] = []
+    for digest in sorted(recorded):
+        path = store.path_for(digest)
+        if not path.is_file():
+            missing.append(digest)
+        elif _sha256(path) != digest:
+            damaged.append(digest)
+    for found, what in ((damaged, "does not match its SHA-256"), (missing, "is missing")):
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise DamagedBackup(f"damaged backup: blob {found[0]}{more} {what}")
+    return VerifyReport(manifest.path, len(manifest.databases), len(recorded), manifest.blob_bytes)
+
+
 # -- restore ------------------------------------------------------------------------------------
 
 
@@ -686,8 +754,7 @@ def restore(src: Path, layout: Layout) -> RestoreReport:
                 ignored += 1
                 continue
             try:
-                # Hard links share the backup's bytes: hash them anyway, once, here.
-                placer.place(source_store, digest, verify_links=True)
+                placer.place(source_store, digest)
             except CorruptBlob:
                 raise DamagedBackup(
                     f"damaged backup: blob {digest} does not match its SHA-256"
@@ -719,7 +786,7 @@ def restore(src: Path, layout: Layout) -> RestoreReport:
         databases=manifest.databases,
         blobs=len(recorded),
         blob_bytes=sum(recorded.values()),
-        linked=placer.linked,
+        cloned=placer.cloned,
         copied=placer.copied,
         messages=messages,
         duration=time.monotonic() - clock,

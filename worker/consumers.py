@@ -29,6 +29,13 @@ def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
     key = f"{PREFIX}{queue}:{owner.host}:{owner.pid}"
     value = {"queue": queue, "token": owner.token, "started": now}
     with ledger.write():
+        # The start-up hook runs once per worker thread (the scheduler has two): only the
+        # first thread of a process registers it and counts a start.
+        mine = ledger.row("SELECT value FROM control WHERE key = ?", (key,))
+        if mine:
+            old = Owner.parse(json.loads(mine["value"])["token"])
+            if old and old.process_token == owner.process_token:
+                return
         # Entries of dead consumers on this host are dropped as a new one registers.
         for row in ledger.rows("SELECT key, value FROM control WHERE key LIKE ?", (PREFIX + "%",)):
             old = Owner.parse(json.loads(row["value"])["token"])
@@ -38,7 +45,7 @@ def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
             "INSERT OR REPLACE INTO control (key, value, updated_at) VALUES (?, ?, ?)",
             (key, json.dumps(value), now),
         )
-        # How often each queue's consumer started: restarts are starts after the first.
+        # How often each queue's consumer process started: restarts are starts after the first.
         ledger.execute(
             "INSERT INTO control (key, value, updated_at) VALUES (?, '1', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, updated_at = ?",
@@ -69,8 +76,13 @@ def alive_for(ledger: Ledger, queue: str) -> list[ConsumerInfo]:
 
 
 def starts(ledger: Ledger) -> dict[str, int]:
-    """How many times each queue's consumer has started since the storage root was made."""
+    """How many consumer processes of each queue have started since the storage root was made."""
     return {
         r["key"][len(STARTS) :]: int(r["value"])
         for r in ledger.rows("SELECT key, value FROM control WHERE key LIKE ?", (STARTS + "%",))
     }
+
+
+def restarts(ledger: Ledger) -> dict[str, int]:
+    """Each queue's consumer restarts: process starts after the first."""
+    return {queue: max(0, n - 1) for queue, n in starts(ledger).items()}

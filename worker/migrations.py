@@ -289,6 +289,30 @@ def migrate(ledger: Ledger, now: float | None = None) -> list[Migration]:
     return applied
 
 
+def to_undo(ledger: Ledger, steps: int) -> list[Migration]:
+    """The migrations a rollback of `steps` would undo, newest first."""
+    by_version = {m.version: m for m in MIGRATIONS}
+    version = current_version(ledger)
+    if version > LATEST:
+        check_schema(ledger)  # refuses: only the release that applied it can undo it
+    return [by_version[v] for v in range(version, max(0, version - steps), -1)]
+
+
+def rollback_effects(ledger: Ledger, migration: Migration) -> list[str]:
+    """What undoing a migration destroys, with row counts, as the operator should hear it."""
+    effects = []
+    for statement in migration.down:
+        words = statement.split()
+        if words[:2] == ["DROP", "TABLE"]:
+            rows = ledger.scalar(f'SELECT count(*) FROM "{words[2]}"')
+            effects.append(f"table {words[2]} ({rows} rows)")
+        elif words[0] == "DROP":
+            effects.append(f"{words[1].lower()} {words[2]}")
+        else:
+            effects.append(" ".join(words))
+    return effects
+
+
 def rollback(ledger: Ledger, steps: int) -> list[Migration]:
     """Undoes the last `steps` applied migrations, newest first; returns those undone."""
     undone = []

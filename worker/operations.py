@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
+
+import peewee
 
 from worker import control, failures, parcels
 from worker.runtime import Runtime
@@ -162,15 +165,49 @@ def pause_and_stop(runtime: Runtime, by: str) -> str:
     return ("queue paused" if paused else "queue was already paused") + f"; {stopped}"
 
 
-def migration_rollback(ledger, layout, steps: int = 1, force: bool = False) -> str:
-    """Rolls back `steps` migrations, refusing without a backup newer than the last one."""
+def running_consumers(ledger, layout) -> list[str]:
+    """The consumers that run now: under supervisord, or anywhere the ledger knows of (a
+    `seer worker` in a terminal). A migration rollback under them would pull tables away
+    from running code, so it is refused while this is not empty (CLI and console alike)."""
+    from worker import consumers, supervision
+
+    running = set()
+    try:
+        programs = supervision.Supervisor(supervision.socket_path(layout), timeout=2.0).programs()
+    except supervision.SupervisorError:
+        programs = []
+    running.update(
+        p.name
+        for p in programs
+        if p.name in supervision.PROGRAMS
+        and p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING")
+    )
+    try:
+        registered = consumers.consumers(ledger)
+    except (peewee.DatabaseError, sqlite3.DatabaseError):
+        registered = []  # a ledger rolled back past migration 2 has no control table
+    running.update(f"seer-{c.queue}" for c in registered if c.alive)
+    return sorted(running)
+
+
+NOTHING_TO_ROLL_BACK = "nothing to roll back"
+
+
+def rollback_preview(ledger, layout, steps: int = 1, force: bool = False) -> str:
+    """What `steps` migrations' rollback would drop, after every check that refuses it."""
     from worker import backup, migrations
 
-    if migrations.current_version(ledger) > migrations.LATEST:
-        migrations.check_schema(ledger)  # refuses: only the release that applied it can undo it
+    running = running_consumers(ledger, layout)
+    if running:
+        raise RuntimeError(
+            f"refusing to roll back while {', '.join(running)} "
+            f"{'runs' if len(running) == 1 else 'run'}: stop the workers first "
+            "(`seer supervisor stop`, or `seer down`)"
+        )
+    undo = migrations.to_undo(ledger, steps)
+    if not undo:
+        return NOTHING_TO_ROLL_BACK
     applied = [s for s in migrations.status(ledger) if s.applied_at]
-    if not applied:
-        return "nothing to roll back"
     last = max(s.applied_at for s in applied)
     newest = backup.latest_backup(layout)
     if not force and (newest is None or newest.created_at < last):
@@ -178,6 +215,22 @@ def migration_rollback(ledger, layout, steps: int = 1, force: bool = False) -> s
             "no backup newer than the last migration: take one first (`seer backup DEST`), "
             "or roll back with --force"
         )
+    lines = [
+        f"undo {m.version}: {m.name}; drops " + ", ".join(migrations.rollback_effects(ledger, m))
+        for m in undo
+    ]
+    after = undo[-1].version - 1
+    lines.append(f"schema version {migrations.current_version(ledger)} -> {after}")
+    return "\n".join(lines)
+
+
+def migration_rollback(ledger, layout, steps: int = 1, force: bool = False) -> str:
+    """Rolls back `steps` migrations, refusing while a consumer runs or without a backup
+    newer than the last migration."""
+    from worker import migrations
+
+    if rollback_preview(ledger, layout, steps, force) == NOTHING_TO_ROLL_BACK:
+        return NOTHING_TO_ROLL_BACK
     undone = migrations.rollback(ledger, steps)
     lines = [f"rolled back {m.version}: {m.name}" for m in undone] or ["nothing to roll back"]
     lines.append(f"schema version now {migrations.current_version(ledger)}")

@@ -28,6 +28,9 @@ class ConsumerStatus:
     alive: bool
     pids: tuple[int, ...]
     supervisor_state: str | None
+    restarts: int | None = 0  # None: unknown (the ledger cannot be read)
+    last_exit: supervision.LastExit | None = None
+    supervisor_pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,45 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
     now = time.time() if now is None else now
     ledger = runtime.ledger
     counts = _counters(runtime)
+def consumer_statuses(
+    runtime: Runtime, *, with_ledger: bool = True
+) -> tuple[tuple[ConsumerStatus, ...], str]:
+    """Each queue's consumer as supervisord and the ledger see it, and supervisord's state.
+    Without the ledger (a schema behind the code) only supervisord's view is given."""
+    sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
+    try:
+        listed = sup.programs()
+        exits = sup.last_exits(listed)
+        sup_state = "running"
+    except supervision.SupervisorError:
+        listed, exits = [], {}
+        sup_state = "not reachable"
+    programs = {p.name: p for p in listed}
+    registered = consumers.consumers(runtime.ledger) if with_ledger else []
+    restarts = consumers.restarts(runtime.ledger) if with_ledger else None
+    found = []
+    for queue_name, program in (
+        (runtime.settings.postmaster_queue, "seer-postmaster"),
+        (runtime.settings.scheduler_queue, "seer-scheduler"),
+    ):
+        live = [c for c in registered if c.queue == queue_name and c.alive]
+        info = programs.get(program)
+        found.append(
+            ConsumerStatus(
+                queue_name,
+                bool(live) if with_ledger else bool(info and info.state == "RUNNING"),
+                tuple(c.pid for c in live)
+                if with_ledger
+                else ((info.pid,) if info and info.pid else ()),
+                info.state if info else None,
+                None if restarts is None else restarts.get(queue_name, 0),
+                exits.get(program),
+                info.pid if info and info.pid else None,
+            )
+        )
+    return tuple(found), sup_state
+
+
     oldest = ledger.scalar(
         "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"
     )
@@ -83,26 +125,7 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         backoff.reason if backoff else None,
         backoff.until if backoff else None,
     )
-    sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
-    try:
-        programs = {p.name: p for p in sup.programs()}
-        sup_state = "running"
-    except supervision.SupervisorError:
-        programs = {}
-        sup_state = "not reachable"
-    registered = consumers.consumers(ledger)
-    found = []
-    for queue_name, program in (
-        (runtime.settings.postmaster_queue, "seer-postmaster"),
-        (runtime.settings.scheduler_queue, "seer-scheduler"),
-    ):
-        live = [c for c in registered if c.queue == queue_name and c.alive]
-        info = programs.get(program)
-        found.append(
-            ConsumerStatus(
-                queue_name, bool(live), tuple(c.pid for c in live), info.state if info else None
-            )
-        )
+    found, sup_state = consumer_statuses(runtime)
     problems: list[str] = []
     levels: list[str] = []
 
@@ -135,7 +158,7 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         cas_bytes=counts.get("cas_bytes", 0),
         cas_blobs=counts.get("cas_blobs", 0),
         cas_quota=runtime.settings.cas_max_size,
-        consumers=tuple(found),
+        consumers=found,
         supervisor=sup_state,
         level=level,
         problems=tuple(problems),
@@ -179,7 +202,14 @@ def print_text(snap: Snapshot) -> None:
     for c in snap.consumers:
         alive = f"alive (pid {', '.join(map(str, c.pids))})" if c.alive else "NOT RUNNING"
         sup = f", supervisord: {c.supervisor_state}" if c.supervisor_state else ""
-        print(f"consumer   {c.queue}: {alive}{sup}")
+        restarts = "" if c.restarts is None else f", {c.restarts} restart"
+        restarts += "" if c.restarts in (None, 1) else "s"
+        print(f"consumer   {c.queue}: {alive}{sup}{restarts}")
+        if c.last_exit:
+            print(
+                f"last exit  {c.queue}: {c.last_exit.describe()} at "
+                f"{output.when(c.last_exit.at, snap.taken_at)}"
+            )
     print("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
     for text in snap.problems:
         print(f"problem    {text}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,9 +39,61 @@ class ProgramInfo:
     spawnerr: str
     description: str
 
+    stop: float = 0.0  # when it last stopped or exited (0: not since supervisord started)
+
     @property
     def uptime(self) -> float:
         return max(0.0, self.now - self.start) if self.state == "RUNNING" else 0.0
+
+
+@dataclass(frozen=True)
+class LastExit:
+    """How a program's last process ended, in supervisord's words ("terminated by SIGKILL")."""
+
+    at: float
+    how: str  # "terminated by SIGKILL", "exit status 1"
+    requested: bool  # stopped on request (stop, restart, shutdown), not died by itself
+    expected: bool
+
+    @property
+    def short(self) -> str:
+        """ "SIGKILL", "exit 1", "stopped": fits a console line."""
+        if self.requested:
+            return "stopped"
+        if self.how.startswith("terminated by "):
+            return self.how.removeprefix("terminated by ").split()[0]
+        return self.how.replace("exit status", "exit")
+
+    def describe(self) -> str:
+        if self.requested:
+            return f"stopped on request ({self.how})"
+        return f"{self.how} ({'expected' if self.expected else 'not expected'})"
+
+
+# supervisord's own log line for every end of a process (supervisor/process.py finish()):
+#   2025-01-01 12:00:00,123 WARN exited: seer-postmaster (terminated by SIGKILL; not expected)
+#   2025-01-01 12:00:00,123 INFO stopped: seer-postmaster (exit status 0)
+_EXIT_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ \w+ (exited|stopped): (\S+) \((.*)\)$"
+)
+# Enough of supervisord's log for the last exits: it holds only process state changes.
+LOG_TAIL = 32 * 1024
+
+
+def parse_exits(log: str) -> dict[str, LastExit]:
+    """The last exit of each program named in (the tail of) supervisord's log."""
+    found: dict[str, LastExit] = {}
+    for line in log.splitlines():
+        match = _EXIT_LINE.match(line.strip())
+        if not match:
+            continue
+        stamp, verb, name, detail = match.groups()
+        at = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+        how, _, expectation = detail.partition("; ")
+        found[name] = LastExit(
+            at, how, verb == "stopped", verb == "stopped" or expectation == "expected"
+        )
+    return found
 
 
 def socket_path(layout: Layout) -> Path:
@@ -107,9 +160,23 @@ class Supervisor:
     def programs(self) -> list[ProgramInfo]:
         keys = ("name", "group", "statename", "pid", "start", "now", "exitstatus", "spawnerr")
         return [
-            ProgramInfo(*(p[k] for k in keys), p["description"])
+            ProgramInfo(*(p[k] for k in keys), p["description"], p.get("stop", 0))
             for p in self._call("getAllProcessInfo")
         ]
+
+    def last_exits(self, programs: list[ProgramInfo]) -> dict[str, LastExit]:
+        """How each program's last process ended: supervisord's log says which signal or
+        exit status; its process info only has the stop time and the exit status (-1 for
+        any signal), the fallback when the line has been rotated away."""
+        try:
+            found = parse_exits(self._call("readLog", -LOG_TAIL, 0))
+        except SupervisorError:
+            found = {}
+        for p in programs:
+            if p.name not in found and p.stop:
+                how = "killed by a signal" if p.exitstatus < 0 else f"exit status {p.exitstatus}"
+                found[p.name] = LastExit(float(p.stop), how, False, False)
+        return {p.name: found[p.name] for p in programs if p.name in found}
 
     def pid(self) -> int:
         return self._call("getPID")
@@ -128,6 +195,14 @@ class Supervisor:
 
     def remove_group(self, group: str) -> None:
         self._call("removeProcessGroup", group)
+
+    def add_missing_groups(self) -> list[str]:
+        """Adds back the groups of its configuration file that supervisord does not run
+        (those `seer supervisor remove` removed); returns their names."""
+        ((added, _changed, _removed),) = self._call("reloadConfig")
+        for group in added:
+            self._call("addProcessGroup", group)
+        return list(added)
 
     def shutdown(self) -> None:
         self._call("shutdown")
@@ -170,6 +245,13 @@ def full_name(info: ProgramInfo) -> str:
     return f"{info.group}:{info.name}" if info.group != info.name else info.name
 
 
+def program_groups(programs: list[ProgramInfo]) -> list[str]:
+    """The supervisord groups holding Seer's programs (each is its own group since the
+    task card's `supervisorctl start seer-postmaster` must work; an older program file had
+    them both in group `seer`)."""
+    return sorted({p.group for p in programs if p.name in PROGRAMS})
+
+
 def _wait(predicate, timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -192,14 +274,32 @@ def seer_executable() -> str:
     raise SupervisorError("cannot find the `seer` executable to run the workers with")
 
 
-def up(layout: Layout, *, timeout: float = 20.0) -> tuple[bool, list[ProgramInfo]]:
-    """Starts the local supervisord with both consumers; (started_now, programs)."""
+def _tool(name: str) -> str:
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
+
+
+def supervisorctl(layout: Layout, args: list[str]) -> int:
+    """`supervisorctl ARGS` against the local supervisord: its file, its socket."""
+    env = dict(os.environ, SEER_STORAGE_ROOT=str(layout.root))
+    command = [_tool("supervisorctl"), "-c", str(config_path())]
+    command += ["-s", f"unix://{socket_path(layout)}", *args]
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+@dataclass(frozen=True)
+class Up:
+    started: bool  # supervisord was started now
+    added: tuple[str, ...]  # programs added back (after `seer supervisor remove`)
+    programs: tuple[ProgramInfo, ...]
+
+
+def up(layout: Layout, *, timeout: float = 20.0) -> Up:
+    """Starts the local supervisord with both consumers, adding back removed programs."""
     sup = Supervisor(socket_path(layout))
     started = False
+    added: list[str] = []
     if not sup.reachable():
-        supervisord = shutil.which("supervisord") or str(
-            Path(sys.executable).parent / "supervisord"
-        )
+        supervisord = _tool("supervisord")
         env = dict(os.environ)
         env.update(
             SEER_STORAGE_ROOT=str(layout.root),
@@ -225,6 +325,8 @@ def up(layout: Layout, *, timeout: float = 20.0) -> tuple[bool, list[ProgramInfo
                 f"see {layout.logs / 'supervisord.log'}"
             )
         started = True
+    elif not {p.name for p in sup.programs()} >= set(PROGRAMS):
+        added = sup.add_missing_groups()
     for info in sup.programs():
         if info.state in ("STOPPED", "EXITED", "FATAL", "BACKOFF") and info.state != "RUNNING":
             try:
@@ -233,7 +335,7 @@ def up(layout: Layout, *, timeout: float = 20.0) -> tuple[bool, list[ProgramInfo
                 if "ALREADY_STARTED" not in str(exc):
                     raise
     _wait(lambda: all(p.state == "RUNNING" for p in sup.programs()), timeout)
-    return started, sup.programs()
+    return Up(started, tuple(added), tuple(sup.programs()))
 
 
 def down(layout: Layout, *, timeout: float = 90.0) -> bool:

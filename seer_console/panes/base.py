@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from seer_console.source import ConsoleSnapshot
+from seer_console.source import ConsoleSnapshot, PartialSnapshot
 
 if TYPE_CHECKING:
     from seer_console.app import SeerConsole
@@ -53,8 +53,9 @@ class Pane(Vertical, can_focus=True):
     def show(self, snapshot: ConsoleSnapshot) -> None:
         raise NotImplementedError
 
-    def show_error(self, message: str) -> None:
-        self.border_subtitle = "data unavailable"
+    def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
+        """No snapshot: say why briefly; `partial` has what can still be shown, if anything."""
+        self.border_subtitle = partial.reason if partial else "data unavailable"
 
     def put(self, selector: str, content: object) -> None:
         """Updates a Static only when its content changed, and without a new layout when it

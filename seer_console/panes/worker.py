@@ -3,15 +3,18 @@ and the keys that start, stop and restart them, and roll back."""
 
 from __future__ import annotations
 
+import time
+
 import humanize
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
 from seer_console import output
 from seer_console.panes.base import Pane
-from seer_console.source import ConsoleSnapshot
+from seer_console.source import ConsoleSnapshot, PartialSnapshot, WorkerRow
 
 STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow"}
 PROGRAMS = ("seer-postmaster", "seer-scheduler")
@@ -34,23 +37,41 @@ class WorkerPane(Pane):
         ("up/down", "choose seer-postmaster or seer-scheduler"),
         ("s / o / e", "start / stop (gracefully) / restart it (stop and restart ask first)"),
         ("b", "rollback step 1-2: pause the queue and stop seer-postmaster (asks first)"),
-        ("m", "rollback: undo the last migration, if a backup is newer (asks first)"),
+        (
+            "m",
+            "rollback: undo the last migration, if a backup is newer and the workers are "
+            "stopped (says what it drops, asks first)",
+        ),
     )
 
     def __init__(self) -> None:
         super().__init__()
         self.selected = 0
         self._snapshot: ConsoleSnapshot | None = None
+        self._partial: PartialSnapshot | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="worker-rows")
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
         self._snapshot = snapshot
+        self._draw(snapshot.workers, snapshot.status.supervisor, snapshot.taken_at)
+
+    def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
+        if partial is None:
+            super().show_error(message)
+            return
+        # The ledger cannot be read (a schema behind the code) but supervisord can: the
+        # workers can still be seen, stopped and started.
+        self._snapshot = None
+        self._partial = partial
+        self._draw(partial.workers, partial.supervisor, time.time())
+
+    def _draw(self, workers: tuple[WorkerRow, ...], supervisor: str, now: float) -> None:
         wide = (self.content_region.width or 40) >= 70
         focused = self.has_focus
         text = Text()
-        for index, w in enumerate(snapshot.workers):
+        for index, w in enumerate(workers):
             name = w.program if wide else w.program.removeprefix("seer-")
             marker = "▶" if focused and index == self.selected else " "
             text.append(marker, style="bold")
@@ -62,21 +83,30 @@ class WorkerPane(Pane):
             text.append("  " if wide else "\n  ")
             cpu = "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}%"
             mem = humanize.naturalsize(w.rss, binary=True, format="%.0f") if w.rss else "-"
-            restarts = f"{w.restarts} restart" + ("" if w.restarts == 1 else "s")
+            restarts = ""
+            if w.restarts is not None:
+                restarts = f" {w.restarts} restart" + ("" if w.restarts == 1 else "s")
             label = "mem " if wide else ""
-            text.append(f"up {output.short_age(w.uptime)} cpu {cpu} {label}{mem} {restarts}\n")
+            text.append(f"up {output.short_age(w.uptime)} cpu {cpu} {label}{mem}{restarts}\n")
+            if w.last_exit:
+                ago = output.short_age(max(0.0, now - w.last_exit.at))
+                text.append(f"  last exit {w.last_exit.short} {ago} ago\n", style="dim")
         text.rstrip()
         self.put("#worker-rows", text)
-        self.border_title = f"Worker · supervisord {snapshot.status.supervisor}"
+        self.border_title = f"Worker · supervisord {supervisor}"
         self.border_subtitle = ""
 
-    def on_focus(self) -> None:
+    def _again(self) -> None:
         if self._snapshot:
             self.show(self._snapshot)
+        elif self._partial:
+            self.show_error("", self._partial)
+
+    def on_focus(self) -> None:
+        self._again()
 
     def on_blur(self) -> None:
-        if self._snapshot:
-            self.show(self._snapshot)
+        self._again()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("program", "rollback_stop", "rollback_migration"):
@@ -85,8 +115,7 @@ class WorkerPane(Pane):
 
     def action_select(self, step: int) -> None:
         self.selected = (self.selected + step) % len(PROGRAMS)
-        if self._snapshot:
-            self.show(self._snapshot)
+        self._again()
 
     def action_program(self, verb: str) -> None:
         program = PROGRAMS[self.selected]
@@ -125,25 +154,35 @@ class WorkerPane(Pane):
         )
 
     def action_rollback_migration(self) -> None:
-        running = [
-            w.program
-            for w in (self._snapshot.workers if self._snapshot else ())
-            if w.state == "RUNNING"
-        ]
-        if running:
-            self.app.notify(
-                f"Stop the workers first ({', '.join(running)} running): b, or o on each.",
-                severity="warning",
+        if self.console.read_only:
+            return
+        self._preview_rollback()
+
+    @work(thread=True, exclusive=True, group="rollback-preview")
+    def _preview_rollback(self) -> None:
+        """Asks only once the rollback would be allowed, and says what it drops: the same
+        checks as `seer migrate --rollback` (a running consumer refuses it)."""
+        from worker import operations
+
+        runtime = self.console.source.runtime
+        try:
+            plan = operations.rollback_preview(runtime.ledger, runtime.layout, 1)
+        except Exception as exc:
+            self.app.call_from_thread(
+                self.app.notify, f"Migration rollback refused: {exc}", severity="warning"
             )
             return
-        self.console.confirm(
-            "Undo the last migration?\n\nRefused unless a backup newer than the last migration "
-            "exists (`seer backup DEST`). The code must match the schema afterwards.",
+        if plan == operations.NOTHING_TO_ROLL_BACK:
+            self.app.call_from_thread(self.app.notify, "Migration rollback: nothing to undo.")
+            return
+        self.app.call_from_thread(
+            self.console.confirm,
+            f"Undo the last migration?\n\n{plan}\n\nThe code must match the schema afterwards.",
             "Roll back migration",
             lambda: self.console.perform(
                 "Migration rollback",
                 lambda ops, rt: ops.migration_rollback(rt.ledger, rt.layout, 1),
                 "{}",
             ),
-            danger=True,
+            True,
         )
