@@ -61,10 +61,6 @@ def _counters(runtime: Runtime) -> dict[str, int]:
     return {r["name"]: r["value"] for r in runtime.ledger.rows("SELECT name, value FROM counters")}
 
 
-def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
-    now = time.time() if now is None else now
-    ledger = runtime.ledger
-    counts = _counters(runtime)
 def consumer_statuses(
     runtime: Runtime, *, with_ledger: bool = True
 ) -> tuple[tuple[ConsumerStatus, ...], str]:
@@ -104,6 +100,10 @@ def consumer_statuses(
     return tuple(found), sup_state
 
 
+def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
+    now = time.time() if now is None else now
+    ledger = runtime.ledger
+    counts = _counters(runtime)
     oldest = ledger.scalar(
         "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"
     )
