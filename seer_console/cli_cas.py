@@ -106,8 +106,10 @@ def cmd_cas_verify(args: argparse.Namespace) -> int:
     report = cas_tools.verify(runtime.ledger, runtime.store, progress=progress)
     if progress is not None:
         print("\r\033[K", end="", file=sys.stderr)
+    repairing = args.repair and not report.clean
     if args.json:
-        output.emit_json(report.as_dict())
+        if not repairing:
+            output.emit_json(report.as_dict())
     else:
         state = "clean" if report.clean else "DAMAGED"
         print(
@@ -125,6 +127,26 @@ def cmd_cas_verify(args: argparse.Namespace) -> int:
             "the accounting does not match the disk: `seer cas reconcile` records orphaned "
             "files and corrects sizes, `seer cas gc` removes old orphans"
         )
+    if repairing:
+        fixed = cas_tools.repair(
+            runtime.ledger,
+            runtime.store,
+            report,
+            runtime.layout.orchestration / "quarantine",
+            redact=runtime.settings.redact_secrets,
+        )
+        if args.json:
+            output.emit_json({**report.as_dict(), "repair": fixed.as_dict()})
+        else:
+            for path in fixed.quarantined:
+                print(f"quarantined {path}")
+            for digest in fixed.restored:
+                print(f"restored    {digest} (from a parcel still holding its content)")
+            for digest in fixed.unrecoverable:
+                print(f"LOST        {digest}: no parcel holds its content any more")
+        return 0 if fixed.complete else 1
+    elif not report.clean and not args.json:
+        _warning("`seer cas verify --repair` quarantines damaged files and restores what it can")
     return 0 if report.clean else 1
 
 
@@ -242,6 +264,12 @@ def add_cas_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
     p.add_argument("--json", action="store_true")
     p = csub.add_parser(
         "verify", help="rehash every blob, compare with the ledger (exit 1: damage)"
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged files to orchestration/quarantine/ and re-create them, and missing "
+        "ones, from any parcel still holding their content (exit 1: some are lost)",
     )
     p.add_argument("--json", action="store_true")
     p = csub.add_parser("reconcile", help="make the accounting match the disk (sizes by stat)")

@@ -545,3 +545,33 @@ def test_cli_gc_confirmation_at_a_terminal(runtime, seer, monkeypatch):
 def test_cli_cas_needs_an_action(runtime, seer):
     one_line(seer("cas"), 2)
     one_line(seer("cas", "bogus"), 2)
+
+
+def test_verify_repair_quarantines_and_restores_from_a_parcel_still_holding_the_bytes(runtime, cli):
+    filled(runtime)
+    store = runtime.store
+    healable, lost, gone = attachment_hash(0), attachment_hash(1), attachment_hash(2)
+    flip_byte(store.path_for(healable))
+    flip_byte(store.path_for(lost))
+    os.unlink(store.path_for(gone))
+    # A parcel not delivered yet still holds the content of two of them.
+    parcels.queue_parcels(
+        runtime.ledger,
+        [
+            parcels.validate(parcel("agent-9", 9, attachment="notes 0"), 10**6),
+            parcels.validate(parcel("agent-9", 10, attachment="notes 2"), 10**6),
+        ],
+    )
+    result = cli("cas", "verify", "--repair")
+    assert result.code == 1, result
+    assert f"restored    {healable}" in result.out and f"restored    {gone}" in result.out
+    assert f"LOST        {lost}" in result.out
+    quarantine = runtime.layout.orchestration / "quarantine"
+    kept = sorted(p.name.split("-")[0] for p in quarantine.iterdir())
+    assert kept == sorted([healable, lost])
+    assert store.read(healable) == b"notes 0" and store.read(gone) == b"notes 2"
+    after = cas_tools.verify(runtime.ledger, store)
+    assert [m.hash for m in after.missing] == [lost] and after.corrupt == ()
+    # Run again: nothing more to quarantine, the lost one is still said to be lost.
+    again = cli("cas", "verify", "--repair", "--json")
+    assert again.code == 1 and again.json()["repair"]["unrecoverable"] == [lost]

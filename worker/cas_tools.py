@@ -394,6 +394,79 @@ def verify(
     )
 
 
+# -- repair -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    quarantined: tuple[str, ...]  # where each damaged file was moved (under the storage root)
+    restored: tuple[str, ...]  # digests whose bytes came back from a parcel still holding them
+    unrecoverable: tuple[str, ...]  # no parcel holds them any more: their artifacts are lost
+
+    @property
+    def complete(self) -> bool:
+        return not self.unrecoverable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "complete": self.complete}
+
+
+def _candidates(ledger: Ledger, wanted: set[str], redact: bool) -> Iterator[tuple[str, bytes]]:
+    """(digest, bytes) of every attachment of a parcel still kept whose bytes are wanted."""
+    import json
+
+    from worker.parcels import attachments_of, stored_bytes
+
+    for row in ledger.rows("SELECT payload FROM parcels WHERE payload IS NOT NULL"):
+        try:
+            attachments = attachments_of(json.loads(row["payload"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        for attachment in attachments:
+            data = stored_bytes(attachment, redact)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in wanted:
+                yield digest, data
+
+
+def repair(
+    ledger: Ledger,
+    store: ContentStore,
+    report: VerifyReport,
+    quarantine: os.PathLike[str] | str,
+    redact: bool,
+    now: float | None = None,
+) -> RepairReport:
+    """Moves the corrupt files `report` found into `quarantine` (kept, for a post-mortem), then
+    re-creates them, and the missing ones, from any parcel still holding their content."""
+    from pathlib import Path
+
+    now = time.time() if now is None else now
+    quarantine = Path(quarantine)
+    moved: list[str] = []
+    for blob in report.corrupt:
+        if not moved and not quarantine.is_dir():
+            quarantine.mkdir(mode=store.dir_mode, exist_ok=True)
+            os.chmod(quarantine, store.dir_mode)
+        dest = quarantine / f"{blob.hash}-{int(now)}.blob"
+        try:
+            os.rename(store.path_for(blob.hash), dest)
+        except FileNotFoundError:
+            continue  # healed or removed since the verify: judged below like a missing one
+        moved.append(str(dest))
+    wanted = {b.hash for b in report.corrupt} | {m.hash for m in report.missing}
+    restored: set[str] = set()
+    for digest, data in _candidates(ledger, wanted - restored, redact):
+        if digest not in restored:
+            store.put(data)
+            restored.add(digest)
+    return RepairReport(
+        quarantined=tuple(moved),
+        restored=tuple(sorted(restored)),
+        unrecoverable=tuple(sorted(wanted - restored)),
+    )
+
+
 # -- reconcile ----------------------------------------------------------------------------------
 
 

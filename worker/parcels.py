@@ -143,6 +143,13 @@ def _validate_attachment(name: str, spec: Any) -> None:
             raise ParcelError(f"{where}: {key} must not contain '/' or control characters")
 
 
+def stored_bytes(attachment: Attachment, redact: bool) -> bytes:
+    """The bytes the CAS holds for an attachment: text redacted when redaction is on."""
+    if redact and attachment.is_text:
+        return redact_text(attachment.data.decode("utf-8")).encode("utf-8")
+    return attachment.data
+
+
 def attachments_of(parcel: dict[str, Any]) -> list[Attachment]:
     found = []
     for name, spec in parcel.get("attachments", {}).items():

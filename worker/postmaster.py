@@ -22,7 +22,7 @@ from worker.artifacts import artifact_uri
 from worker.cas import ContentStore, DiskFull
 from worker.db import Ledger
 from worker.identity import Owner, current_owner, is_alive
-from worker.parcels import ParcelError, attachments_of, dumps, validate
+from worker.parcels import ParcelError, attachments_of, dumps, stored_bytes, validate
 from worker.redaction import redact_key, redact_text, redact_value
 from worker.settings import Settings
 
@@ -221,9 +221,7 @@ class Postmaster:
         entries: dict[str, dict[str, Any]] = {}
         listed = []
         for attachment in attachments_of(parcel):
-            data = attachment.data
-            if redact and attachment.is_text:
-                data = redact_text(data.decode("utf-8")).encode("utf-8")
+            data = stored_bytes(attachment, redact)
             digest = hashlib.sha256(data).hexdigest()
             filename = text(attachment.filename)
             name = redact_key(attachment.name, entries) if redact else attachment.name
