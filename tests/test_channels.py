@@ -263,3 +263,11 @@ def test_channels_from_settings_enables_exactly_the_configured(env, environ, exp
     if "email" in channels:
         assert channels["email"].recipients == ["ops@example.com", "oncall@example.com"]
         assert channels["email"].describe() == "smtp.example.com:25 (starttls)"
+
+
+def test_a_server_that_echoes_part_of_the_webhook_path_gets_none_of_it_stored(slack):
+    for segment in ("SECRETTOKEN", "B000/SECRETTOKEN", "/services/T000/B000/SECRETTOKEN"):
+        slack.script = [f"404:no such webhook {segment} here"]
+        result = slack_channel(slack).send(note())
+        assert not result.ok and SECRET not in result.error, result.error
+        assert "no such webhook" in result.error

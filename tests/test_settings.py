@@ -385,3 +385,49 @@ def test_config_show_prints_values_as_the_env_file_writes_them(env, cli, monkeyp
     assert text["ORCHESTRATION_REDACT_SECRETS"].strip() == "true"
     shown = cli("config", "show", "--json").json()
     assert shown["SEER_DIR_MODE"] == "0750" and shown["ORCHESTRATION_REDACT_SECRETS"] is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/services/T0/B0/x",  # a bracket left open: "Invalid IPv6 URL" at send
+        "https://hooks.example.com:99999999/services/x",  # a port that is no port
+        "https://:443/services/x",  # no host
+    ],
+)
+def test_a_webhook_url_that_cannot_be_sent_to_is_refused_at_load(
+    env, cli, runtime, monkeypatch, url
+):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"ALERT_SLACK_WEBHOOK_URL": url})
+    message = str(caught.value)
+    assert "ALERT_SLACK_WEBHOOK_URL" in message and "http(s) URL" in message
+    assert url not in message and "(hidden)" in message  # the URL is a secret
+    monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", url)
+    for args in (("alerts", "test"), ("monitor-storage",), ("alerts", "list")):
+        result = cli(*args)
+        assert result.code != 0 and "Traceback" not in result.err, (args, result.err)
+        assert "ALERT_SLACK_WEBHOOK_URL" in result.err
+
+
+def test_a_channel_that_cannot_be_built_never_stops_the_others(runtime, monkeypatch):
+    from worker import channels, monitor, outbox
+
+    def broken(*args, **kwargs):
+        raise ValueError("Invalid IPv6 URL")
+
+    monkeypatch.setattr(channels, "SlackChannel", broken)
+    monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", "https://hooks.example.com/services/x")
+    from worker.runtime import Runtime
+
+    wired = Runtime.open()
+    report = monitor.deliver(wired)
+    ids = monitor.queue_test_alert(wired)
+    rows = outbox.deliver_rows(
+        wired.ledger, channels.channels_from_settings(wired.settings, wired.layout), ids
+    )
+    said = {d.channel: (d.status, d.last_error) for d in rows}
+    assert said["log"] == ("sent", None)
+    assert said["slack"][0] == "pending" and "cannot be used" in said["slack"][1]
+    assert report.sent == 0
+    wired.close()

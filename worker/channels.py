@@ -12,6 +12,7 @@ import os
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -145,7 +146,10 @@ class SlackChannel:
         parts = urlsplit(url)
         self.host = parts.netloc.rpartition("@")[2] or "(no host)"
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        self._secrets = tuple(s for s in (url, path, parts.path, parts.query) if len(s) >= 8)
+        # Each segment too: a server that echoes one part of the path must not get it stored.
+        segments = [s for s in parts.path.split("/") if s and s != "services"]
+        pieces = (url, path, parts.path, parts.query, *segments, *parts.query.split("&"))
+        self._secrets = tuple(sorted({s for s in pieces if len(s) >= 6}, key=len, reverse=True))
         _HIDE_WEBHOOK_PATHS.add(self._secrets)
 
     def describe(self) -> str:
@@ -433,16 +437,41 @@ def channels_from_settings(settings: Settings, layout: Layout) -> dict[str, Chan
     """The channels that are on: the log always, Slack and email when their settings are set."""
     channels: dict[str, Channel] = {"log": LogChannel(layout.logs / "alerts.log", layout.file_mode)}
     if settings.slack_webhook_url:
-        channels["slack"] = SlackChannel(settings.slack_webhook_url)
+        channels["slack"] = _built("slack", lambda: SlackChannel(settings.slack_webhook_url))
     recipients = [a for a in settings.email_to.split(",") if a]
     if settings.smtp_host and recipients:
-        channels["email"] = EmailChannel(
-            settings.smtp_host,
-            settings.smtp_port,
-            settings.smtp_security,
-            settings.smtp_username,
-            settings.smtp_password,
-            settings.email_from,
-            recipients,
+        channels["email"] = _built(
+            "email",
+            lambda: EmailChannel(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.smtp_security,
+                settings.smtp_username,
+                settings.smtp_password,
+                settings.email_from,
+                recipients,
+            ),
         )
     return channels
+
+
+class BrokenChannel:
+    """A channel whose settings could not be used: every send fails, naming why, and the
+    other channels go on."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+
+    def describe(self) -> str:
+        return f"unusable: {self.why}"
+
+    def send(self, n: Notification) -> SendResult:
+        return SendResult(False, error=f"{self.name}: {self.why}")
+
+
+def _built(name: str, make: Callable[[], Channel]) -> Channel:
+    try:
+        return make()
+    except Exception as exc:  # settings validation should have caught it: never fatal here
+        return BrokenChannel(name, f"its settings cannot be used ({type(exc).__name__})")

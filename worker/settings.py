@@ -89,8 +89,22 @@ def _cron(raw: str) -> str:
 
 def _webhook(raw: str) -> str:
     value = raw.strip()
-    if value and not re.fullmatch(r"https?://[^\s/]+/\S*", value):
-        raise ValueError("an http(s) URL such as https://hooks.slack.com/services/T.../B.../...")
+    if not value:
+        return value
+    allowed = "an http(s) URL such as https://hooks.slack.com/services/T.../B.../..."
+    if not re.fullmatch(r"https?://[^\s/]+/\S*", value):
+        raise ValueError(allowed)
+    from urllib.parse import urlsplit
+
+    # Parsed whole now, as the sender will: a bracket left open or a port that is no number
+    # would otherwise fail at every send (and, before, took every channel down with it).
+    try:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ValueError(f"{allowed} ({exc})") from None
+    if not host:
+        raise ValueError(f"{allowed} (no host)")
     return value
 
 
