@@ -192,6 +192,19 @@ BAD_VALUES = [
     ("SEER_SQLITE_SYNCHRONOUS", "off", "full"),
     ("POSTMASTER_TEST_AGENT", "   ", "agent id"),
     ("SEER_STORAGE_PATH", "  ", "path"),
+    # Allowed by their shape, meaningless as settings.
+    ("ORCHESTRATION_CAS_MAX_SIZE", "0", "more than 0"),
+    ("POSTMASTER_MAX_PARCEL_SIZE", "0", "more than 0"),
+    ("ORCHESTRATION_CAS_MAX_SIZE", "1" * 400, "size"),
+    ("SEER_SAMPLE_INTERVAL", "1" * 400, "duration"),
+    ("POSTMASTER_LEASE", "9" * 30, "duration"),
+    ("SEER_DIR_MODE", "0000", "owner rwx"),
+    ("SEER_FILE_MODE", "0000", "owner rw"),
+    ("SEER_FILE_MODE", "0400", "owner rw"),
+    ("ALERT_REPEAT_INTERVAL", "0", "60"),
+    ("ORCHESTRATION_COMPACTION_CRON", "5-1 * * * *", "ranges go up"),
+    ("ORCHESTRATION_COMPACTION_CRON", "0 0 31 2 *", "crontab that fires"),
+    ("ORCHESTRATION_MONITOR_CRON", "0 0 31 4,6,9,11 *", "crontab that fires"),
 ]
 
 
@@ -431,3 +444,36 @@ def test_a_channel_that_cannot_be_built_never_stops_the_others(runtime, monkeypa
     assert said["slack"][0] == "pending" and "cannot be used" in said["slack"][1]
     assert report.sent == 0
     wired.close()
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "values"),
+    [
+        (
+            "ORCHESTRATION_CAS_ALERT_THRESHOLD",
+            "ORCHESTRATION_CAS_CRITICAL_THRESHOLD",
+            ("0.95", "0.9"),
+        ),
+        ("POSTMASTER_QUEUE_WARNING", "POSTMASTER_QUEUE_CRITICAL", ("500", "100")),
+        ("POSTMASTER_QUEUE_WARNING", "POSTMASTER_QUEUE_CRITICAL", ("200", "200")),
+    ],
+)
+def test_a_warning_line_above_the_critical_one_is_refused(
+    env, cli, runtime, monkeypatch, low, high, values
+):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({low: values[0], high: values[1]})
+    message = str(caught.value)
+    assert low in message and high in message and "below the critical" in message
+    monkeypatch.setenv(low, values[0])
+    monkeypatch.setenv(high, values[1])
+    line = one_line_failure(cli("status"), 3)
+    assert low in line
+
+
+@pytest.mark.parametrize("name", ["with%percent", 'with"quote', "with\nnewline"])
+def test_a_storage_root_supervisord_cannot_hold_is_refused(env, cli, tmp_path, monkeypatch, name):
+    monkeypatch.setenv("SEER_STORAGE_PATH", str(tmp_path / name))
+    line = one_line_failure(cli("init"), 2)
+    assert "SEER_STORAGE_PATH" in line and "supervisord" in line
+    assert not (tmp_path / name).exists()

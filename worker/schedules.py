@@ -9,6 +9,8 @@ the checks drift. A slot missed while the consumer was down is not replayed.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
 
 TICK = 5  # seconds between checks of the periodic jobs
 
@@ -64,9 +66,33 @@ class Cron:
                     "a crontab of 5 valid fields (minute hour day month weekday), e.g. "
                     f"'0 */6 * * *'; its {name.replace('_', ' ')} field {part!r} is not valid"
                 ) from None
+            for low, high in re.findall(r"(\d+)-(\d+)", part):
+                if int(low) > int(high):
+                    # Huey wraps it round (5-1: 5 to 59, then 0 to 1); cron(8) refuses it.
+                    # Taken as a typo: say what it would mean.
+                    raise ValueError(
+                        f"a crontab whose ranges go up; its {name.replace('_', ' ')} field "
+                        f"{part!r} has {low}-{high}, which goes down (write two ranges, such "
+                        "as 5-59,0-1, if a wrap-around is meant)"
+                    )
         self.expression = " ".join(parts)
         self._matches = crontab(*parts, strict=True)
         self._last_slot: int | None = None
+        if not self._any_day(crontab("0", "0", *parts[2:], strict=True)):
+            raise ValueError(
+                f"a crontab that fires: '{self.expression}' names no day that exists "
+                "(day 31 of a 30-day month, 30 February…)"
+            )
+
+    @staticmethod
+    def _any_day(matches: Callable[[dt.datetime], bool]) -> bool:
+        # 28 years hold every (date, weekday) pair, leap days included: 10,227 checks.
+        day = dt.datetime(2024, 1, 1)
+        for _ in range(28 * 366):
+            if matches(day):
+                return True
+            day += dt.timedelta(days=1)
+        return False
 
     def matches_minute(self, when: dt.datetime) -> bool:
         return bool(self._matches(when.replace(second=0, microsecond=0)))

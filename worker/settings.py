@@ -33,11 +33,25 @@ _SIZE_UNITS.update({"g": 1024**3, "gb": 1024**3, "t": 1024**4, "tb": 1024**4})
 
 def parse_size(raw: str) -> int:
     """Bytes, or a number with K/M/G/T (binary units): 107374182400, 100G, 512M."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", raw)
+    match = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([a-zA-Z]*)\s*", raw)
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _SIZE_UNITS:
         raise ValueError("a size in bytes, or a number with K, M, G or T (e.g. 100G)")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size > MAX_SIZE:
+        raise ValueError("a size of at most 1024T")
+    return size
+
+
+# Beyond any disk; also keeps sizes exact as integers and far from float's 2**53.
+MAX_SIZE = 1024**5
+
+
+def _positive_size(raw: str) -> int:
+    size = parse_size(raw)
+    if size <= 0:
+        raise ValueError("a size of more than 0 bytes (e.g. 100G)")
+    return size
 
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -45,10 +59,16 @@ _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_duration(raw: str) -> float:
     """Seconds, or a number with s/m/h/d/w: 90s, 15m, 24h, 7d."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", raw.lower())
+    match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,9})?)\s*([smhdw]?)\s*", raw.lower())
     if not match:
         raise ValueError("a duration such as 30, 90s, 15m, 24h or 7d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise ValueError("a duration of at most 100 years")
+    return seconds
+
+
+MAX_DURATION = 100 * 366 * 86400
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
@@ -146,6 +166,21 @@ def _mode(raw: str) -> int:
     return mode
 
 
+def _dir_mode(raw: str) -> int:
+    mode = _mode(raw)
+    if mode & 0o700 != 0o700:
+        # The worker's own user must be able to list, enter and write its directories.
+        raise ValueError("a directory mode that gives its owner rwx, such as 0770 or 0750")
+    return mode
+
+
+def _file_mode(raw: str) -> int:
+    mode = _mode(raw)
+    if mode & 0o600 != 0o600:
+        raise ValueError("a file mode that gives its owner rw, such as 0660 or 0640")
+    return mode
+
+
 def _queue_name(raw: str) -> str:
     value = raw.strip()
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
@@ -216,7 +251,7 @@ class Settings:
     cas_max_size: int = _spec(
         "ORCHESTRATION_CAS_MAX_SIZE",
         "107374182400",
-        parse_size,
+        _positive_size,
         "CAS quota in bytes (or 100G): a put that would pass it fails the parcel.",
     )
     cas_alert_threshold: float = _spec(
@@ -284,7 +319,8 @@ class Settings:
     alert_repeat: float = _spec(
         "ALERT_REPEAT_INTERVAL",
         "4h",
-        parse_duration,
+        # Rules are evaluated once a minute: less would re-send at every evaluation.
+        lambda raw: _seconds_between(raw, 60, MAX_DURATION),
         "An alert that holds is sent again after this long.",
     )
     slack_webhook_url: str = _spec(
@@ -371,7 +407,7 @@ class Settings:
     max_parcel_size: int = _spec(
         "POSTMASTER_MAX_PARCEL_SIZE",
         "32M",
-        parse_size,
+        _positive_size,
         "Largest parcel accepted, attachments included (bytes, or 32M).",
     )
     test_agent: str = _spec(
@@ -420,14 +456,14 @@ class Settings:
     dir_mode: int = _spec(
         "SEER_DIR_MODE",
         "0770",
-        _mode,
+        _dir_mode,
         "Mode of directories under the storage root (web-server user and operators' group).",
         show=lambda mode: f"{mode:04o}",
     )
     file_mode: int = _spec(
         "SEER_FILE_MODE",
         "0660",
-        _mode,
+        _file_mode,
         "Mode of files under the storage root.",
         show=lambda mode: f"{mode:04o}",
     )
@@ -490,4 +526,38 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             shown = "(hidden)" if spec.secret else repr(raw)
             raise SettingsError(f"{spec.name}={shown} is not allowed: expected {exc}") from None
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(s: Settings) -> None:
+    """Settings that are each allowed but make no sense together."""
+    pairs = (
+        (
+            "ORCHESTRATION_CAS_ALERT_THRESHOLD",
+            s.cas_alert_threshold,
+            "ORCHESTRATION_CAS_CRITICAL_THRESHOLD",
+            s.cas_critical_threshold,
+        ),
+        (
+            "POSTMASTER_QUEUE_WARNING",
+            s.queue_warning,
+            "POSTMASTER_QUEUE_CRITICAL",
+            s.queue_critical,
+        ),
+    )
+    for low_name, low, high_name, high in pairs:
+        if low >= high:
+            raise SettingsError(
+                f"{low_name}={low:g} is not allowed with {high_name}={high:g}: the warning "
+                "line must be below the critical one"
+            )
+    root = str(s.storage_root)
+    bad = next((c for c in root if c in '%"' or ord(c) < 32), None)
+    if bad is not None:
+        # supervisord expands % in its files and cannot quote " in environment=.
+        raise SettingsError(
+            f'SEER_STORAGE_PATH={root!r} is not allowed: expected a path without %, " or '
+            "control characters (supervisord's files cannot hold them)"
+        )
