@@ -93,16 +93,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         try:
             # Refused while a consumer runs, or without a newer backup: one check, the
             # console's `m` calls it too.
-            plan = operations.rollback_preview(ledger, layout, args.rollback, force=args.force)
+            plan = operations.rollback_preview(
+                ledger, layout, args.rollback, force=args.force, to_zero=args.to_zero
+            )
             print(plan)
             if plan == operations.NOTHING_TO_ROLL_BACK:
                 return 0
             if not _confirm("Roll back, dropping the above for good?", args.yes):
                 print("nothing rolled back")
                 return 1
-            print(operations.migration_rollback(ledger, layout, args.rollback, force=args.force))
+            print(
+                operations.migration_rollback(
+                    ledger, layout, args.rollback, force=args.force, to_zero=args.to_zero
+                )
+            )
         except migrations.SchemaMismatch:
             raise
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         except RuntimeError as exc:
             raise Failure(str(exc)) from None
         return 0
@@ -679,6 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with --rollback: even without a newer backup"
     )
     p.add_argument("--yes", action="store_true", help="with --rollback: do not ask")
+    p.add_argument(
+        "--to-zero",
+        action="store_true",
+        help="with --rollback: allow undoing every migration (drops every table)",
+    )
 
     p = add("worker", cmd_worker, "run a consumer in the foreground (exec huey_consumer)")
     p.add_argument("queue", nargs="?", default="postmaster", choices=("postmaster", "scheduler"))

@@ -244,7 +244,14 @@ def test_rollback_arguments(runtime, cli):
     assert cli("migrate", "--rollback", "0").code == 2
     assert cli("migrate", "--rollback", "x").code == 2
     assert cli("migrate", "--rollback", "1", "--status").code == 2
-    out = ok(cli("migrate", "--rollback", "99", "--force", "--yes"))
+    # Issue 10, item 2: a typo (99) undid every migration; all the way down needs --to-zero.
+    line = one_line_failure(cli("migrate", "--rollback", "99", "--force", "--yes"), 2)
+    assert f"only {migrations.LATEST} migrations applied" in line
+    everything = str(migrations.LATEST)
+    line = one_line_failure(cli("migrate", "--rollback", everything, "--force", "--yes"), 2)
+    assert "--to-zero" in line and "drops every table" in line
+    assert migrations.current_version(runtime.ledger) == migrations.LATEST
+    out = ok(cli("migrate", "--rollback", everything, "--to-zero", "--force", "--yes"))
     assert "schema version now 0" in out
     assert "nothing to roll back" in ok(cli("migrate", "--rollback", "1"))
     ok(cli("migrate"))

@@ -193,10 +193,29 @@ def running_consumers(ledger, layout) -> list[str]:
 NOTHING_TO_ROLL_BACK = "nothing to roll back"
 
 
-def rollback_preview(ledger, layout, steps: int = 1, force: bool = False) -> str:
-    """What `steps` migrations' rollback would drop, after every check that refuses it."""
+def rollback_preview(
+    ledger, layout, steps: int = 1, force: bool = False, to_zero: bool = False
+) -> str:
+    """What `steps` migrations' rollback would drop, after every check that refuses it.
+
+    ValueError: a step count that is a typo (more than exist, or down to nothing without
+    `to_zero`); RuntimeError: refused as things stand (a consumer runs, no newer backup).
+    """
     from worker import backup, migrations
 
+    version = migrations.current_version(ledger)
+    if version == 0:
+        return NOTHING_TO_ROLL_BACK
+    if steps > version:
+        raise ValueError(
+            f"--rollback {steps}: only {version} migration{'s' if version != 1 else ''} "
+            "applied; nothing was rolled back"
+        )
+    if steps == version and version > 0 and not to_zero:
+        raise ValueError(
+            f"--rollback {steps} undoes every migration and drops every table: pass --to-zero "
+            "as well if that is meant"
+        )
     running = running_consumers(ledger, layout)
     if running:
         raise RuntimeError(
@@ -224,12 +243,14 @@ def rollback_preview(ledger, layout, steps: int = 1, force: bool = False) -> str
     return "\n".join(lines)
 
 
-def migration_rollback(ledger, layout, steps: int = 1, force: bool = False) -> str:
+def migration_rollback(
+    ledger, layout, steps: int = 1, force: bool = False, to_zero: bool = False
+) -> str:
     """Rolls back `steps` migrations, refusing while a consumer runs or without a backup
     newer than the last migration."""
     from worker import migrations
 
-    if rollback_preview(ledger, layout, steps, force) == NOTHING_TO_ROLL_BACK:
+    if rollback_preview(ledger, layout, steps, force, to_zero) == NOTHING_TO_ROLL_BACK:
         return NOTHING_TO_ROLL_BACK
     undone = migrations.rollback(ledger, steps)
     lines = [f"rolled back {m.version}: {m.name}" for m in undone] or ["nothing to roll back"]
