@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 
 from tests.helpers import parcel
 from worker import failures, inbox, parcels, postmaster
@@ -302,3 +303,25 @@ def test_a_parcel_with_the_content_of_a_damaged_blob_heals_it(runtime):
     # The new delivery points at good bytes, and so does the first one now.
     assert runtime.store.read(digest) == ("same bytes " * 50).encode()
     assert runtime.ledger.scalar("SELECT count(*) FROM blobs WHERE hash = ?", (digest,)) == 1
+
+
+def test_a_batch_stops_at_postmaster_batch_bytes(runtime, monkeypatch):
+    from worker.runtime import Runtime
+
+    monkeypatch.setenv("POSTMASTER_BATCH_BYTES", "10K")
+    small = Runtime.open()
+    ids = queue(small, *(parcel("a", n, attachment="x" * 3000) for n in range(7)))
+    pm = small.postmaster()
+    claimed = pm._claim(time.time(), limit=100)
+    # About 3.2 KB each: three fit in 10 KiB, the fourth would not.
+    assert [r["id"] for r in claimed] == ids[:3]
+    assert all(r["payload"] for r in claimed)
+    pm._release_own()
+    # A parcel bigger than the bound still goes, alone.
+    monkeypatch.setenv("POSTMASTER_BATCH_BYTES", "1K")
+    tiny = Runtime.open()
+    assert len(tiny.postmaster()._claim(time.time(), limit=100)) == 1
+    result = small.postmaster().deliver_waiting()
+    assert result.delivered == 7
+    small.close()
+    tiny.close()

@@ -78,18 +78,30 @@ class Postmaster:
 
     def _claim(self, now: float, limit: int) -> list[dict[str, Any]]:
         with self.ledger.write():
-            rows = self.ledger.rows(
-                "SELECT seq, id, payload, attempts, isolate FROM parcels "
+            heads = self.ledger.rows(
+                "SELECT seq, size, isolate FROM parcels "
                 "WHERE state = 'queued' AND not_before <= ? ORDER BY seq LIMIT ?",
                 (now, limit),
             )
-            if not rows:
+            if not heads:
                 return []
-            if rows[0]["isolate"]:
-                rows = rows[:1]
+            if heads[0]["isolate"]:
+                heads = heads[:1]
             else:
-                cut = next((i for i, r in enumerate(rows) if r["isolate"]), len(rows))
-                rows = rows[:cut]
+                cut = next((i for i, r in enumerate(heads) if r["isolate"]), len(heads))
+                heads = heads[:cut]
+            # Bounded by bytes too: only the payloads of the batch are read into memory, and
+            # a batch of 100 parcels of 32 MB is not one batch.
+            taken, total = 1, heads[0]["size"]
+            while taken < len(heads) and total + heads[taken]["size"] <= self.settings.batch_bytes:
+                total += heads[taken]["size"]
+                taken += 1
+            heads = heads[:taken]
+            rows = self.ledger.rows(
+                "SELECT seq, id, payload, attempts, isolate FROM parcels "
+                f"WHERE seq IN ({', '.join('?' * len(heads))}) ORDER BY seq",
+                tuple(h["seq"] for h in heads),
+            )
             self.ledger.executemany(
                 "UPDATE parcels SET state = 'in_flight', owner = ?, claimed_at = ?, "
                 "claim_size = ?, lease_until = ? WHERE seq = ?",

@@ -404,6 +404,13 @@ class Settings:
         _int_range(1, 10000),
         "Parcels that are already waiting are delivered this many at a time (one commit each).",
     )
+    batch_bytes: int = _spec(
+        "POSTMASTER_BATCH_BYTES",
+        "64M",
+        _positive_size,
+        "A batch also stops at this many bytes of parcels (one larger parcel goes alone): it "
+        "bounds the worker's memory, about 3 times this, whatever the parcels.",
+    )
     max_parcel_size: int = _spec(
         "POSTMASTER_MAX_PARCEL_SIZE",
         "32M",

@@ -69,6 +69,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "POSTMASTER_RETRY_DELAY",
             "POSTMASTER_MAX_CRASHES",
             "POSTMASTER_BATCH_SIZE",
+            "POSTMASTER_BATCH_BYTES",
             "POSTMASTER_MAX_PARCEL_SIZE",
             "POSTMASTER_LEASE",
             "POSTMASTER_TEST_AGENT",
