@@ -24,11 +24,21 @@ from seer_console.cli_backup import add_backup_commands
 from seer_console.cli_cas import add_cas_commands
 from seer_console.cli_monitor import add_monitor_commands
 from seer_console.cli_supervisor import add_supervisor_commands
-from worker import control, failures, inbox, migrations, operations, parcels, status, supervision
+from worker import (
+    control,
+    failures,
+    inbox,
+    jsondata,
+    migrations,
+    operations,
+    parcels,
+    status,
+    supervision,
+)
 from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
 from worker.cas import CasError
 from worker.db import LedgerUnavailable, check_supported, open_ledger
-from worker.layout import Layout, NotInitialised, apply_umask
+from worker.layout import Layout, NotInitialised, UnsafeEntry, apply_umask
 from worker.memory import MemoryError_
 from worker.runtime import Runtime
 from worker.settings import SettingsError, load_settings, parse_duration
@@ -315,10 +325,16 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     if args.agent == "ack":
         if not args.rest:
             raise UserError("usage: seer inbox ack MESSAGE_ID")
+        text = args.rest[0]
         try:
-            message_id = int(args.rest[0])
+            message_id = int(text) if len(text) <= 19 else -1
         except ValueError:
-            raise UserError(f"message id must be a number, not {args.rest[0]!r}") from None
+            message_id = -1
+        if not 0 < message_id < 2**63:
+            raise UserError(
+                f"message id must be a whole number from 1 (see `seer inbox AGENT`), "
+                f"not {output.one_line(text, 40)!r}"
+            )
         changed = inbox.ack(runtime.ledger, message_id)
         if changed is None:
             raise Failure(f"no message {message_id}")
@@ -357,7 +373,12 @@ def cmd_artifacts_pull(args: argparse.Namespace) -> int:
         dest = Path(args.output)
         if dest.exists() and not args.force:
             raise UserError(f"{dest} exists: choose another file or pass --force")
-        runtime.store.copy_to(digest, dest)
+        if not dest.parent.is_dir():
+            raise UserError(f"-o {dest}: there is no directory {dest.parent}")
+        try:
+            runtime.store.copy_to(digest, dest)
+        except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            raise UserError(f"-o {dest}: cannot write there ({exc.strerror})") from None
         print(f"wrote {dest} ({output.size(dest.stat().st_size)}, sha256 {digest})")
         return 0
     data = runtime.store.read(digest)
@@ -487,7 +508,9 @@ def _value(args: argparse.Namespace) -> Any:
     if args.string:
         return args.value
     try:
-        return json.loads(args.value)
+        return jsondata.loads(args.value)
+    except jsondata.JsonRefused as exc:
+        raise UserError(f"VALUE is not accepted: {exc}") from None
     except json.JSONDecodeError:
         raise UserError(
             f"VALUE {output.one_line(args.value, 40)!r} is not JSON: quote a string "
@@ -641,14 +664,24 @@ def cmd_config(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+# Past any list an operator reads, and within SQLite's 64-bit integers.
+MAX_COUNT = 1_000_000
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1 to MAX_COUNT."""
     try:
-        value = int(text)
+        value = int(text) if len(text) <= 20 else 0
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {MAX_COUNT:,}, not {output.one_line(text, 40)!r}"
+        )
     return value
+
+
+_positive_int = positive_int
 
 
 def _duration_arg(text: str, option: str = "--older-than") -> float:
@@ -805,15 +838,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _undecodable(argv: Sequence[str]) -> str | None:
+    """The first argument that was not valid UTF-8 (Python keeps such bytes as surrogates)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    bad = _undecodable(argv)
+    if bad is not None:
+        shown = bad.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        print(
+            f"seer: argument {shown[:60]!r} is not valid UTF-8: ids, names and values are text",
+            file=sys.stderr,
+        )
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (UserError, SettingsError, NotInitialised, migrations.SchemaMismatch) as exc:
         print(f"seer: {exc}", file=sys.stderr)
         return 2
-    except (Failure, CasError, supervision.SupervisorError, LedgerUnavailable) as exc:
+    except (Failure, CasError, UnsafeEntry, supervision.SupervisorError, LedgerUnavailable) as exc:
         print(f"seer: {exc}", file=sys.stderr)
         return 1
     except NotImplementedError as exc:

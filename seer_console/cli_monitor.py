@@ -204,7 +204,7 @@ def add_monitor_commands(sub: Any, add: Any) -> None:
     p = asub.add_parser("test", help="send a test alert through every channel (or one)")
     p.add_argument("--channel", choices=("slack", "email", "log"))
     p = asub.add_parser("list", help="active alerts and recent deliveries")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_cli().positive_int, default=20)
     p.add_argument("--json", action="store_true")
 
     p = add("metrics", cmd_metrics, "current metrics in Prometheus text format; --serve to scrape")

@@ -37,6 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from worker import jsondata
 from worker.cas import CHUNK_SIZE, BlobNotFound, ContentStore, CorruptBlob
 from worker.layout import Layout, apply_umask
 
@@ -621,9 +622,10 @@ def read_manifest(src: Path) -> BackupManifest:
     if not path.is_file():
         raise BackupRefused(f"{src} has no {MANIFEST}: not a backup, or one that did not finish")
     try:
-        data = json.loads(path.read_text())
+        # Bounded like any JSON from outside: no inf, no 5,000-digit integer, no deep nesting.
+        data = jsondata.loads(path.read_text())
         manifest = BackupManifest.from_dict(data, src)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, AttributeError) as exc:
         raise DamagedBackup(f"{path} cannot be read: {exc}") from None
     if manifest.format > FORMAT:
         raise BackupRefused(

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from worker import jsondata
 from worker.db import Ledger
 
 PARTITIONS = ("durable", "ephemeral")
@@ -35,6 +36,8 @@ def _check_name(value: str, what: str) -> None:
         raise MemoryError_(f"{what} must be a non-empty string of at most {MAX_KEY_LENGTH} chars")
     if any(ord(c) < 32 for c in value):
         raise MemoryError_(f"{what} must not contain control characters")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise MemoryError_(f"{what} holds an unpaired surrogate (\\ud800-\\udfff): not text")
 
 
 class MemoryService:
@@ -45,10 +48,17 @@ class MemoryService:
 
     def _encode(self, value: Any) -> str:
         try:
+            jsondata.check(value)
             text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+            size = len(text.encode("utf-8"))
+        except jsondata.JsonRefused as exc:
+            raise MemoryError_(f"value is {exc}") from None
+        except UnicodeEncodeError:
+            raise MemoryError_(
+                "value holds an unpaired surrogate (\\ud800-\\udfff): not text"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise MemoryError_(f"value is not JSON-serialisable: {exc}") from None
-        size = len(text.encode("utf-8", "surrogatepass"))
         if size > self.max_value:
             raise MemoryError_(
                 f"value is {size} bytes as JSON, over the limit of {self.max_value} "

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from worker import jsondata
 from worker.db import Ledger
 from worker.redaction import redact_text
 
@@ -37,12 +38,11 @@ class Attachment:
     is_text: bool
 
 
-def _reject_constant(name: str) -> Any:
-    raise ParcelError(f"{name} is not valid JSON")
-
-
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return jsondata.loads(text)
+    except jsondata.JsonRefused as exc:
+        raise ParcelError(str(exc)) from None
 
 
 def _short_id(value: Any, field: str, *, required: bool) -> str | None:
@@ -90,6 +90,10 @@ def validate(parcel: Any, max_size: int) -> dict[str, Any]:
         raise ParcelError("attachments must be a JSON object of name -> {content, ...}")
     for name, spec in attachments.items():
         _validate_attachment(name, spec)
+    try:
+        jsondata.check(parcel)
+    except jsondata.JsonRefused as exc:
+        raise ParcelError(f"the parcel is {exc}") from None
     normalised = {
         "to_agent_id": to_agent,
         "task_id": task_id,
@@ -188,7 +192,9 @@ def parse_input(raw: bytes, max_size: int) -> list[dict[str, Any]]:
     else:
         return [validate(whole, max_size)]
     parcels = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines() also splits on U+2028, U+0085 and others, which JSON allows
+    # unescaped inside a string.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -190,8 +190,8 @@ def _queue_name(raw: str) -> str:
 
 def _agent_id(raw: str) -> str:
     value = raw.strip()
-    if not value or len(value) > 200:
-        raise ValueError("a non-empty agent id of at most 200 characters")
+    if not value or len(value) > 200 or any(ord(c) < 32 for c in value):
+        raise ValueError("a non-empty agent id of at most 200 characters, no control characters")
     return value
 
 
