@@ -693,7 +693,7 @@ def _duration_arg(text: str, option: str = "--older-than") -> float:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, as for every user mistake
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {output.printable(message)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -863,16 +863,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, SettingsError, NotInitialised, migrations.SchemaMismatch) as exc:
-        print(f"seer: {exc}", file=sys.stderr)
+        print(f"seer: {output.printable(exc)}", file=sys.stderr)
         return 2
     except (Failure, CasError, UnsafeEntry, supervision.SupervisorError, LedgerUnavailable) as exc:
-        print(f"seer: {exc}", file=sys.stderr)
+        print(f"seer: {output.printable(exc)}", file=sys.stderr)
         return 1
     except NotImplementedError as exc:
-        print(f"seer: {exc}", file=sys.stderr)
+        print(f"seer: {output.printable(exc)}", file=sys.stderr)
         return 2
     except DATABASE_ERRORS as exc:
-        print(f"seer: the ledger database cannot be used: {exc}", file=sys.stderr)
+        print(f"seer: the ledger database cannot be used: {output.printable(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("seer: interrupted", file=sys.stderr)

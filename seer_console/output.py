@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,18 @@ def size(n: int | None) -> str:
     return "-" if n is None else humanize.naturalsize(n, binary=True)
 
 
+# C0 and C1 controls, DEL, and the line and paragraph separators: a terminal obeys escape
+# sequences, and each of these breaks a line for someone (str.splitlines, JavaScript, less).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: object) -> str:
+    """Text from data made safe to print on a terminal: control characters as \\x.. escapes,
+    unpaired surrogates (bytes that were not UTF-8) as \\udc.. escapes."""
+    shown = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def emit_json(value: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     json.dump(value, out, indent=2, ensure_ascii=False, default=str)
@@ -37,7 +50,9 @@ def emit_json(value: Any, out: TextIO | None = None) -> None:
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], out: TextIO | None = None) -> None:
     out = out or sys.stdout
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["" if c is None else printable(c) for c in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
