@@ -346,7 +346,7 @@ def test_put_losing_a_race_reports_not_created(
     digest = store.put(b"contested").digest
     # Blind the dedupe check so put writes a temp and finds the blob only when linking,
     # as it does when another process finishes first.
-    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    monkeypatch.setattr(store, "_blob_state", lambda *args, **kwargs: None)
     assert store.put(b"contested").created is False
     assert store.put_many([b"contested"])[0].created is False
     assert store.read(digest) == b"contested"
@@ -357,7 +357,7 @@ def test_put_losing_a_race_reports_not_created(
 def test_put_without_hard_links_falls_back_to_rename(
     store: ContentStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_link(src: object, dst: object) -> None:
+    def no_link(src: object, dst: object, **dir_fds: object) -> None:
         raise OSError(errno.EPERM, os.strerror(errno.EPERM))
 
     monkeypatch.setattr(os, "link", no_link)

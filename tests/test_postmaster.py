@@ -267,6 +267,8 @@ def test_real_full_disk_backs_off_then_delivers_when_space_returns(runtime, tmpf
     subprocess.run(["mount", "-o", "remount,size=1m", str(cas)], check=True)
     assert runtime.postmaster().deliver_waiting(now=16.0).delivered == 1
     assert control.backoff_state(runtime.ledger) is None
+    # The store's directory fds would keep the mount busy when the fixture unmounts it.
+    runtime.store.close()
 
 
 def test_a_blob_removed_by_gc_before_the_commit_is_written_again(runtime):

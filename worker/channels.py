@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import smtplib
 import ssl
 import time
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from worker.layout import Layout
+from worker.layout import Layout, UnsafeEntry, append_json_line
 from worker.redaction import placeholder, redact_text
 from worker.settings import Settings
 
@@ -395,9 +394,11 @@ class LogChannel:
 
     name = "log"
 
-    def __init__(self, path: Path, file_mode: int = 0o660) -> None:
+    def __init__(self, path: Path, file_mode: int = 0o660, *, base: Path | None = None) -> None:
         self.path = Path(path)
         self.file_mode = file_mode
+        # No link below `base` (the storage root) is followed on the way to the file.
+        self.base = base
         self.log = logging.getLogger("seer.alerts")
 
     def describe(self) -> str:
@@ -408,9 +409,15 @@ class LogChannel:
 
     def send(self, n: Notification) -> SendResult:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(n.at))}
-        line = json.dumps({**record, **asdict(n)}, sort_keys=True) + "\n"
         try:
-            self._append(line.encode("utf-8"))
+            append_json_line(
+                self.path,
+                dict(sorted({**record, **asdict(n)}.items())),
+                self.file_mode,
+                base=self.base,
+            )
+        except UnsafeEntry as exc:
+            return SendResult(False, error=_one_line(f"log: {exc}"))
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             return SendResult(False, error=_one_line(f"log: cannot write {self.path} ({reason})"))
@@ -418,24 +425,12 @@ class LogChannel:
         self.log.log(level, "alert %s %s: %s", n.level, n.rule, n.title)
         return SendResult(True)
 
-    def _append(self, data: bytes) -> None:
-        flags = os.O_WRONLY | os.O_APPEND
-        try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.file_mode)
-            # Only the creator sets the mode: another operator's file cannot be chmod-ed.
-            os.fchmod(fd, self.file_mode)
-        except FileExistsError:
-            fd = os.open(self.path, flags)
-        try:
-            # One write of a whole line with O_APPEND: lines from two processes never interleave.
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-
 
 def channels_from_settings(settings: Settings, layout: Layout) -> dict[str, Channel]:
     """The channels that are on: the log always, Slack and email when their settings are set."""
-    channels: dict[str, Channel] = {"log": LogChannel(layout.logs / "alerts.log", layout.file_mode)}
+    channels: dict[str, Channel] = {
+        "log": LogChannel(layout.logs / "alerts.log", layout.file_mode, base=layout.root)
+    }
     if settings.slack_webhook_url:
         channels["slack"] = _built("slack", lambda: SlackChannel(settings.slack_webhook_url))
     recipients = [a for a in settings.email_to.split(",") if a]

@@ -8,9 +8,7 @@ logs/orchestration.log before it is recorded as finished.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -18,6 +16,7 @@ from pathlib import Path
 
 from worker.db import Ledger
 from worker.identity import Owner, current_owner, is_alive
+from worker.layout import append_json_line
 
 log = logging.getLogger("seer.compaction")
 
@@ -124,12 +123,21 @@ def compact(ledger: Ledger, agent: str, now: float | None = None) -> int:
 
 
 class Compactor:
-    """Runs and records compactions; `log_path` receives one line per run."""
+    """Runs and records compactions; `log_path` receives one line per run, written following
+    no link below `base` (the storage root; by default the log's directory)."""
 
-    def __init__(self, ledger: Ledger, log_path: Path | None = None, file_mode: int = 0o660):
+    def __init__(
+        self,
+        ledger: Ledger,
+        log_path: Path | None = None,
+        file_mode: int = 0o660,
+        *,
+        base: Path | None = None,
+    ):
         self.ledger = ledger
         self.log_path = log_path
         self.file_mode = file_mode
+        self.base = base
 
     def run(
         self,
@@ -180,8 +188,9 @@ class Compactor:
         # A log that cannot be written must not leave the run 'running' for good.
         try:
             self._log(run)
-        except OSError:
-            log.exception("cannot write the compaction line to %s", self.log_path)
+        except OSError as exc:
+            # One line, no traceback: a refused link or a full disk, said in the worker's log.
+            log.error("cannot write the compaction line to %s: %s", self.log_path, exc)
         with self.ledger.write():
             self.ledger.execute(
                 "UPDATE compaction_runs SET finished_at = ?, agents = ?, keys_deleted = ?, "
@@ -235,9 +244,7 @@ class Compactor:
         log.info("compaction %s: %s in %.2fs", run.status, run.summary(), run.duration or 0.0)
         if self.log_path is None:
             return
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_mode)
-        with os.fdopen(fd, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+        append_json_line(self.log_path, line, self.file_mode, base=self.base)
 
 
 def failures_per_day(ledger: Ledger, now: float | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from worker.layout import NotInitialised
+from worker.layout import NotInitialised, UnsafeEntry
 from worker.migrations import SchemaMismatch
 from worker.queues import quiet_huey_logging
 from worker.runtime import Runtime
@@ -18,7 +18,7 @@ from worker.settings import SettingsError
 try:
     runtime = Runtime.open()
     tasks = runtime.tasks
-except (SettingsError, NotInitialised, SchemaMismatch, NotImplementedError) as exc:
+except (SettingsError, NotInitialised, UnsafeEntry, SchemaMismatch, NotImplementedError) as exc:
     sys.exit(f"seer worker: {exc}")
 
 postmaster = runtime.queues.postmaster

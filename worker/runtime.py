@@ -39,10 +39,14 @@ class Runtime:
         layout = Layout.from_settings(settings)
         apply_umask(layout)
         layout.require_initialised()
+        # Before anything is opened: a link planted in the root would be written through.
+        layout.check_no_links()
         ledger = open_ledger(layout, settings)
         if check_schema:
             migrations.check_schema(ledger)
-        store = ContentStore(layout.cas, file_mode=layout.file_mode, dir_mode=layout.dir_mode)
+        store = ContentStore(
+            layout.cas, file_mode=layout.file_mode, dir_mode=layout.dir_mode, base=layout.root
+        )
         return cls(settings, layout, ledger, store)
 
     @cached_property
@@ -66,7 +70,12 @@ class Runtime:
         return MemoryService(self.ledger, s.memory_ttl_hours, s.memory_max_value)
 
     def compactor(self) -> Compactor:
-        return Compactor(self.ledger, self.layout.logs / "orchestration.log", self.layout.file_mode)
+        return Compactor(
+            self.ledger,
+            self.layout.logs / "orchestration.log",
+            self.layout.file_mode,
+            base=self.layout.root,
+        )
 
     def postmaster(self) -> Postmaster:
         return Postmaster(self.ledger, self.store, self.settings)
@@ -77,3 +86,4 @@ class Runtime:
 
     def close(self) -> None:
         self.ledger.close()
+        self.store.close()

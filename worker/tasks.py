@@ -159,7 +159,11 @@ def register(runtime: Runtime) -> Tasks:
     @queues.scheduler.periodic_task(rule["monitor_storage"], name="monitor_storage")
     def monitor_storage() -> None:
         report = monitor.storage_report(runtime)
-        monitor.log_storage_report(runtime, report)
+        try:
+            monitor.log_storage_report(runtime, report)
+        except OSError as exc:
+            # A refused link or a full disk: said in one line; the alert rule still runs.
+            log.error("storage report not logged: %s", exc)
         _, sent = monitor.evaluate(runtime, only=("cas_size",))
         if sent:
             monitor.deliver(runtime)
