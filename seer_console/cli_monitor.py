@@ -165,10 +165,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        server = exporter.serve(host, port, lambda: exporter.render(runtime))
+        server = exporter.serve(
+            host, port, lambda: exporter.render(runtime), release=runtime.ledger.close
+        )
     except OSError as exc:
         raise cli.Failure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    print(f"serving http://{host}:{server.server_address[1]}/metrics (ctrl-c stops)", flush=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving http://{shown}:{server.server_address[1]}/metrics (ctrl-c stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -307,3 +307,64 @@ def test_rule_evaluation_runs_on_the_scheduler_and_reaches_the_webhook(
     consumers("scheduler")  # inherits the environment that points Slack at the local peer
     wait_for(lambda: slack.delivered(), 30, "the queue alert on the webhook")
     assert "queue depth critical" in slack.delivered()[0].body["text"].lower()
+
+
+def _serve(env, bind: str):
+    proc = subprocess.Popen(
+        [str(BIN / "seer"), "metrics", "--serve", bind],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("serving http://"), line
+    return proc, line.split()[1]
+
+
+def test_metrics_serve_on_ipv6_loopback(runtime, env):
+    proc, url = _serve(env, "[::1]:0")
+    try:
+        assert url.startswith("http://[::1]:")
+        body = wait_for(lambda: urllib.request.urlopen(url, timeout=5).read().decode(), 10)
+        assert "seer_cas_bytes" in body
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_metrics_endpoint_holds_against_idle_half_requests_and_leaks_nothing(runtime, env):
+    import socket
+
+    import psutil
+
+    proc, url = _serve(env, "127.0.0.1:0")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    idle = []
+    try:
+        wait_for(lambda: urllib.request.urlopen(url, timeout=5).read(), 10, "the first scrape")
+        for _ in range(60):  # slowloris: a request line begun, never finished
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            idle.append(s)
+        server = psutil.Process(proc.pid)
+        # Threads stay bounded (16 handlers at most, whatever is connected) ...
+        assert server.num_threads() <= 16 + 4
+        # ... and a scrape gets through once the idle ones time out (5 s), without spinning.
+        body = wait_for(lambda: _try(url), 30, "a scrape while 60 half-requests are held", step=0.2)
+        assert "seer_queue_depth" in body
+        for _ in range(50):
+            urllib.request.urlopen(url, timeout=5).read()
+        ledgers = [f for f in server.open_files() if f.path.endswith("ledger.db")]
+        assert len(ledgers) <= 2, ledgers
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def _try(url: str) -> str | None:
+    try:
+        return urllib.request.urlopen(url, timeout=2).read().decode()
+    except OSError:
+        return None

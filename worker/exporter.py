@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -152,18 +153,87 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Prometheus scrapes every 15 s or so: a second-old answer is as good as a new one, and many
+# scrapers at once cost one render.
+CACHE_SECONDS = 1.0
+# A request line and headers must arrive within this: an idle half-request holds no thread.
+REQUEST_TIMEOUT = 5.0
+# Connections served at once; more are closed at accept, so a flood cannot starve a scrape
+# for long nor exhaust file descriptors.
+MAX_CONNECTIONS = 16
+
+
+class _Cached:
+    """One rendering shared by every scrape within CACHE_SECONDS; `release` runs after each
+    render in the rendering thread (the ledger's per-thread connection is closed there)."""
+
+    def __init__(self, make: Callable[[], str], release: Callable[[], None] | None) -> None:
+        self.make, self.release = make, release
+        self.lock = threading.Lock()
+        self.text: str | None = None
+        self.at = 0.0
+
+    def get(self) -> str:
+        with self.lock:
+            now = time.monotonic()
+            if self.text is None or now - self.at >= CACHE_SECONDS:
+                try:
+                    self.text = self.make()
+                finally:
+                    if self.release is not None:
+                        self.release()
+                self.at = now
+            return self.text
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # A burst of scrapers queues in the kernel rather than being refused.
+    request_queue_size = 64
+
+    def __init__(self, address, handler, max_connections: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the limit: closed at once
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def serve(
-    host: str, port: int, make_text: Callable[[], str], ready: threading.Event | None = None
+    host: str,
+    port: int,
+    make_text: Callable[[], str],
+    ready: threading.Event | None = None,
+    release: Callable[[], None] | None = None,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> http.server.ThreadingHTTPServer:
     """Serves GET /metrics; returns the server (call serve_forever, or shutdown)."""
+    cached = _Cached(make_text, release)
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] not in ("/metrics", "/"):
                 self.send_error(404, "only /metrics is served")
                 return
             try:
-                body = make_text().encode("utf-8")
+                body = cached.get().encode("utf-8")
             except Exception as exc:  # the scrape fails, the exporter stays up
                 self.send_error(503, f"cannot read the ledger: {type(exc).__name__}")
                 return
@@ -176,8 +246,7 @@ def serve(
         def log_message(self, format: str, *args) -> None:
             pass  # a scrape every 15 s would flood the terminal
 
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), Handler, max_connections)
     if ready is not None:
         ready.set()
     return server
