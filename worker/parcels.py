@@ -57,8 +57,12 @@ def _short_id(value: Any, field: str, *, required: bool) -> str | None:
     return value
 
 
-def validate(parcel: Any, max_size: int) -> dict[str, Any]:
-    """Checks one parcel and returns it normalised (defaults filled in); raises ParcelError."""
+def validate(parcel: Any, max_size: int, size: int | None = None) -> dict[str, Any]:
+    """Checks one parcel and returns it normalised (defaults filled in); raises ParcelError.
+
+    `size`: its size as JSON when already known (a stored parcel), which saves writing out a
+    copy of up to POSTMASTER_MAX_PARCEL_SIZE just to measure it.
+    """
     if not isinstance(parcel, dict):
         raise ParcelError("a parcel must be a JSON object")
     unknown = sorted(set(parcel) - set(ALLOWED_KEYS))
@@ -104,7 +108,8 @@ def validate(parcel: Any, max_size: int) -> dict[str, Any]:
         "attachments": attachments,
     }
     try:
-        size = len(dumps(normalised).encode("utf-8"))
+        if size is None:
+            size = len(dumps(normalised).encode("utf-8"))
     except UnicodeEncodeError:
         raise ParcelError(
             "a string holds an unpaired surrogate (\\ud800-\\udfff): not text"

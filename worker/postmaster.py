@@ -98,7 +98,7 @@ class Postmaster:
                 taken += 1
             heads = heads[:taken]
             rows = self.ledger.rows(
-                "SELECT seq, id, payload, attempts, isolate FROM parcels "
+                "SELECT seq, id, payload, size, attempts, isolate FROM parcels "
                 f"WHERE seq IN ({', '.join('?' * len(heads))}) ORDER BY seq",
                 tuple(h["seq"] for h in heads),
             )
@@ -219,7 +219,11 @@ class Postmaster:
 
     def _prepare(self, row: dict[str, Any], now: float) -> _Delivery:
         try:
-            parcel = validate(json.loads(row["payload"]), self.settings.max_parcel_size)
+            parcel = validate(
+                json.loads(row["payload"]), self.settings.max_parcel_size, size=row["size"]
+            )
+            # The batch's rows live until it commits: their payloads need not.
+            row["payload"] = None
         except (ParcelError, TypeError, ValueError) as exc:
             raise PermanentFailure(f"the stored parcel is not valid any more: {exc}") from None
         redact = self.settings.redact_secrets
