@@ -16,6 +16,9 @@ from worker.settings import Settings
 
 MARKER = ".seer-root"
 
+# The directories whose entries the start-up check looks at, by parent (relative to the root).
+_WALKED = {"": {"orchestration", "logs", "run"}, "orchestration": {"cas", "memory"}}
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO planted where a log belongs fails the open (ENXIO) instead of hanging it.
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -200,18 +203,19 @@ class Layout:
         memory/, logs/, run/), not the blobs inside the fan-out dirs: one scandir each, and the
         kind of an entry comes with it, so even 256 fan-out dirs cost no stat call.
         """
-        queue: list[tuple[Path, int]] = [(Path(), os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))]
-        walked = {Path("orchestration"), Path("orchestration/cas"), Path("orchestration/memory")}
-        walked |= {Path("logs"), Path("run")}
+        queue: list[tuple[str, int]] = [
+            ("", os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        ]
         try:
             while queue:
                 relative, fd = queue.pop()
+                descend = _WALKED.get(relative, ())
                 try:
                     with os.scandir(fd) as entries:
                         for entry in entries:
                             if entry.is_symlink():
                                 return self.root / relative / entry.name
-                            if relative / entry.name in walked and entry.is_dir():
+                            if entry.name in descend and entry.is_dir():
                                 shown = self.root / relative / entry.name
                                 try:
                                     child = open_child_dir(fd, entry.name, shown)
@@ -219,7 +223,7 @@ class Layout:
                                     continue
                                 except UnsafeEntry:  # made a link since it was listed
                                     return shown
-                                queue.append((relative / entry.name, child))
+                                queue.append((f"{relative}/{entry.name}".lstrip("/"), child))
                 finally:
                     os.close(fd)
         finally:
