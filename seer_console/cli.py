@@ -376,7 +376,8 @@ def cmd_artifacts_pull(args: argparse.Namespace) -> int:
         if not dest.parent.is_dir():
             raise UserError(f"-o {dest}: there is no directory {dest.parent}")
         try:
-            runtime.store.copy_to(digest, dest)
+            # The caller's file, not the group's: 0600, as curl -o or scp would leave it.
+            runtime.store.copy_to(digest, dest, mode=0o600)
         except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             raise UserError(f"-o {dest}: cannot write there ({exc.strerror})") from None
         print(f"wrote {dest} ({output.size(dest.stat().st_size)}, sha256 {digest})")

@@ -22,10 +22,11 @@ from worker.layout import Layout
 from worker.settings import load_settings
 
 
-def _layout() -> Layout:
+def _layout() -> tuple[Layout, str]:
+    """The storage root's layout, and SEER_BACKUP_KEY (empty: unsigned)."""
     settings = load_settings()
     check_supported(settings)
-    return Layout.from_settings(settings)
+    return Layout.from_settings(settings), settings.backup_key
 
 
 def _as_cli_error(exc: backups.BackupError) -> Exception:
@@ -42,9 +43,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    layout = _layout()
+    layout, key = _layout()
+    if args.sign and not key:
+        from seer_console.cli import UserError
+
+        raise UserError("--sign needs a key: set SEER_BACKUP_KEY (16 characters or more)")
     try:
-        manifest = backups.backup(layout, Path(args.dest))
+        manifest = backups.backup(layout, Path(args.dest), key=key)
     except backups.BackupError as exc:
         raise _as_cli_error(exc) from None
     except (OSError, sqlite3.Error) as exc:
@@ -54,7 +59,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     checked = None
     if args.verify:
         try:
-            checked = backups.verify(manifest.path)
+            checked = backups.verify(manifest.path, key)
         except backups.BackupError as exc:
             raise _as_cli_error(exc) from None
     if args.json:
@@ -76,7 +81,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
             f"  {_plural(manifest.collected_meanwhile, 'unreferenced blob')} removed by "
             "`seer cas gc` during the backup: left out of it"
         )
-    print(f"  manifest  {manifest.manifest_path}")
+    signed = "signed with SEER_BACKUP_KEY" if manifest.signed else "unsigned"
+    print(f"  manifest  {manifest.manifest_path} ({signed})")
     print(f"took {manifest.duration:.2f}s")
     if checked is not None:
         print(
@@ -93,9 +99,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    layout = _layout()
+    layout, key = _layout()
     try:
-        report = backups.restore(Path(args.src), layout)
+        report = backups.restore(Path(args.src), layout, key)
     except backups.BackupError as exc:
         raise _as_cli_error(exc) from None
     except (OSError, sqlite3.Error) as exc:
@@ -136,6 +142,12 @@ def add_backup_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -
     p.add_argument("dest", metavar="DEST", help="a new or empty directory outside the root")
     p.add_argument(
         "--verify", action="store_true", help="then read back every file written and check it"
+    )
+    p.add_argument(
+        "--sign",
+        action="store_true",
+        help="insist on signing (HMAC with SEER_BACKUP_KEY; a backup is signed whenever the "
+        "key is set)",
     )
     p.add_argument("--json", action="store_true")
     p = add(

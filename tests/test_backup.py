@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import parcel, wait_for
+from tests.test_cli import one_line_failure
 from worker import backup as backup_module
 from worker import cas_tools, migrations, parcels
 from worker.backup import BackupError, BackupRefused, latest_backup
@@ -555,3 +556,52 @@ def test_backup_verify_reads_back_what_it_wrote(runtime, cli, tmp_path):
     path.write_bytes(path.read_bytes() + b"!")
     with pytest.raises(backup_module.DamagedBackup, match=f"blob {digest} does not match"):
         backup_module.verify(dest)
+
+
+KEY = "k" * 32
+
+
+def test_a_signed_backup_restores_and_a_tampered_one_is_refused(
+    runtime, cli, tmp_path, monkeypatch
+):
+    filled(runtime, 2)
+    monkeypatch.setenv("SEER_BACKUP_KEY", KEY)
+    signed = tmp_path / "signed"
+    result = cli("backup", str(signed), "--sign", "--verify")
+    assert result.code == 0, result.err
+    assert "(signed with SEER_BACKUP_KEY)" in result.out
+    assert "signature" in json.loads((signed / "manifest.json").read_text())
+    # A forged ledger with its SHA-256 recomputed in the manifest: caught by the signature.
+    forged = tmp_path / "forged"
+    assert cli("backup", str(forged)).code == 0
+    manifest = json.loads((forged / "manifest.json").read_text())
+    with open(forged / "ledger.db", "ab") as f:
+        f.write(b"\0" * 4096)
+    for db in manifest["databases"]:
+        if db["name"] == "ledger.db":
+            db["size"] = (forged / "ledger.db").stat().st_size
+            db["sha256"] = sha256(forged / "ledger.db")
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    use_root(monkeypatch, tmp_path / "target")
+    line = one_line_failure(cli("restore", str(forged)), 1)
+    assert "signature does not match" in line
+    assert not (tmp_path / "target" / ".seer-root").exists()
+    # The genuine one restores.
+    monkeypatch.setenv("SEER_BACKUP_KEY", KEY)
+    restored, _ = restored_runtime(monkeypatch, tmp_path, cli, signed, name="good")
+    restored.close()
+
+
+def test_with_a_key_set_an_unsigned_backup_is_refused(runtime, cli, tmp_path, monkeypatch):
+    filled(runtime, 1)
+    unsigned = tmp_path / "unsigned"
+    assert cli("backup", str(unsigned)).code == 0
+    one_line_failure(cli("backup", str(tmp_path / "x"), "--sign"), 2)
+    monkeypatch.setenv("SEER_BACKUP_KEY", KEY)
+    use_root(monkeypatch, tmp_path / "target")
+    line = one_line_failure(cli("restore", str(unsigned)), 2)
+    assert "not signed" in line and "SEER_BACKUP_KEY" in line
+    with pytest.raises(backup_module.BackupRefused):
+        backup_module.verify(unsigned, KEY)
+    # Without the key, the same backup is what it always was: checked by its SHA-256s only.
+    assert backup_module.verify(unsigned).blobs == 2

@@ -159,3 +159,28 @@ def test_a_test_agent_with_a_newline_is_a_settings_error(runtime, cli, monkeypat
     monkeypatch.setenv("POSTMASTER_TEST_AGENT", "a\nb")
     line = one_line_failure(cli("send-test-parcel"), 2)
     assert "POSTMASTER_TEST_AGENT" in line
+
+
+def test_artifacts_pull_writes_0600_and_never_through_a_link_or_fifo(runtime, cli, tmp_path):
+    import os
+    import stat
+
+    digest = runtime.store.put(b"pulled bytes").digest
+    with runtime.ledger.write():
+        runtime.ledger.execute(
+            "INSERT INTO blobs (hash, size, created_at) VALUES (?, 12, 0)", (digest,)
+        )
+    out = tmp_path / "out.bin"
+    ok(cli("artifacts", "pull", digest, "-o", str(out)))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for dest in (link, fifo):
+        one_line_failure(cli("artifacts", "pull", digest, "-o", str(dest)), 2)  # exists
+        ok(cli("artifacts", "pull", digest, "-o", str(dest), "--force"))
+        assert dest.is_file() and not dest.is_symlink() and dest.read_bytes() == b"pulled bytes"
+    assert target.read_text() == "untouched"

@@ -16,6 +16,12 @@ gone is damage, and the backup fails.
 
 The backup does not contain the `.seer-root` marker, so no `seer` command can be pointed at it
 and write to it by mistake; restore writes the marker last, once everything is in place.
+
+What the manifest proves: that nothing changed by accident. It holds each database's SHA-256,
+and blobs are named by theirs. Against someone who can write the backup it proves nothing: they
+can change a database and write its new SHA-256. With SEER_BACKUP_KEY set, the manifest carries
+an HMAC-SHA256 of its contents under that key, and restore and verify refuse a backup that is
+unsigned or whose signature does not match: only a holder of the key could have written it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -106,6 +113,8 @@ class BackupManifest:
     messages: int = 0
     parcels: int = 0
     format: int = FORMAT
+    # Whether the manifest carries an HMAC under SEER_BACKUP_KEY (checked when it was read).
+    signed: bool = False
 
     @property
     def duration(self) -> float:
@@ -147,6 +156,7 @@ class BackupManifest:
             messages=int(data.get("messages", 0)),
             parcels=int(data.get("parcels", 0)),
             format=int(data.get("format", FORMAT)),
+            signed="signature" in data,
         )
 
 
@@ -544,8 +554,19 @@ def _clear(path: Path, existed: bool) -> None:
                 os.unlink(entry.path)
 
 
-def backup(layout: Layout, dest: Path, now: float | None = None) -> BackupManifest:
-    """Copies the databases (online, consistent) and the CAS into DEST; writes its manifest."""
+def _canonical(data: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {k: v for k, v in data.items() if k != "signature"}, sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def sign(data: dict[str, Any], key: str) -> str:
+    return hmac.new(key.encode(), _canonical(data), hashlib.sha256).hexdigest()
+
+
+def backup(layout: Layout, dest: Path, now: float | None = None, key: str = "") -> BackupManifest:
+    """Copies the databases (online, consistent) and the CAS into DEST; writes its manifest,
+    signed with `key` (SEER_BACKUP_KEY) when there is one."""
     layout.require_initialised()
     dest = Path(dest).absolute()
     existed = _check_dest(layout, dest)
@@ -586,10 +607,13 @@ def backup(layout: Layout, dest: Path, now: float | None = None) -> BackupManife
             skipped=skipped,
             messages=messages,
             parcels=parcel_count,
+            signed=bool(key),
         )
         data = manifest.as_dict()
-        for key in ("path", "duration", "manifest"):
-            data.pop(key)
+        for name in ("path", "duration", "manifest", "signed"):
+            data.pop(name)
+        if key:
+            data["signature"] = sign(data, key)
         _write_atomically(
             dest / MANIFEST,
             (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
@@ -614,7 +638,8 @@ def backup(layout: Layout, dest: Path, now: float | None = None) -> BackupManife
 # -- reading a backup ---------------------------------------------------------------------------
 
 
-def read_manifest(src: Path) -> BackupManifest:
+def read_manifest(src: Path, key: str = "") -> BackupManifest:
+    """The backup's manifest; with `key`, refused unless it is signed with it."""
     src = Path(src).absolute()
     if not src.is_dir():
         raise BackupRefused(f"{src} is not a directory: give the directory `seer backup` wrote")
@@ -627,6 +652,18 @@ def read_manifest(src: Path) -> BackupManifest:
         manifest = BackupManifest.from_dict(data, src)
     except (OSError, ValueError, KeyError, TypeError, OverflowError, AttributeError) as exc:
         raise DamagedBackup(f"{path} cannot be read: {exc}") from None
+    if key:
+        signature = data.get("signature")
+        if not isinstance(signature, str):
+            raise BackupRefused(
+                f"{src} is not signed, and SEER_BACKUP_KEY is set: only a signed backup is "
+                "trusted (take one with the key set)"
+            )
+        if not hmac.compare_digest(signature, sign(data, key)):
+            raise DamagedBackup(
+                f"{src}: the manifest's signature does not match: the backup was changed after "
+                "it was written, or signed with another key"
+            )
     if manifest.format > FORMAT:
         raise BackupRefused(
             f"{src} is a backup in format {manifest.format}, newer than this code's {FORMAT}: "
@@ -662,10 +699,11 @@ class VerifyReport:
     blob_bytes: int
 
 
-def verify(src: Path) -> VerifyReport:
-    """Reads back a whole backup: the databases against the manifest, then every blob its ledger
-    records against its SHA-256. Raises DamagedBackup naming the first damage."""
-    manifest = read_manifest(src)
+def verify(src: Path, key: str = "") -> VerifyReport:
+    """Reads back a whole backup: the signature (with `key`), the databases against the
+    manifest, then every blob its ledger records against its SHA-256. Raises DamagedBackup
+    naming the first damage."""
+    manifest = read_manifest(src, key)
     check_databases(manifest)
     with _read_only(manifest.path / "ledger.db") as conn:
         recorded = _recorded_blobs(conn)
@@ -714,14 +752,14 @@ def _check_target(layout: Layout) -> bool:
     return False
 
 
-def restore(src: Path, layout: Layout) -> RestoreReport:
+def restore(src: Path, layout: Layout, key: str = "") -> RestoreReport:
     """Puts a backup into an empty (or new) storage root; every blob's hash is checked.
 
     The schema version is not checked here: the caller says what it is, and Runtime.open
     refuses a mismatch as it does for any root.
     """
     clock = time.monotonic()
-    manifest = read_manifest(src)
+    manifest = read_manifest(src, key)
     src = manifest.path
     if _is_within(src, layout.root) or _is_within(layout.root, src):
         raise BackupRefused(f"the backup {src} and the storage root {layout.root} overlap")

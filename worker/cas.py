@@ -573,8 +573,13 @@ class ContentStore:
             raise self._corrupt(digest)
         return data
 
-    def copy_to(self, digest: str, dest: Path) -> None:
-        """Copy a blob to `dest` atomically, verifying its hash on the way."""
+    def copy_to(self, digest: str, dest: Path, mode: int | None = None) -> None:
+        """Copy a blob to `dest` atomically, verifying its hash on the way.
+
+        A new file, renamed over `dest`: a symlink or FIFO there is replaced, never written
+        through. `mode` defaults to the store's file mode.
+        """
+        mode = self.file_mode if mode is None else mode
         path = self.path_for(digest)
         dest = Path(dest)
         # Opened before the `with` so a missing blob fails before any temp file exists.
@@ -585,10 +590,10 @@ class ContentStore:
         temp = dest.parent / f".{dest.name}.{os.getpid()}-{secrets.token_hex(8)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         with source, _disk_full_as_error(dest.parent):
-            fd = os.open(temp, flags, self.file_mode)
+            fd = os.open(temp, flags, mode)
             try:
                 try:
-                    os.fchmod(fd, self.file_mode)
+                    os.fchmod(fd, mode)
                     hasher = hashlib.sha256()
                     while chunk := source.read(CHUNK_SIZE):
                         hasher.update(chunk)

@@ -188,6 +188,13 @@ def _queue_name(raw: str) -> str:
     return value
 
 
+def _backup_key(raw: str) -> str:
+    value = raw.strip()
+    if value and len(value) < 16:
+        raise ValueError("a key of 16 characters or more (e.g. from `openssl rand -hex 32`)")
+    return value
+
+
 def _agent_id(raw: str) -> str:
     value = raw.strip()
     if not value or len(value) > 200 or any(ord(c) < 32 for c in value):
@@ -371,6 +378,14 @@ class Settings:
         "",
         _text,
         "Ledger database; empty means the SQLite file ledger.db under the storage root.",
+        secret=True,
+    )
+    backup_key: str = _spec(
+        "SEER_BACKUP_KEY",
+        "",
+        lambda raw: _backup_key(raw),
+        "Key that signs backups (HMAC-SHA256, 16 characters or more); when set, restore and "
+        "verify refuse a backup that is unsigned or signed otherwise. Empty: unsigned backups.",
         secret=True,
     )
     sqlite_synchronous: str = _spec(

@@ -22,6 +22,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "SEER_FILE_MODE",
             "SEER_DATABASE_URL",
             "SEER_SQLITE_SYNCHRONOUS",
+            "SEER_BACKUP_KEY",
         ),
     ),
     (
