@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, HorizontalGroup, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
@@ -34,11 +34,34 @@ GLOBAL_KEYS: tuple[tuple[str, str, str, str], ...] = (
     ("question_mark", "help", "Help", "this list of keys"),
     ("q", "quit", "Quit", "leave the console (the worker keeps running)"),
 )
+# What the palette calls the global actions (quit is Textual's own "Quit").
+GLOBAL_TITLES = {
+    "freeze": "Freeze or resume the live refresh",
+    "zoom": "Zoom the focused pane to fill the screen",
+    "help": "Help: every key of the console",
+}
+JUMP_KEYS = min(len(PANES), 9)
 NAV_KEYS = (
     ("tab / shift+tab", "move between panes"),
-    ("1-9", "jump to a pane"),
+    (f"1-{JUMP_KEYS}", "jump to a pane"),
     ("ctrl+p", "command palette: every action by name"),
 )
+ALWAYS_IN_FOOTER = ("help", "quit")
+
+
+class ConsoleFooter(Footer):
+    """The footer, with help and quit held at its right edge: a focused pane's own keys come
+    first and would otherwise push them out of an 80-column screen."""
+
+    def compose(self) -> ComposeResult:
+        always = []
+        for widget in super().compose():
+            if getattr(widget, "action", None) in ALWAYS_IN_FOOTER:
+                always.append(widget)
+            else:
+                yield widget
+        if always:
+            yield HorizontalGroup(*always, id="footer-always")
 
 
 def _pane_bindings() -> list[Binding]:
@@ -68,7 +91,7 @@ class SeerConsole(App):
             Binding(key, action, label, show=key not in ("f", "z"))
             for key, action, label, _ in GLOBAL_KEYS
         ),
-        *(Binding(str(i + 1), f"jump({i})", show=False) for i in range(min(len(PANES), 9))),
+        *(Binding(str(i + 1), f"jump({i})", show=False) for i in range(JUMP_KEYS)),
         Binding("escape", "minimize", show=False),
     ]
 
@@ -103,7 +126,7 @@ class SeerConsole(App):
                 with Horizontal(classes="pane-row", id=f"row-{row}"):
                     for pane in members:
                         yield pane()
-        yield Footer(compact=True, show_command_palette=False)
+        yield ConsoleFooter(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         try:
@@ -186,6 +209,16 @@ class SeerConsole(App):
         # Shown dimmed and inert in read-only mode.
         return None if self.read_only and key.mutates else True
 
+    def on_key(self, event: events.Key) -> None:
+        # Read-only shows the action keys dimmed (check_action gives None); pressing one says
+        # why nothing happens rather than nothing at all.
+        if not self.read_only:
+            return
+        active = self.screen.active_bindings.get(event.key)
+        if active is not None and not active.enabled:
+            label = active.binding.description or _key(event.key)
+            self.notify(f"Read-only console: {label} is disabled.", severity="warning")
+
     def action_pane(self, pane_id: str, action: str) -> None:
         self.query_one(f"#{pane_id}", Pane).act(action)
 
@@ -246,19 +279,25 @@ class SeerConsole(App):
         return sections
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every action of every pane on `screen`, titled by what it does (the palette matches
+        titles only), and the global ones."""
         yield from super().get_system_commands(screen)
-        for pane in PANES:
-            for k in pane.KEYS:
-                if self.read_only and k.mutates:
+        for pane in screen.query(Pane):
+            for command in pane.commands():
+                if self.read_only and command.mutates:
                     continue
                 yield SystemCommand(
-                    f"{k.description} ({_key(k.key)})",
-                    k.help,
-                    lambda p=pane.pane_id, a=k.action: self.action_pane(p, a),
+                    command.title,
+                    command.help,
+                    lambda p=pane, c=command: p.run_command(c),
                 )
-        for key, action, label, text in GLOBAL_KEYS:
-            if action not in ("quit", "help"):
-                yield SystemCommand(f"{label} ({key})", text, getattr(self, f"action_{action}"))
+        for key, action, _, text in GLOBAL_KEYS:
+            if action in GLOBAL_TITLES:
+                yield SystemCommand(
+                    GLOBAL_TITLES[action],
+                    f"key {_key(key)}: {text}",
+                    getattr(self, f"action_{action}"),
+                )
 
     # -- helpers the panes use ---------------------------------------------------------------
 

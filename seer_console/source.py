@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import psutil
@@ -19,7 +19,8 @@ from worker.settings import Settings, load_settings
 if TYPE_CHECKING:
     # Imported when the first snapshot is read, in the worker thread: the alert channels pull
     # in requests and smtplib, which would add a quarter of a second before the first frame.
-    from worker import alerting, compaction, metrics, outbox, status, supervision
+    from worker import alerting, compaction, outbox, status, supervision
+    from worker.rules import Reading
     from worker.runtime import Runtime
 
 HISTORY_SECONDS = 15 * 60
@@ -58,8 +59,6 @@ class ConsoleSnapshot:
     status: status.Snapshot
     depth_history: tuple[int, ...]
     cas_history: tuple[int, ...]
-    delivered_per_minute: float
-    failed_per_minute: float
     growth_per_day: float | None
     warning_bytes: int
     critical_bytes: int
@@ -93,15 +92,45 @@ class SchemaBehind(RuntimeError):
         self.partial = partial
 
 
-def _per_minute(samples: list[metrics.Sample], attr: str, now: float) -> float:
-    recent = [s for s in samples if s.ts > now - 60]
-    if len(recent) < 2:
-        recent = samples[-2:]
-    if not recent:
-        return 0.0
-    span = max(recent[-1].ts - recent[0].ts, 1.0) if len(recent) > 1 else 60.0
-    total = sum(getattr(s, attr) for s in recent[1:]) if len(recent) > 1 else 0
-    return total * 60.0 / span
+# Settings that decide which files and queues the runtime opens: a change reopens it. Any
+# other change (a quota, a threshold, a channel) only replaces the settings it carries.
+_WIRING = (
+    "storage_path",
+    "database_url",
+    "queue_connection",
+    "postmaster_queue",
+    "scheduler_queue",
+    "sqlite_synchronous",
+    "dir_mode",
+    "file_mode",
+)
+
+
+def _active_alerts(
+    readings: tuple[Reading, ...], stored: dict[str, alerting.RuleState], now: float
+) -> tuple[alerting.RuleState, ...]:
+    """The rules at warning or critical in this snapshot's own evaluation (the one the banner
+    shows), since when the scheduler recorded them at that level, worst first."""
+    from worker import alerting
+
+    found = []
+    for reading in readings:
+        if reading.level == "ok":
+            continue
+        before = stored.get(reading.rule)
+        same = before is not None and before.level == reading.level
+        found.append(
+            alerting.RuleState(
+                reading.rule,
+                reading.level,
+                reading.value,
+                reading.summary,
+                before.since if same else now,
+                before.notified_at if same else None,
+                now,
+            )
+        )
+    return tuple(sorted(found, key=lambda s: (s.level != "critical", s.since)))
 
 
 def _next_run(expression: str, now: float) -> float | None:
@@ -114,8 +143,9 @@ def _next_run(expression: str, now: float) -> float | None:
 class SnapshotSource:
     """Opens the runtime lazily (a missing root is reported, then retried on the next poll)."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, reload: bool = True) -> None:
         self._settings = settings
+        self._reload = reload
         self._runtime: Runtime | None = None
         self._processes: dict[int, psutil.Process] = {}
         self._failures: tuple[FailureRow, ...] = ()
@@ -132,6 +162,23 @@ class SnapshotSource:
             settings = self._settings or load_settings()
             self._runtime = Runtime.open(settings, check_schema=False)
         return self._runtime
+
+    def _with_current_settings(self) -> Runtime:
+        """The runtime, carrying the settings the workers use now: the environment over the
+        .env file (or SEER_ENV_FILE), read again on every snapshot, so that an edited quota
+        shows without restarting the console. A bad value fails this read, not the console."""
+        if self._reload:
+            self._settings = load_settings()
+        runtime = self.runtime
+        if self._settings is None or runtime.settings == self._settings:
+            return runtime
+        if all(getattr(runtime.settings, f) == getattr(self._settings, f) for f in _WIRING):
+            self._runtime = replace(runtime, settings=self._settings, _tasks=None)
+        else:
+            # Another root or database: opened afresh. The old one is not closed under an
+            # action that may still be using it; it goes with its last reference.
+            self._runtime = None
+        return self.runtime
 
     def storage_root(self) -> str:
         settings = self._settings or load_settings()
@@ -151,7 +198,7 @@ class SnapshotSource:
         from worker.channels import channels_from_settings
 
         now = time.time() if now is None else now
-        runtime = self.runtime
+        runtime = self._with_current_settings()
         ledger = runtime.ledger
         try:
             migrations.check_schema(ledger)
@@ -183,8 +230,6 @@ class SnapshotSource:
             status=snap,
             depth_history=tuple(s.queue_depth for s in samples),
             cas_history=tuple(s.cas_bytes for s in samples),
-            delivered_per_minute=_per_minute(samples, "delivered", now),
-            failed_per_minute=_per_minute(samples, "failed", now),
             growth_per_day=metrics.growth_per_day(ledger, now),
             warning_bytes=warning,
             critical_bytes=critical,
@@ -192,7 +237,7 @@ class SnapshotSource:
             workers=self._workers(runtime, snap.consumers, now),
             queue_warning=runtime.settings.queue_warning,
             queue_critical=runtime.settings.queue_critical,
-            alerts=tuple(alerting.active(ledger)),
+            alerts=_active_alerts(snap.readings, alerting.states(ledger), now),
             deliveries=tuple(outbox.recent(ledger, DELIVERY_ROWS)),
             channels=tuple(channels_from_settings(runtime.settings, runtime.layout)),
             compactions=tuple(runtime.compactor().recent(COMPACTION_ROWS)),

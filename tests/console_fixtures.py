@@ -51,7 +51,8 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
             "% 4294967296, seq)"
         )
     ids = [r["id"] for r in ledger.rows("SELECT id FROM parcels ORDER BY seq")]
-    runtime.postmaster().deliver_waiting(now=NOW - 3600, limit=40)
+    runtime.postmaster().deliver_waiting(now=NOW - 3600, limit=31)
+    runtime.postmaster().deliver_waiting(now=NOW - 25, limit=9)  # the last minute's flow
     errors = [
         "TimeoutError: agent inbox store did not answer within 30s",
         "CAS quota exceeded: this parcel needs 52428800 more bytes (ORCHESTRATION_CAS_MAX_SIZE)",
@@ -169,13 +170,14 @@ class FixedSource(SnapshotSource):
         super().__init__(runtime.settings)
         self._runtime = runtime
         self.host = HOST
+        self.workers = WORKERS
 
     def storage_root(self) -> str:
         return ROOT
 
     def read(self, now: float | None = None, tracked: tuple[str, ...] = ()) -> ConsoleSnapshot:
         snap = super().read(now=NOW, tracked=tracked)
-        consumers = tuple(ConsumerStatus(w.queue, True, (w.pid,), w.state) for w in WORKERS)
+        consumers = tuple(ConsumerStatus(w.queue, True, (w.pid,), w.state) for w in self.workers)
         problems = tuple(p for p in snap.status.problems if "consumer" not in p)
         status = replace(
             snap.status,
@@ -190,7 +192,7 @@ class FixedSource(SnapshotSource):
             host=HOST,
             storage_root=ROOT,
             status=status,
-            workers=WORKERS,
+            workers=self.workers,
             channels=("log", "slack", "email"),
         )
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
+from textual.command import CommandList, CommandPalette
 
 from seer_console.app import GLOBAL_KEYS, SeerConsole
-from seer_console.panes import PANES
+from seer_console.panes import PANES, Pane
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import SnapshotSource
-from tests.console_fixtures import GITHUB_TOKEN, NOW, FixedSource, fill, use_utc
+from tests.console_fixtures import GITHUB_TOKEN, NOW, WORKERS, FixedSource, fill, use_utc
 from worker import control
 
 
@@ -228,8 +233,13 @@ async def test_read_only_disables_every_action_and_says_so(filled):
         assert (
             filled.ledger.scalar("SELECT count(*) FROM parcels WHERE to_agent_id='seer-test'") == 0
         )
+        await pilot.press("escape")  # the failure's detail, whose r did nothing
+        await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert not any(t.startswith(("Pause", "Test", "Retry", "Purge", "Compact")) for t in titles)
+        mutating = [c.title for p in app.query(Pane) for c in p.commands() if c.mutates]
+        assert "Send a test parcel" in mutating and "Restart seer-scheduler" in mutating
+        assert not set(mutating) & set(titles)
+        assert "Filter failed jobs" in titles
         assert filled.compactor().recent(1)[0].trigger == "schedule"
 
 
@@ -252,10 +262,70 @@ async def test_palette_offers_every_action(filled):
     app = app_for(filled)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        titles = " ".join(c.title for c in app.get_system_commands(app.screen))
-        for pane in PANES:
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert len(titles) == len(set(titles))
+        for pane in app.query(Pane):
             for key in pane.KEYS:
-                assert key.description in titles
+                # p is pause or resume in turn: the one that applies now is offered.
+                assert (key.title in titles) == pane.available(key.action), key
+            for command in pane.COMMANDS:
+                assert command.title in titles
+        for program in ("seer-postmaster", "seer-scheduler"):
+            for verb in ("Start", "Stop", "Restart"):
+                assert f"{verb} {program}" in titles
+
+
+async def palette_hits(pilot, query: str) -> list[str]:
+    """Types `query` into the command palette and returns the titles it offers."""
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    await pilot.pause()
+    assert isinstance(app.screen, CommandPalette)
+    await pilot.press(*("space" if c == " " else c for c in query))
+    hits: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        commands = app.screen.query_one(CommandList)
+        hits = [
+            str(getattr(o.prompt, "plain", o.prompt))
+            for o in (commands.get_option_at_index(i) for i in range(commands.option_count))
+        ]
+        if hits and not app.screen.has_class("--populating"):
+            break
+    await pilot.press("escape")
+    await pilot.pause()
+    return hits
+
+
+async def test_palette_finds_every_action_by_what_it_does(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        hits = await palette_hits(pilot, "test parcel")
+        assert any(h.startswith("Send a test parcel") for h in hits), hits
+        hits = await palette_hits(pilot, "roll")
+        assert any(h.startswith("Roll back: pause and stop the postmaster") for h in hits), hits
+        assert any(h.startswith("Roll back the last migration") for h in hits), hits
+        hits = await palette_hits(pilot, "restart")
+        assert any(h.startswith("Restart seer-scheduler") for h in hits), hits
+        assert any(h.startswith("Restart seer-postmaster") for h in hits), hits
+        hits = await palette_hits(pilot, "purge")
+        assert any(h.startswith("Purge every failed parcel") for h in hits), hits
+
+
+async def test_palette_command_acts_on_the_program_it_names(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        (restart,) = [
+            c for c in app.get_system_commands(app.screen) if c.title == "Restart seer-scheduler"
+        ]
+        restart.callback()
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Restart seer-scheduler?" in str(app.screen.query_one("#confirm-question").render())
+        await pilot.press("escape")
 
 
 async def test_freeze_and_zoom(filled):
@@ -389,3 +459,179 @@ async def test_plain_terminals_and_no_color_still_say_paused(filled, monkeypatch
         assert "PAUSED" in str(app.query_one("#queue-paused").render())
         assert "PAUSED" in app.query_one("#queue").border_title
         assert app.query_one("#failed").border_title.startswith("Failed jobs (12)")
+
+
+# -- issue 9: what an operator hit ---------------------------------------------------------
+
+
+async def test_banner_and_alerts_pane_follow_the_env_file_from_one_read_to_the_next(filled):
+    """Item 8: the quota lowered in .env, then restored; the scheduler had recorded the CAS
+    rule as ok all along. Banner and Alerts pane show one evaluation, with the file's quota."""
+    env_file = Path(".env")  # the working directory's, as the workers read it
+    env_file.write_text("ORCHESTRATION_CAS_MAX_SIZE=2K\n")
+    app = app_for(filled)
+    async with app.run_test(size=(120, 40)) as pilot:
+
+        def banner() -> str:
+            return str(app.query_one("#banner").render())
+
+        def alerts() -> str:
+            return str(app.query_one("#alerts-text").render())
+
+        await settle(pilot)
+        assert "CAS 8.6 GiB of 2.0 KiB" in banner() and "critical" in banner()
+        assert "CRITICAL" in alerts() and "CAS 8.6 GiB of 2.0 KiB" in alerts()
+        assert "CRITICAL" in app.query_one("#cas").border_title
+
+        env_file.write_text("ORCHESTRATION_CAS_MAX_SIZE=100G\n")
+        app.poll()
+        await settle(pilot)
+        assert "CAS" not in banner() and "CRITICAL" not in alerts()
+        # What is left agrees: the failure rule, in both.
+        assert "12 failed parcels in the last hour" in banner()
+        assert "WARNING" in alerts() and "12 failed parcels in the last hour" in alerts()
+        assert "of 100.0 GiB" in str(app.query_one("#cas-size").render())
+
+
+async def test_a_bad_value_in_the_env_file_is_a_message_and_the_last_data_stays(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        Path(".env").write_text("ORCHESTRATION_CAS_MAX_SIZE=lots\n")
+        app.poll()
+        await settle(pilot)
+        assert "ORCHESTRATION_CAS_MAX_SIZE" in str(app.query_one("#banner").render())
+        assert app.query_one("#failed").border_title.startswith("Failed jobs (12)")
+
+
+def rendered_lines(widget) -> list[str]:
+    return [widget.render_line(y).text.rstrip() for y in range(widget.size.height)]
+
+
+async def test_zoom_fills_the_screen(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for number, pane_id in (("1", "queue"), ("4", "worker"), ("6", "alerts")):
+            await pilot.press(number, "z")
+            await pilot.pause()
+            pane = app.query_one(f"#{pane_id}")
+            assert app.screen.maximized is pane
+            assert pane.outer_size.height == 24 - 1  # all but the footer
+            await pilot.press("escape")
+            await pilot.pause()
+
+
+async def test_at_80_columns_no_field_runs_into_or_wraps_away_from_another(filled):
+    with filled.ledger.write():  # the oldest queued parcel is 1m09s old
+        filled.ledger.execute(
+            "UPDATE parcels SET created_at = ? WHERE state = 'queued'", (NOW - 69,)
+        )
+    source = FixedSource(filled)
+    source.workers = (
+        replace(WORKERS[0], state="NOT RUNNING", pid=None, uptime=None, cpu_percent=None),
+        WORKERS[1],
+    )
+    app = SeerConsole(source, live=False, clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        depth = rendered_lines(app.query_one("#queue-depth"))
+        assert any("oldest 1m09s" in line for line in depth), depth
+        assert depth[0].startswith("8 queued  0 in flight")
+        worker = "\n".join(rendered_lines(app.query_one("#worker-rows")))
+        assert "NOT RUNNING pid -" in worker, worker
+
+
+def footer_keys(app) -> dict[str, tuple[bool, bool]]:
+    """Footer key -> (wholly on the screen, enabled)."""
+    from textual.widgets._footer import FooterKey
+
+    width = app.size.width
+    shown = {}
+    for key in app.query(FooterKey):
+        region = key.region
+        on_screen = region.width > 0 and region.x >= 0 and region.right <= width
+        shown[key.key] = (on_screen, not key.has_class("-disabled"))
+    return shown
+
+
+async def test_help_and_quit_stay_in_the_footer_with_the_worker_pane_focused(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        keys = footer_keys(app)
+        assert keys["s"][0] and keys["e"][0]  # the pane's own keys come first
+        assert keys["question_mark"] == (True, True) and keys["q"] == (True, True)
+
+
+async def test_read_only_footer_shows_actions_disabled_and_a_press_says_read_only(filled):
+    app = app_for(filled, read_only=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        keys = footer_keys(app)
+        assert keys["t"][1] is False and keys["X"][1] is False
+        assert keys["question_mark"][1] and keys["q"][1]
+        await pilot.press("t")
+        await pilot.pause()
+        assert any("Read-only" in n.message and "Test" in n.message for n in app._notifications)
+        await pilot.press("4")
+        await pilot.pause()
+        assert footer_keys(app)["e"][1] is False
+        await pilot.press("e")
+        await pilot.pause()
+        assert any("Restart is disabled" in n.message for n in app._notifications)
+
+
+async def test_flow_is_counted_over_the_last_minute_and_seer_status_agrees(runtime, capsys):
+    from worker import parcels, status
+
+    use_utc()
+    batch = [
+        parcels.validate({"to_agent_id": "a", "type": "t", "envelope": {"body": str(n)}}, 10**6)
+        for n in range(170)
+    ]
+    ids = parcels.queue_parcels(runtime.ledger, batch, now=NOW - 600)
+    runtime.postmaster().deliver_waiting(now=NOW - 50, limit=150)
+    with runtime.ledger.write():
+        for n, parcel_id in enumerate(ids[150:162]):
+            runtime.ledger.execute(
+                "UPDATE parcels SET state = 'failed', finished_at = ? WHERE id = ?",
+                (NOW - 40 + n, parcel_id),
+            )
+        # Older than the window: not counted.
+        runtime.ledger.execute(
+            "UPDATE parcels SET state = 'failed', finished_at = ? WHERE id = ?",
+            (NOW - 61, ids[162]),
+        )
+    app = app_for(runtime)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        flow = str(app.query_one("#queue-flow").render())
+        assert flow == "last 60s: delivered 150  failed 12", flow
+    status.print_text(status.snapshot(runtime, now=NOW))
+    assert "last 60s   150 delivered, 12 failed" in capsys.readouterr().out
+
+
+async def test_compaction_from_the_console_is_called_console_as_in_the_cli(filled, cli):
+    filled.compactor().run("console")
+    app = app_for(filled)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        text = str(app.query_one("#compaction-runs").render())
+        assert "console" in text and "schedule" in text and " key " not in text
+    assert "console" in cli("compactions").out
+
+
+async def test_help_and_readme_give_the_real_number_of_panes(filled):
+    app = app_for(filled)
+    async with app.run_test(size=(100, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("#help-text").render())
+    count = len(PANES)
+    assert f"1-{count}" in text and "1-9" not in text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"`1`-`{count}`" in readme

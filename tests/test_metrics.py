@@ -80,3 +80,22 @@ def test_scheduler_consumer_records_samples(runtime, consumers):
     wait_for(lambda: metrics.history(runtime.ledger, 0), 30, "a metric sample")
     (first,) = metrics.history(runtime.ledger, 0)[:1]
     assert first.scheduler_up
+
+
+def test_flow_counts_the_last_minute_and_projects_nothing(runtime):
+    """150 deliveries and 12 failures in the last minute are 150 and 12, not "203/min" and
+    "15/min" projected from the span between two samples."""
+    batch = [parcels.validate(parcel("a", n, attachment=f"{n}"), 10**6) for n in range(165)]
+    ids = parcels.queue_parcels(runtime.ledger, batch, now=1000.0)
+    runtime.postmaster().deliver_waiting(now=1955.0, limit=150)
+    with runtime.ledger.write():
+        for n, parcel_id in enumerate(ids[150:]):
+            # 12 inside the window, 3 just outside it.
+            at = 1950.0 + n if n < 12 else 1939.0
+            runtime.ledger.execute(
+                "UPDATE parcels SET state = 'failed', finished_at = ? WHERE id = ?", (at, parcel_id)
+            )
+    sample(runtime, 1956.0)
+    sample(runtime, 1999.0)
+    assert metrics.flow(runtime.ledger, now=2000.0) == metrics.Flow(60.0, 150, 12)
+    assert metrics.flow(runtime.ledger, now=2100.0) == metrics.Flow(60.0, 0, 0)

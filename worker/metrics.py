@@ -51,6 +51,31 @@ def failed_since(ledger: Ledger, since: float) -> int:
     )
 
 
+@dataclass(frozen=True)
+class Flow:
+    """Parcels delivered and failed in the last `window` seconds: counted, never projected
+    from a shorter span (150 deliveries are "150 in the last 60s", not "203/min")."""
+
+    window: float
+    delivered: int
+    failed: int
+
+
+def flow(ledger: Ledger, now: float | None = None, window: float = 60.0) -> Flow:
+    """One range of the (state, finished_at) index per state: it costs what the last minute
+    holds, whatever the ledger's size."""
+    now = time.time() if now is None else now
+    counts = {
+        r["state"]: r["n"]
+        for r in ledger.rows(
+            "SELECT state, count(*) AS n FROM parcels WHERE state IN ('delivered', 'failed') "
+            "AND finished_at > ? AND finished_at <= ? GROUP BY state",
+            (now - window, now),
+        )
+    }
+    return Flow(window, counts.get("delivered", 0), counts.get("failed", 0))
+
+
 def oldest_queued_age(ledger: Ledger, now: float) -> float | None:
     oldest = ledger.scalar(
         "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from worker import consumers, control, rules, supervision
+from worker import consumers, control, metrics, rules, supervision
 from worker.runtime import Runtime
 
 
@@ -48,6 +48,10 @@ class Snapshot:
     level: str
     problems: tuple[str, ...]
     rules: dict[str, str]
+    # The one evaluation of the alert rules that `problems` and `rules` come from (the
+    # console's banner and Alerts pane show it too), and the last minute's flow.
+    readings: tuple[rules.Reading, ...] = ()
+    flow: metrics.Flow | None = None
 
     @property
     def exit_code(self) -> int:
@@ -163,6 +167,8 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         level=level,
         problems=tuple(problems),
         rules={r.rule: r.level for r in readings},
+        readings=tuple(readings),
+        flow=metrics.flow(ledger, now),
     )
 
 
@@ -193,6 +199,9 @@ def print_text(snap: Snapshot) -> None:
         f"parcels    {p['queued']} queued, {p['in_flight']} in flight, {p['delivered']} "
         f"delivered, {p['failed']} failed ({snap.failed_last_hour} in the last hour)"
     )
+    if snap.flow:
+        f = snap.flow
+        print(f"last {f.window:.0f}s   {f.delivered} delivered, {f.failed} failed")
     pct = 100.0 * snap.cas_bytes / snap.cas_quota if snap.cas_quota else 0.0
     print(
         f"cas        {output.size(snap.cas_bytes)} in {snap.cas_blobs} blobs, "

@@ -18,7 +18,15 @@ class AlertsPane(Pane):
     pane_id = "alerts"
     title = "Alerts"
     ROW = 3
-    KEYS = (PaneKey("a", "test_alert", "Test alert", "send a test alert through every channel"),)
+    KEYS = (
+        PaneKey(
+            "a",
+            "test_alert",
+            "Test alert",
+            "send a test alert through every channel",
+            title="Send a test alert",
+        ),
+    )
 
     def compose(self) -> ComposeResult:
         yield Static("", id="alerts-text")

@@ -22,9 +22,22 @@ class PaneKey:
 
     key: str
     action: str
-    description: str
+    description: str  # the footer's short label
     help: str
     mutates: bool = True  # disabled in read-only mode
+    title: str = ""  # what it does, as the command palette finds it ("Send a test parcel")
+
+
+@dataclass(frozen=True)
+class PaneCommand:
+    """One entry of the command palette: a title that says what it does, and the pane's method
+    (with its arguments) that does it."""
+
+    title: str
+    help: str
+    method: str
+    args: tuple[object, ...] = ()
+    mutates: bool = True
 
 
 class Pane(Vertical, can_focus=True):
@@ -36,6 +49,8 @@ class Pane(Vertical, can_focus=True):
     ROW: ClassVar[int] = 0  # panes of one row sit side by side; rows stack in order
     KEYS: ClassVar[tuple[PaneKey, ...]] = ()
     LOCAL_KEYS: ClassVar[tuple[tuple[str, str], ...]] = ()  # (key, help) when focused
+    # Palette entries for what the pane does through its own (focused) keys; KEYS are added.
+    COMMANDS: ClassVar[tuple[PaneCommand, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__(id=self.pane_id, classes="pane")
@@ -52,6 +67,13 @@ class Pane(Vertical, can_focus=True):
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
         raise NotImplementedError
+
+    def on_resize(self) -> None:
+        # Lines are fitted to the width (bars, sparklines, what goes on a line of its own): a
+        # snapshot that came before the first layout, or a resized terminal, is shown again.
+        console = self.console
+        if getattr(console, "snapshot", None) is not None and not console.last_error:
+            self.show(console.snapshot)
 
     def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
         """No snapshot: say why briefly; `partial` has what can still be shown, if anything."""
@@ -79,7 +101,28 @@ class Pane(Vertical, can_focus=True):
         """Whether a key of this pane applies now (one key may mean two things in turn)."""
         return True
 
+    def commands(self) -> list[PaneCommand]:
+        """Every action of the pane that applies now, for the command palette."""
+        from_keys = [
+            PaneCommand(
+                k.title or k.description,
+                f"key {_shown(k.key)}: {k.help}",
+                f"act_{k.action}",
+                mutates=k.mutates,
+            )
+            for k in self.KEYS
+            if self.available(k.action)
+        ]
+        return from_keys + list(self.COMMANDS)
+
+    def run_command(self, command: PaneCommand) -> None:
+        getattr(self, command.method)(*command.args)
+
     def act(self, action: str) -> None:
         handler: Callable[[], None] | None = getattr(self, f"act_{action}", None)
         if handler is not None:
             handler()
+
+
+def _shown(key: str) -> str:
+    return {"question_mark": "?", "slash": "/"}.get(key, key)

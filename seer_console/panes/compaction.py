@@ -15,7 +15,15 @@ class CompactionPane(Pane):
     pane_id = "compaction"
     title = "Compaction"
     ROW = 2
-    KEYS = (PaneKey("c", "compact", "Compact", "compact agents' memory now (asks first)"),)
+    KEYS = (
+        PaneKey(
+            "c",
+            "compact",
+            "Compact",
+            "compact agents' memory now (asks first)",
+            title="Compact agents' memory now",
+        ),
+    )
 
     def compose(self) -> ComposeResult:
         yield Static("", id="compaction-runs")
@@ -30,19 +38,20 @@ class CompactionPane(Pane):
             failed = run.status == "failed"
             style = "bold red" if failed else ("yellow" if run.status == "running" else "")
             when = output.clock(run.started_at)
-            trigger = {"schedule": "sched", "manual": "cli", "console": "key"}.get(
-                run.trigger, run.trigger
-            )
+            # The trigger as recorded (schedule, manual, console): `seer compaction` says the same.
+            trigger = run.trigger
             took = f"{run.duration:.1f}s" if run.duration is not None else "…"
-            line = f"{when[:5]} {trigger:<5} {run.keys_deleted:>6,} keys {took:>5}"
+            line = f"{when[:5]} {trigger:<8} {run.keys_deleted:>6,} keys"
             if wide:
-                line = f"{when} {trigger:<5} {run.keys_deleted:>7,} keys {run.agents:>4} agents"
+                line = f"{when} {trigger:<8} {run.keys_deleted:>7,} keys {run.agents:>4} agents"
                 line += f" {took:>6}"
                 line += f"  {run.status}" + (" (dry run)" if run.dry_run else "")
                 if run.error:
                     line += f": {output.one_line(run.error, 40)}"
             elif failed or run.status == "running":
-                line += f" {run.status.upper()}"
+                line += f" {run.status.upper()}"  # in place of the time: the line must fit
+            else:
+                line += f" {took:>5}"
             text.append(line + "\n", style=style)
         text.append(f"next {output.clock(snapshot.next_compaction)}", style="dim")
         self.put("#compaction-runs", text)

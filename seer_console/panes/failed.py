@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input
 
 from seer_console import output
-from seer_console.panes.base import Pane, PaneKey
+from seer_console.panes.base import Pane, PaneCommand, PaneKey
 from seer_console.source import ConsoleSnapshot, FailureRow
 
 SORTS = (
@@ -47,9 +47,47 @@ class FailedPane(Pane):
     title = "Failed jobs"
     ROW = 1
     KEYS = (
-        PaneKey("r", "retry_selected", "Retry", "retry the selected failed parcel"),
-        PaneKey("R", "retry_all", "Retry all", "put every failed parcel back in the queue"),
-        PaneKey("X", "purge", "Purge", "delete every failed parcel for good"),
+        PaneKey(
+            "r",
+            "retry_selected",
+            "Retry",
+            "retry the selected failed parcel",
+            title="Retry the selected failed parcel",
+        ),
+        PaneKey(
+            "R",
+            "retry_all",
+            "Retry all",
+            "put every failed parcel back in the queue",
+            title="Retry every failed parcel",
+        ),
+        PaneKey(
+            "X",
+            "purge",
+            "Purge",
+            "delete every failed parcel for good",
+            title="Purge every failed parcel",
+        ),
+    )
+    COMMANDS = (
+        PaneCommand(
+            "Open the selected failed parcel",
+            "key enter in Failed jobs: error, traceback, redacted parcel",
+            "open_selected",
+            mutates=False,
+        ),
+        PaneCommand(
+            "Sort failed jobs by the next column",
+            "key s in Failed jobs: failed, agent, tries, error",
+            "next_sort",
+            mutates=False,
+        ),
+        PaneCommand(
+            "Filter failed jobs",
+            "key / in Failed jobs: by agent, error or parcel id",
+            "start_filter",
+            mutates=False,
+        ),
     )
     LOCAL_KEYS = (
         ("enter", "open the selected failure: error, traceback, redacted parcel"),

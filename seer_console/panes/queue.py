@@ -1,7 +1,8 @@
-"""Queue pane: depth now and over time, oldest parcel, flow per minute, and PAUSED."""
+"""Queue pane: depth now and over time, oldest parcel, the last minute's flow, and PAUSED."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Static
 
@@ -15,9 +16,27 @@ class QueuePane(Pane):
     title = "Queue"
     ROW = 0
     KEYS = (
-        PaneKey("p", "pause", "Pause", "pause the postmaster queue (asks first)"),
-        PaneKey("p", "resume", "Resume", "resume the postmaster queue, in order"),
-        PaneKey("t", "send_test", "Test", "send a test parcel and watch it arrive"),
+        PaneKey(
+            "p",
+            "pause",
+            "Pause",
+            "pause the postmaster queue (asks first)",
+            title="Pause the postmaster queue",
+        ),
+        PaneKey(
+            "p",
+            "resume",
+            "Resume",
+            "resume the postmaster queue, in order",
+            title="Resume the postmaster queue",
+        ),
+        PaneKey(
+            "t",
+            "send_test",
+            "Test",
+            "send a test parcel and watch it arrive",
+            title="Send a test parcel",
+        ),
     )
 
     def __init__(self) -> None:
@@ -51,20 +70,22 @@ class QueuePane(Pane):
             else ""
         )
         colour = {"critical": "bold red", "warning": "bold yellow"}.get(level, "bold")
-        self.put(
-            "#queue-depth",
-            f"[{colour}]{q.depth:,}[/] queued  {q.in_flight} in flight  "
-            f"oldest {output.short_age(q.oldest_queued_age)}",
-        )
+        width = max(10, self.content_region.width or 30)
+        depth = Text()
+        depth.append(f"{q.depth:,}", style=colour)
+        depth.append(f" queued  {q.in_flight:,} in flight")
+        oldest = f"oldest {output.short_age(q.oldest_queued_age)}"
+        # On a narrow pane "oldest …" gets a line of its own rather than being wrapped apart.
+        depth.append(("  " if len(depth) + 2 + len(oldest) <= width else "\n") + oldest)
+        self.put("#queue-depth", depth)
         self.set_class(level == "warning", "-warning")
         self.set_class(level == "critical", "-critical")
-        width = max(10, self.content_region.width or 30)
         self.put("#queue-history", output.spark(snapshot.depth_history, width))
-        self.put(
-            "#queue-flow",
-            f"delivered {snapshot.delivered_per_minute:,.0f}/min  "
-            f"failed {snapshot.failed_per_minute:,.0f}/min",
-        )
+        flow = snapshot.status.flow
+        if flow is not None:
+            # Counted over the window, never projected: the same figures as `seer status`.
+            counts = f"{flow.window:.0f}s: delivered {flow.delivered:,}  failed {flow.failed:,}"
+            self.put("#queue-flow", counts if len(counts) + 5 > width else f"last {counts}")
         # The rule lines, where the eye already is.
         self.border_subtitle = f"warn >{snapshot.queue_warning:,} crit >{snapshot.queue_critical:,}"
 

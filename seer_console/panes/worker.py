@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from seer_console import output
-from seer_console.panes.base import Pane
+from seer_console.panes.base import Pane, PaneCommand
 from seer_console.source import ConsoleSnapshot, PartialSnapshot, WorkerRow
 
 STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow"}
@@ -41,6 +41,29 @@ class WorkerPane(Pane):
             "m",
             "rollback: undo the last migration, if a backup is newer and the workers are "
             "stopped (says what it drops, asks first)",
+        ),
+    )
+
+    COMMANDS = (
+        *(
+            PaneCommand(
+                f"{verb.capitalize()} {program}",
+                f"key {key} in Worker: {verb} {program} through supervisord",
+                "act_control",
+                (verb, program),
+            )
+            for program in PROGRAMS
+            for verb, key in (("start", "s"), ("stop", "o"), ("restart", "e"))
+        ),
+        PaneCommand(
+            "Roll back: pause and stop the postmaster",
+            "key b in Worker: rollback steps 1-2 of the runbook (asks first)",
+            "action_rollback_stop",
+        ),
+        PaneCommand(
+            "Roll back the last migration",
+            "key m in Worker: undo the last migration, if a backup is newer (asks first)",
+            "action_rollback_migration",
         ),
     )
 
@@ -77,7 +100,9 @@ class WorkerPane(Pane):
             text.append(marker, style="bold")
             text.append(name.ljust(16 if wide else 11))
             text.append(
-                w.state.ljust(12 if wide else 9), style=STATE_STYLE.get(w.state, "bold red")
+                # Always a space after the state: NOT RUNNING is longer than the column.
+                w.state.ljust(11 if wide else 8) + " ",
+                style=STATE_STYLE.get(w.state, "bold red"),
             )
             text.append(f"pid {w.pid or '-'}")
             text.append("  " if wide else "\n  ")
@@ -116,6 +141,12 @@ class WorkerPane(Pane):
     def action_select(self, step: int) -> None:
         self.selected = (self.selected + step) % len(PROGRAMS)
         self._again()
+
+    def act_control(self, verb: str, program: str) -> None:
+        """The palette names the program: select it, then act as its key does."""
+        self.selected = PROGRAMS.index(program)
+        self.action_select(0)  # shows the selection
+        self.action_program(verb)
 
     def action_program(self, verb: str) -> None:
         program = PROGRAMS[self.selected]
