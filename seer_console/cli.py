@@ -215,6 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (
         SettingsError,
         NotInitialised,
+        UnsafeEntry,
         migrations.SchemaMismatch,
         LedgerUnavailable,
         *DATABASE_ERRORS,

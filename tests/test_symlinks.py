@@ -258,6 +258,13 @@ def test_seer_worker_refuses_a_root_holding_a_link(
     assert written_outside(outside) == []
 
 
+def test_status_says_unknown_naming_the_link(runtime, cli, outside):
+    link = plant(runtime, "logs/alerts.log", outside)
+    result = cli("status")
+    assert result.code == 3  # UNKNOWN: nothing can be read until the link is gone
+    assert f"{link} is a symbolic link" in one_line(result.err)
+
+
 def test_a_clean_root_passes_the_check_with_every_fanout_dir(runtime):
     for n in range(256):
         (runtime.layout.cas / f"{n:02x}").mkdir()
