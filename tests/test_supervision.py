@@ -33,7 +33,13 @@ def test_up_runs_both_consumers_idempotently_and_down_stops_them(runtime, cli):
             30,
             "delivery through the supervised consumer",
         )
-        status = cli("status")
+
+        # The scheduler registers when it starts, not when the postmaster delivers: wait for it.
+        def with_the_scheduler_registered():
+            shown = cli("status")
+            return shown if "scheduler: alive" in shown.out else None
+
+        status = wait_for(with_the_scheduler_registered, 30, "the scheduler consumer to register")
         assert "supervisor running" in status.out
         assert "postmaster: alive" in status.out and "scheduler: alive" in status.out
         for name in ("seer-postmaster", "seer-scheduler", "supervisord"):
