@@ -99,3 +99,24 @@ def test_flow_counts_the_last_minute_and_projects_nothing(runtime):
     sample(runtime, 1999.0)
     assert metrics.flow(runtime.ledger, now=2000.0) == metrics.Flow(60.0, 150, 12)
     assert metrics.flow(runtime.ledger, now=2100.0) == metrics.Flow(60.0, 0, 0)
+
+
+def test_a_periodic_slot_is_claimed_once_whoever_asks(runtime):
+    from worker import control
+
+    assert control.claim_slot(runtime.ledger, "sample", 100)
+    assert not control.claim_slot(runtime.ledger, "sample", 100)  # a second scheduler
+    assert not control.claim_slot(runtime.ledger, "sample", 99)  # a late one
+    assert control.claim_slot(runtime.ledger, "sample", 101)
+    assert control.claim_slot(runtime.ledger, "reap", 100)  # slots are per job
+
+
+def test_two_scheduler_consumers_sample_once_per_slot(runtime, consumers, monkeypatch):
+    # An orphan scheduler beside the real one (issue 10, item 5): every job ran twice a slot.
+    monkeypatch.setenv("SEER_SAMPLE_INTERVAL", "5s")
+    first, second = consumers("scheduler"), consumers("scheduler")
+
+    wait_for(lambda: len(metrics.history(runtime.ledger, 0)) >= 4, 60, "four samples")
+    slots = [int(s.ts) // 5 for s in metrics.history(runtime.ledger, 0)]
+    assert len(slots) == len(set(slots)), slots
+    assert first.proc.poll() is None and second.proc.poll() is None

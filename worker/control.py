@@ -1,4 +1,5 @@
-"""Persisted control flags: the queue pause, and the worker's disk-full backoff notice."""
+"""Persisted control flags: the queue pause, the worker's disk-full backoff notice, and the
+slots periodic jobs have claimed."""
 
 from __future__ import annotations
 
@@ -88,3 +89,25 @@ def backoff_state(ledger: Ledger) -> Backoff | None:
         return None
     value, _ = found
     return Backoff(value["reason"], value["until"], value["since"])
+
+
+SLOT = "slot:"
+
+
+def claim_slot(ledger: Ledger, job: str, slot: int, now: float | None = None) -> bool:
+    """True for exactly one caller per (job, slot), whichever scheduler asks: two schedulers
+    (an orphan left by a dead supervisord, a second host) never both run a periodic job."""
+    now = time.time() if now is None else now
+    key = SLOT + job
+    with ledger.write():
+        claimed = ledger.execute(
+            "UPDATE control SET value = ?, updated_at = ? "
+            "WHERE key = ? AND CAST(value AS INTEGER) < ?",
+            (str(slot), now, key, slot),
+        ).rowcount
+        if not claimed:
+            claimed = ledger.execute(
+                "INSERT OR IGNORE INTO control (key, value, updated_at) VALUES (?, ?, ?)",
+                (key, str(slot), now),
+            ).rowcount
+    return claimed == 1

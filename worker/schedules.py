@@ -97,8 +97,11 @@ class Cron:
     def matches_minute(self, when: dt.datetime) -> bool:
         return bool(self._matches(when.replace(second=0, microsecond=0)))
 
+    def slot(self, when: dt.datetime) -> int:
+        return int(when.timestamp()) // 60
+
     def __call__(self, when: dt.datetime) -> bool:
-        slot = int(when.timestamp()) // 60
+        slot = self.slot(when)
         if slot == self._last_slot or not self.matches_minute(when):
             return False
         self._last_slot = slot

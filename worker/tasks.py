@@ -7,8 +7,10 @@ what is delivered; a task lost with a killed consumer loses no parcel.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +129,22 @@ def register(runtime: Runtime) -> Tasks:
             "daily CAS storage report to logs/orchestration.log (ORCHESTRATION_MONITOR_CRON)",
         ),
     )
-    rule = {job.name: job.rule for job in periodic}
+
+    def once(job: PeriodicJob) -> Callable[[dt.datetime], bool]:
+        """The job's rule, and its slot claimed in the ledger: once per slot cluster-wide."""
+
+        def due(when: dt.datetime) -> bool:
+            if not job.rule(when):
+                return False
+            try:
+                return control.claim_slot(runtime.ledger, job.name, job.rule.slot(when))
+            except Exception as exc:  # the ledger is out of reach: skip this slot, not the loop
+                log.error("periodic %s skipped: cannot claim its slot (%s)", job.name, exc)
+                return False
+
+        return due
+
+    rule = {job.name: once(job) for job in periodic}
 
     @queues.scheduler.periodic_task(rule["sample"], name="sample")
     def sample() -> None:
