@@ -148,6 +148,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         command[command.index("--workers") + 1] = "2"
     runtime.close()
     sys.stdout.flush()
+    _die_with_parent()
     # exec, not a child: supervisord's signals must reach the consumer itself.
     os.execv(command[0], command)
     return 0  # not reached
@@ -159,12 +160,46 @@ def _supervisor_runtime() -> Runtime:
     return Runtime.open(check_schema=False)
 
 
+def _stop_orphans(runtime: Runtime) -> None:
+    """Consumers of this root that supervisord does not run (left when it was killed) are
+    stopped, so that none runs beside the ones it starts."""
+    sup = supervision.Supervisor(supervision.socket_path(runtime.layout))
+    keep = {p.pid for p in sup.programs() if p.pid} if sup.reachable() else set()
+    try:
+        stopped = operations.stop_orphan_consumers(runtime, keep)
+    except DATABASE_ERRORS as exc:  # a ledger without the table (schema behind): cannot tell
+        print(f"seer: warning: cannot look for orphaned consumers: {exc}", file=sys.stderr)
+        return
+    for queue, pid in stopped:
+        print(f"stopped an orphaned seer-{queue} consumer (pid {pid}, not run by supervisord)")
+
+
+def _die_with_parent() -> None:
+    """Linux: the consumer gets SIGINT (Huey's graceful stop) when its parent dies. A
+    supervisord killed with -9 left its consumers running as orphans, beside the ones the next
+    `seer up` started. The setting survives the exec into huey_consumer."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0) != 0:
+        print("seer: warning: cannot ask to stop with the parent (prctl)", file=sys.stderr)
+        return
+    if os.getppid() != parent:  # it died before the prctl: no signal will come
+        raise Failure("the parent process exited while the worker was starting")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     runtime = _supervisor_runtime()
     try:
         migrations.check_schema(runtime.ledger)
     except migrations.SchemaMismatch as exc:
         print(f"seer: warning: the workers refuse to start: {exc}", file=sys.stderr)
+    _stop_orphans(runtime)
     done = supervision.up(runtime.layout)
     print(
         ("started" if done.started else "already running") + f": supervisord on unix://"
@@ -187,6 +222,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         print("stopped supervisord and the workers")
     else:
         print("supervisord was not running")
+    _stop_orphans(runtime)
     return 0
 
 

@@ -391,3 +391,68 @@ async def test_rollback_refused_while_a_consumer_runs_and_never_locks_the_operat
 
     down = cli("down")
     assert down.code == 0 and "stopped supervisord" in down.out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_consumers_die_with_a_killed_supervisord_and_up_starts_them_once(runtime, supervised, cli):
+    from worker import consumers as registry
+
+    # Issue 10, item 5: after kill -9 of supervisord the scheduler lived on with ppid 1, and
+    # `seer up` started a second one beside it.
+    wait_for(
+        lambda: all(program(supervised, n).state == "RUNNING" for n in supervision.PROGRAMS),
+        30,
+        "both programs running",
+    )
+    pids = [program(supervised, n).pid for n in supervision.PROGRAMS]
+    daemon = int((runtime.layout.run / "supervisord.pid").read_text())
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: all(_gone(p) for p in pids), 60, "the consumers to stop with supervisord")
+    assert cli("up").code == 0
+    wait_for(
+        lambda: len([c for c in registry.consumers(runtime.ledger) if c.alive]) == 2,
+        30,
+        "exactly the two new consumers",
+    )
+    alive = [c for c in registry.consumers(runtime.ledger) if c.alive]
+    assert not {c.pid for c in alive} & set(pids)
+
+
+def test_up_and_down_stop_a_consumer_supervisord_does_not_run(runtime, cli, consumers):
+    from worker import consumers as registry
+
+    orphan = consumers("scheduler")
+    wait_for(
+        lambda: any(
+            c.alive and c.pid == orphan.proc.pid for c in registry.consumers(runtime.ledger)
+        ),
+        30,
+        "the stray consumer to register",
+    )
+    result = cli("up")
+    try:
+        assert result.code == 0, result.err
+        assert f"stopped an orphaned seer-scheduler consumer (pid {orphan.proc.pid}" in result.out
+        assert orphan.proc.wait(30) is not None
+        wait_for(
+            lambda: len([c for c in registry.consumers(runtime.ledger) if c.alive]) == 2, 30, "two"
+        )
+    finally:
+        cli("down")
+    stray = consumers("postmaster")
+    wait_for(
+        lambda: any(
+            c.alive and c.pid == stray.proc.pid for c in registry.consumers(runtime.ledger)
+        ),
+        30,
+        "another stray consumer",
+    )
+    down = cli("down")
+    assert "stopped an orphaned seer-postmaster consumer" in down.out
+    assert stray.proc.wait(30) is not None

@@ -21,6 +21,7 @@ class ConsumerInfo:
     pid: int
     started: float
     alive: bool | None  # None: on another host, cannot tell from here
+    owner: Owner | None = None  # pid and start time: never mistaken for a reused pid
 
 
 def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
@@ -65,7 +66,12 @@ def consumers(ledger: Ledger) -> list[ConsumerInfo]:
             continue
         found.append(
             ConsumerInfo(
-                value["queue"], owner.host, owner.pid, value["started"], is_alive(owner, host)
+                value["queue"],
+                owner.host,
+                owner.pid,
+                value["started"],
+                is_alive(owner, host),
+                owner,
             )
         )
     return found

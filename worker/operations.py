@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -256,3 +258,35 @@ def migration_rollback(
     lines = [f"rolled back {m.version}: {m.name}" for m in undone] or ["nothing to roll back"]
     lines.append(f"schema version now {migrations.current_version(ledger)}")
     return "\n".join(lines)
+
+
+def stop_orphan_consumers(
+    runtime: Runtime, keep: set[int], timeout: float = 30.0
+) -> list[tuple[str, int]]:
+    """Stops the consumers of this storage root on this host whose pid is not in `keep` (the
+    pids supervisord runs): an orphan left when supervisord was killed would run beside the
+    new ones. SIGINT (finish the running batch), then SIGKILL after `timeout`; the reaper
+    gives back whatever it held. Returns (queue, pid) of each one stopped."""
+    import signal
+    import socket
+
+    from worker import consumers
+    from worker.identity import is_alive
+
+    host = socket.gethostname()
+    orphans = [
+        c
+        for c in consumers.consumers(runtime.ledger)
+        if c.host == host and c.alive and c.owner and c.pid not in keep and c.pid != os.getpid()
+    ]
+    for c in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(c.pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for c in orphans:
+        while time.monotonic() < deadline and is_alive(c.owner) is True:
+            time.sleep(0.05)
+        if is_alive(c.owner) is True:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.pid, signal.SIGKILL)
+    return [(c.queue, c.pid) for c in orphans]
