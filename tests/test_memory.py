@@ -179,7 +179,8 @@ def test_compaction_leaves_the_write_lock_to_others_between_short_transactions(r
     # Each compaction transaction ends within ~50 ms: the other writer gets in again and again
     # (one statement deleting 100,000 keys would hold the lock for about a second).
     typical = sorted(waits)[len(waits) * 9 // 10]
-    assert typical < 0.25, f"9 in 10 waits were under {typical:.3f}s"
+    # 0.5 s, not 0.05: on a loaded 2-core machine a 50 ms transaction may take several times it.
+    assert typical < 0.5, f"9 in 10 waits were under {typical:.3f}s"
 
 
 def test_cron_is_strict_and_next_run_is_in_local_time():

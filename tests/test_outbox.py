@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -209,7 +208,6 @@ def test_no_write_transaction_is_held_while_sending(runtime, slack):
         wait_for(lambda: slack.posts, timeout=5, what="the webhook to receive the POST")
         other = sqlite3.connect(runtime.ledger.path, timeout=0.2, isolation_level=None)
         try:
-            started = time.monotonic()
             other.execute("BEGIN IMMEDIATE")
             # The claim committed before the send began.
             status = other.execute("SELECT status FROM alert_outbox WHERE id = ?", (row_id,))
@@ -218,8 +216,9 @@ def test_no_write_transaction_is_held_while_sending(runtime, slack):
                 "INSERT INTO alert_state (rule, level, since, evaluated_at) VALUES (?, ?, ?, ?)",
                 ("cas_size", "warning", T, T),
             )
+            # Got within its 0.2 s busy timeout, while the send hangs for 2 s: the lock was
+            # free. (How long the COMMIT's fsync takes on a loaded disk is not the point.)
             other.execute("COMMIT")
-            assert time.monotonic() - started < 0.2
         finally:
             other.close()
         assert sender.is_alive(), "the send should still be hanging"

@@ -101,7 +101,16 @@ def test_graceful_stop_while_parcels_are_running_loses_none(runtime, supervised,
     # Big attachments keep the worker busy inside a batch when the stop comes.
     big = "x" * 200_000
     ids = send(runtime, [parcel("a", n, attachment=big + str(n)) for n in range(400)])
-    wait_for(lambda: delivered(runtime) > 0, 30, "delivery to start")
+
+    def mid_drain() -> bool:
+        # Chosen from what is seen, not from the clock: a batch in flight, and more to come.
+        states = {
+            r["state"]: r["n"]
+            for r in runtime.ledger.rows("SELECT state, count(*) AS n FROM parcels GROUP BY state")
+        }
+        return states.get("in_flight", 0) > 0 and states.get("queued", 0) > 0
+
+    wait_for(mid_drain, 30, "a batch in flight with parcels still queued", step=0.005)
     result = cli("supervisor", "stop", "seer-postmaster")
     assert result.code == 0, result.err
     assert program(supervised, "seer-postmaster").state == "STOPPED"
