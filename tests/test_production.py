@@ -436,14 +436,13 @@ def test_consumers_die_with_a_killed_supervisord_and_up_starts_them_once(runtime
 def test_up_and_down_stop_a_consumer_supervisord_does_not_run(runtime, cli, consumers):
     from worker import consumers as registry
 
+    def registered(consumer) -> bool:
+        return any(
+            c.alive and c.pid == consumer.proc.pid for c in registry.consumers(runtime.ledger)
+        )
+
     orphan = consumers("scheduler")
-    wait_for(
-        lambda: any(
-            c.alive and c.pid == orphan.proc.pid for c in registry.consumers(runtime.ledger)
-        ),
-        30,
-        "the stray consumer to register",
-    )
+    wait_for(lambda: registered(orphan), 30, "the stray consumer to register")
     result = cli("up")
     try:
         assert result.code == 0, result.err
@@ -455,13 +454,7 @@ def test_up_and_down_stop_a_consumer_supervisord_does_not_run(runtime, cli, cons
     finally:
         cli("down")
     stray = consumers("postmaster")
-    wait_for(
-        lambda: any(
-            c.alive and c.pid == stray.proc.pid for c in registry.consumers(runtime.ledger)
-        ),
-        30,
-        "another stray consumer",
-    )
+    wait_for(lambda: registered(stray), 30, "another stray consumer to register")
     down = cli("down")
     assert "stopped an orphaned seer-postmaster consumer" in down.out
     assert stray.proc.wait(30) is not None
