@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -150,7 +151,8 @@ class SeerConsole(App):
         elif self.snapshot and self.snapshot.status.problems:
             parts += list(self.snapshot.status.problems)
         banner = self.query_one("#banner", Static)
-        banner.update(" · ".join(parts))
+        # Text, not markup: problems and errors quote data (ids, paths, server answers).
+        banner.update(Text(" · ".join(parts)))
         banner.display = bool(parts)
         banner.set_class(bool(self.last_error), "-error")
 
@@ -338,6 +340,19 @@ class SeerConsole(App):
         severity = "warning" if getattr(result, "ok", True) is False else "information"
         self.call_from_thread(self.notify, text, severity=severity)
         self.call_from_thread(self.refresh_now)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Textual's notify, but plain text by default: every message here quotes data (an
+        error from a server, a parcel id, a path), and `[` in data is not markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def refresh_now(self) -> None:
         if not self.frozen:

@@ -34,7 +34,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
-            yield Static(self.question, id="confirm-question")
+            yield Static(Text(self.question), id="confirm-question")
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
                 yield Button(
@@ -126,13 +126,23 @@ class FailureScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+DETAIL_LIMIT = 20_000
+
+
 def render_failure(row: dict[str, Any] | None, parcel_id: str, now: float | None = None) -> Text:
     """Plain Text, not markup: tracebacks and JSON keep their indentation and brackets."""
     if row is None:
         return Text(f"Parcel {parcel_id} is no longer in the ledger (purged?).")
     payload = row.get("payload")
-    # failures.parcel() redacted it, ids and keys included.
+    # failures.parcel() redacted it, ids and keys included. Bounded: a 32 MB parcel laid out
+    # in full would hold the UI thread for minutes; the CLI prints it whole.
     shown = json.dumps(payload, indent=2, ensure_ascii=False) if payload else "-"
+    if len(shown) > DETAIL_LIMIT:
+        more = len(shown) - DETAIL_LIMIT
+        shown = (
+            shown[:DETAIL_LIMIT]
+            + f"\n… {more:,} more characters: `seer parcel show {parcel_id} --json` prints it all"
+        )
     text = Text()
 
     def field(label: str, value: object, end: str = "   ") -> None:

@@ -10,6 +10,7 @@ import logging
 
 import pytest
 
+from seer_console import output
 from seer_console.app import SeerConsole
 from seer_console.screens import FailureScreen
 from seer_console.source import SnapshotSource
@@ -153,3 +154,64 @@ async def test_the_console_shows_the_failed_parcel_redacted(failed_secret):
         text = str(app.screen.query_one("#failure-text").render())
         assert pid in text and "CAS quota exceeded" in text
         assert "[REDACTED:" in text and leaks(text) == []
+
+
+MARKUP = ("[/]", "[bold red]agent", "[link=file:///etc/passwd]x[/link]", "[REDACTED:secret]")
+
+
+@pytest.mark.parametrize("agent", MARKUP)
+async def test_the_console_shows_markup_in_data_as_text(runtime, agent):
+    # Issue 10, item 1: an agent id of `[/]` crashed the console on every start.
+    from worker import parcels as parcel_module
+
+    (pid,) = parcel_module.queue_parcels(
+        runtime.ledger,
+        [parcel_module.validate({"to_agent_id": agent}, runtime.settings.max_parcel_size)],
+    )
+    with runtime.ledger.write():
+        runtime.ledger.execute(
+            "UPDATE parcels SET state='failed', finished_at=1, attempts=3, error=? WHERE id=?",
+            (f"boom {agent}", pid),
+        )
+    app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.query_one("#failed DataTable")
+        cells = [str(c) for c in table.get_row_at(0)]
+        assert cells[1] == output.one_line(agent, 16) and f"boom {agent}" in cells[4]
+        app.notify(f"a message quoting {agent}")
+        await pilot.press("3", "enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, FailureScreen)
+        assert agent in str(app.screen.query_one("#failure-text").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, FailureScreen)
+
+
+async def test_a_huge_failed_parcel_opens_bounded_and_closes(runtime):
+    from seer_console.screens import DETAIL_LIMIT
+    from worker import parcels as parcel_module
+
+    big = {"to_agent_id": "a", "envelope": {"body": "y" * 2_000_000}}
+    (pid,) = parcel_module.queue_parcels(
+        runtime.ledger, [parcel_module.validate(big, runtime.settings.max_parcel_size)]
+    )
+    with runtime.ledger.write():
+        runtime.ledger.execute(
+            "UPDATE parcels SET state='failed', finished_at=1, attempts=3, error='x' WHERE id=?",
+            (pid,),
+        )
+    app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("3", "enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        text = str(app.screen.query_one("#failure-text").render())
+        assert len(text) < DETAIL_LIMIT + 10_000 and "more characters" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, FailureScreen)

@@ -77,19 +77,19 @@ class Pane(Vertical, can_focus=True):
 
     def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
         """No snapshot: say why briefly; `partial` has what can still be shown, if anything."""
-        self.border_subtitle = partial.reason if partial else "data unavailable"
+        # Text: the reason quotes an error message, and `[` in it is not markup.
+        self.border_subtitle = Text(partial.reason) if partial else "data unavailable"
 
     def put(self, selector: str, content: object) -> None:
         """Updates a Static only when its content changed, and without a new layout when it
         keeps the length of every line: Textual lays the whole screen out on every update,
         and doing that each second for unchanged panes costs CPU for nothing."""
         cache = self.__dict__.setdefault("_shown", {})
-        if isinstance(content, Text):
-            key: object = (content.plain, repr(content.spans))
-            lines = tuple(len(line) for line in content.plain.split("\n"))
-        else:
-            key = repr(content)
-            lines = tuple(len(line) for line in str(content).split("\n"))
+        if not isinstance(content, Text):
+            # Never markup: what panes show comes from data (ids, errors, server answers).
+            content = Text(str(content))
+        key: object = (content.plain, repr(content.spans))
+        lines = tuple(len(line) for line in content.plain.split("\n"))
         previous = cache.get(selector)
         if previous is not None and previous[0] == key:
             return

@@ -56,7 +56,10 @@ class CasPane(Pane):
         self.set_class(level == "CRITICAL", "-critical")
         self.border_title = "CAS" + (f" · {level}" if level else "")
         self.put(
-            "#cas-size", f"[b]{output.size(s.cas_bytes)}[/] of {output.size(quota)} · {pct:.1f}%"
+            "#cas-size",
+            Text.assemble(
+                (output.size(s.cas_bytes), "bold"), f" of {output.size(quota)} · {pct:.1f}%"
+            ),
         )
         width = max(10, self.content_region.width or 30)
         self.put(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input
@@ -143,12 +144,14 @@ class FailedPane(Pane):
         # The error gets what the other columns leave, so the table never scrolls sideways.
         room = max(20, (self.content_region.width or 80) - 8 - 16 - 5 - 8 - 10)
         for r in self._visible():
+            # Text cells: a DataTable parses a str cell as markup, and an agent id of `[/]`
+            # would crash the console on every start.
             table.add_row(
-                r.id[:8],
-                output.one_line(r.agent, 16),
+                Text(r.id[:8]),
+                Text(output.one_line(r.agent, 16)),
                 str(r.tries),
                 output.clock(r.failed_at),
-                output.one_line(r.error, room),
+                Text(output.one_line(r.error, room)),
                 key=r.id,
             )
         if selected and selected in table.rows:
