@@ -116,7 +116,11 @@ def test_two_scheduler_consumers_sample_once_per_slot(runtime, consumers, monkey
     monkeypatch.setenv("SEER_SAMPLE_INTERVAL", "5s")
     first, second = consumers("scheduler"), consumers("scheduler")
 
-    wait_for(lambda: len(metrics.history(runtime.ledger, 0)) >= 4, 60, "four samples")
-    slots = [int(s.ts) // 5 for s in metrics.history(runtime.ledger, 0)]
-    assert len(slots) == len(set(slots)), slots
+    wait_for(lambda: len(metrics.history(runtime.ledger, 0)) >= 6, 90, "six samples")
+    taken = [s.ts for s in metrics.history(runtime.ledger, 0)]
+    # A sample runs when its task does, which on a loaded machine may be in the next slot:
+    # so count them against the slots they span rather than by the slot of each time. Two
+    # schedulers each sampling every slot would take about twice as many.
+    slots_spanned = (max(taken) - min(taken)) / 5 + 1
+    assert len(taken) <= slots_spanned + 1, (len(taken), slots_spanned)
     assert first.proc.poll() is None and second.proc.poll() is None
