@@ -150,7 +150,10 @@ class SeerConsole(App):
             parts.append(self.last_error)
         elif self.snapshot and self.snapshot.status.problems:
             parts += list(self.snapshot.status.problems)
-        banner = self.query_one("#banner", Static)
+        found = self.query("#banner")
+        if not found:
+            return  # the app is closing: its widgets are gone, a late snapshot has nowhere to go
+        banner = found.first(Static)
         # Text, not markup: problems and errors quote data (ids, paths, server answers).
         banner.update(Text(" · ".join(parts)))
         banner.display = bool(parts)

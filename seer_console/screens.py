@@ -111,7 +111,13 @@ class FailureScreen(ModalScreen[None]):
             text = Text(f"Cannot read parcel {self.parcel_id}: {exc}", style="red")
         else:
             text = render_failure(row, self.parcel_id, self.now() if self.now else None)
-        self.app.call_from_thread(self.query_one("#failure-text", Static).update, text)
+        self.app.call_from_thread(self._show, text)
+
+    def _show(self, text: Text) -> None:
+        # Closed while it loaded (escape at once): nothing to update, nothing to fail.
+        found = self.query("#failure-text")
+        if found:
+            found.first(Static).update(text)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "retry" and self.read_only:

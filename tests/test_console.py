@@ -635,3 +635,18 @@ async def test_help_and_readme_give_the_real_number_of_panes(filled):
     assert f"1-{count}" in text and "1-9" not in text
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"`1`-`{count}`" in readme
+
+
+async def test_a_snapshot_that_arrives_while_the_console_closes_is_dropped(filled):
+    # Seen once in five loaded runs: the snapshot thread posted its result as the app tore
+    # its widgets down, and the banner it looked for was gone (NoMatches).
+    from seer_console.messages import SnapshotReady
+
+    app = app_for(filled)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        snapshot = app.snapshot
+        await app.query_one("#banner").remove()
+        app.post_message(SnapshotReady(snapshot))
+        await pilot.pause()
+        assert app.is_running and app.snapshot is snapshot
