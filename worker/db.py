@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 import sqlite3
 import threading
@@ -21,6 +23,15 @@ LOCK_POLL_MS = 2
 
 class LedgerUnavailable(RuntimeError):
     """The ledger database cannot be opened or read."""
+
+
+class LedgerDiskFull(LedgerUnavailable):
+    """The ledger cannot be written: its filesystem is full. Said as such, not as whatever
+    SQLite's rollback says next."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return "database or disk is full" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
 
 
 def open_ledger(layout: Layout, settings: Settings) -> Ledger:
@@ -77,13 +88,18 @@ class Ledger:
         self._local.depth = depth + 1
         try:
             yield self
-        except BaseException:
+        except BaseException as exc:
             self._local.depth = depth
-            if depth == 0:
-                conn.execute("ROLLBACK")
-            else:
-                conn.execute(f"ROLLBACK TO seer_{depth}")
-                conn.execute(f"RELEASE seer_{depth}")
+            # SQLite may have rolled the transaction back itself (a full disk does): then a
+            # ROLLBACK would fail with "no transaction is active" and hide the real error.
+            if conn.in_transaction:
+                if depth == 0:
+                    conn.execute("ROLLBACK")
+                else:
+                    conn.execute(f"ROLLBACK TO seer_{depth}")
+                    conn.execute(f"RELEASE seer_{depth}")
+            if _is_disk_full(exc) and not isinstance(exc, LedgerDiskFull):
+                raise self._disk_full(exc) from exc
             raise
         self._local.depth = depth
         if depth:
@@ -91,12 +107,18 @@ class Ledger:
             return
         try:
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             # A failed COMMIT (a full disk) leaves the transaction open: end it, or every
             # later write on this connection would fail to begin.
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if _is_disk_full(exc):
+                raise self._disk_full(exc) from exc
             raise
+
+    def _disk_full(self, exc: BaseException) -> LedgerDiskFull:
+        where = os.path.dirname(os.path.abspath(self.path))
+        return LedgerDiskFull(f"disk full: {where}: the ledger cannot be written ({exc})")
 
     def _begin_immediate(self, conn: sqlite3.Connection) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -104,6 +105,38 @@ def consumer_statuses(
     return tuple(found), sup_state
 
 
+# Free space below two of the largest parcels: the next one may not fit in the ledger, the
+# queue and the CAS together.
+def _disk_margin(runtime: Runtime) -> int:
+    return max(2 * runtime.settings.max_parcel_size, 1024**2)
+
+
+def disk_problems(runtime: Runtime) -> list[str]:
+    """`disk full: PATH` for each filesystem of the storage root (the root, the CAS) that has
+    less free space than a couple of parcels need."""
+    import humanize
+
+    seen: set[int] = set()
+    found = []
+    margin = _disk_margin(runtime)
+    for path in (runtime.layout.root, runtime.layout.cas):
+        try:
+            st = os.statvfs(path)
+            device = os.stat(path).st_dev
+        except OSError:
+            continue
+        if device in seen:
+            continue
+        seen.add(device)
+        free = st.f_bavail * st.f_frsize
+        if free < margin:
+            found.append(
+                f"disk full: {path} has {humanize.naturalsize(free, binary=True)} free, less "
+                f"than two parcels of POSTMASTER_MAX_PARCEL_SIZE need"
+            )
+    return found
+
+
 def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
     now = time.time() if now is None else now
     ledger = runtime.ledger
@@ -145,6 +178,8 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         problem("postmaster queue is PAUSED", "warning")
     if queue.backoff_reason:
         problem(f"postmaster is backing off: {queue.backoff_reason}", "warning")
+    for text in disk_problems(runtime):
+        problem(text, "critical")
     for c in found:
         if not c.alive:
             # No scheduler means no monitoring and no alerts: as bad as parcels not moving.

@@ -1,0 +1,55 @@
+"""A full disk is said, not hidden (issue 10, item 9): on a real full filesystem (a tmpfs), a
+send says "disk full: PATH", `seer status` is CRITICAL, and nothing is half-written."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from tests.test_cli import ok, one_line_failure
+
+
+def fill(where) -> object:
+    """Writes a filler file until the filesystem says ENOSPC; returns its path."""
+    filler = where / "filler"
+    chunk = b"\0" * 65536
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, chunk)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.fixture
+def full_root(env, cli, tmp_path, tmpfs, monkeypatch):
+    monkeypatch.setenv("POSTMASTER_MAX_PARCEL_SIZE", "256K")
+    root = tmpfs(tmp_path / "storage", "6m")
+    assert cli("init").code == 0
+    return root
+
+
+def test_a_send_to_a_full_root_says_disk_full_and_queues_nothing(full_root, cli):
+    (pid,) = ok(cli("parcel", "send", "-", stdin='{"to_agent_id": "a"}')).split()
+    filler = fill(full_root)
+    big = '{"to_agent_id": "a", "envelope": {"body": "' + "x" * 200_000 + '"}}'
+    result = cli("parcel", "send", "-", stdin=big)
+    line = one_line_failure(result, 1)
+    assert "disk full" in line and str(full_root) in line
+    assert "no transaction is active" not in line
+    status = cli("status")
+    assert status.code == 2 and "disk full" in status.out + status.err
+    shown = cli("status", "--json").json()
+    assert shown["level"] == "critical" and any("disk full" in p for p in shown["problems"])
+    # Room again: the command works, the earlier parcel is intact, nothing half-written.
+    os.unlink(filler)
+    assert cli("parcel", "show", pid, "--json").json()["state"] == "queued"
+    ok(cli("parcel", "send", "-", stdin=big))
+    assert cli("status", "--json").json()["level"] != "critical" or not any(
+        "disk full" in p for p in cli("status", "--json").json()["problems"]
+    )
