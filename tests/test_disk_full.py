@@ -53,3 +53,18 @@ def test_a_send_to_a_full_root_says_disk_full_and_queues_nothing(full_root, cli)
     assert cli("status", "--json").json()["level"] != "critical" or not any(
         "disk full" in p for p in cli("status", "--json").json()["problems"]
     )
+
+
+def test_a_damaged_queue_database_is_said_and_loses_no_parcel(runtime, cli):
+    runtime.layout.queue_db.write_bytes(b"this is not a database " * 200)
+    result = cli("parcel", "send", "-", stdin='{"to_agent_id": "a"}')
+    assert result.code == 0 and "Traceback" not in result.err
+    (pid,) = result.out.split()
+    assert "queue database is damaged" in result.err and "within a minute" not in result.err
+    status = cli("status")
+    assert status.code == 2 and "queue database cannot be read" in status.out + status.err
+    assert cli("parcel", "show", pid, "--json").json()["state"] == "queued"
+    # The repair the line names: move it aside, `seer init` makes a new one.
+    runtime.layout.queue_db.rename(runtime.layout.queue_db.with_suffix(".damaged"))
+    assert cli("init").code == 0
+    assert "queue database" not in " ".join(cli("status", "--json").json()["problems"])

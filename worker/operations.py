@@ -27,6 +27,17 @@ def _ring(runtime: Runtime, ids: list[str]) -> Rung:
     try:
         runtime.ring(ids)
     except Exception as exc:
+        if isinstance(exc, sqlite3.DatabaseError | peewee.DatabaseError) and not isinstance(
+            exc, sqlite3.OperationalError | peewee.OperationalError
+        ):
+            # Not a busy moment: the queue's file is damaged, and no consumer (reaper included)
+            # can run on it, so no promise of "within a minute".
+            return Rung(
+                tuple(ids),
+                False,
+                f"queued in the ledger, but the queue database is damaged ({exc}): nothing is "
+                "delivered until it is replaced; `seer status` says how",
+            )
         # Queued in the ledger all the same: the consumer's start-up and the reaper ring later.
         return Rung(
             tuple(ids),

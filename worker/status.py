@@ -137,6 +137,19 @@ def disk_problems(runtime: Runtime) -> list[str]:
     return found
 
 
+def queue_problem(runtime: Runtime) -> str | None:
+    """What is wrong with the queue's storage, if it cannot be read (a damaged queue.db): no
+    consumer can start and no doorbell rings, though every parcel is safe in the ledger."""
+    try:
+        runtime.queues.postmaster.pending_count()
+    except Exception as exc:
+        return (
+            f"queue database cannot be read ({exc}): the workers cannot run; stop them, move "
+            f"{runtime.layout.queue_db} aside and run `seer init` (parcels are safe in the ledger)"
+        )
+    return None
+
+
 def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
     now = time.time() if now is None else now
     ledger = runtime.ledger
@@ -180,6 +193,9 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         problem(f"postmaster is backing off: {queue.backoff_reason}", "warning")
     for text in disk_problems(runtime):
         problem(text, "critical")
+    damaged = queue_problem(runtime)
+    if damaged:
+        problem(damaged, "critical")
     for c in found:
         if not c.alive:
             # No scheduler means no monitoring and no alerts: as bad as parcels not moving.
