@@ -98,7 +98,7 @@ class FailureScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="failure-box"):
-            yield Static(f"Loading parcel {self.parcel_id}…", id="failure-text")
+            yield Static(Text(f"Loading parcel {self.parcel_id}…"), id="failure-text")
 
     def on_mount(self) -> None:
         self.load()
@@ -107,10 +107,9 @@ class FailureScreen(ModalScreen[None]):
     def load(self) -> None:
         try:
             row = self.loader(self.parcel_id)
-        except Exception as exc:  # shown, not raised: the console must stay up
-            text = Text(f"Cannot read parcel {self.parcel_id}: {exc}", style="red")
-        else:
             text = render_failure(row, self.parcel_id, self.now() if self.now else None)
+        except Exception as exc:  # shown, not raised: the console stays up (too deep, gone…)
+            text = Text(f"Cannot show parcel {self.parcel_id}: {exc}", style="red")
         self.app.call_from_thread(self._show, text)
 
     def _show(self, text: Text) -> None:

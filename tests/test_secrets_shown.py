@@ -215,3 +215,26 @@ async def test_a_huge_failed_parcel_opens_bounded_and_closes(runtime):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, FailureScreen)
+
+
+async def test_a_parcel_nested_too_deep_to_show_is_said_and_the_view_closes(runtime):
+    # Stored before sends were bounded at 64 levels: far deeper than Python's recursion limit.
+    deep = "[" * 5000 + "]" * 5000
+    payload = '{"to_agent_id": "a", "envelope": {"body": ' + deep + "}}"
+    with runtime.ledger.write():
+        runtime.ledger.execute(
+            "INSERT INTO parcels (id, to_agent_id, task_id, type, stream, state, payload, size,"
+            " created_at, finished_at, attempts, error) VALUES ('deep', 'a', 't', 'm', 's',"
+            " 'failed', ?, ?, 1, 2, 3, 'x')",
+            (payload, len(payload)),
+        )
+    app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("3", "enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "Cannot show parcel deep" in str(app.screen.query_one("#failure-text").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, FailureScreen)
