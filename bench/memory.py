@@ -77,7 +77,10 @@ def run(work: Path, count: int, size: int, batch_bytes: str) -> dict:
     with open(log, "wb") as out:
         proc = subprocess.Popen([seer, "worker", "postmaster"], env=env, stdout=out, stderr=out)
     try:
-        while not consumers.alive_for(runtime.ledger, "postmaster"):
+        while not any(
+            c.queue == "postmaster" and consumers.is_up(c)
+            for c in consumers.consumers(runtime.ledger)
+        ):
             if proc.poll() is not None:
                 raise RuntimeError(f"the worker died:\n{tail(log)}")
             time.sleep(0.05)

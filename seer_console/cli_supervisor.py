@@ -74,26 +74,10 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
                 "a system supervisord: install the program file, `supervisorctl update`)"
             )
             return NOT_RUNNING
-        for p in programs:
-            name = supervision.full_name(p)
-            if action == "start":
-                if p.state == "RUNNING":
-                    print(f"{name}: already running (pid {p.pid})")
-                else:
-                    sup.start(name)
-                    print(f"{name}: started")
-            elif action == "stop":
-                if p.state not in ("RUNNING", "STARTING", "BACKOFF"):
-                    print(f"{name}: already stopped ({p.state})")
-                else:
-                    # Waits for the graceful stop: the running batch finishes first.
-                    sup.stop(name)
-                    print(f"{name}: stopped")
-            elif action == "restart":
-                if p.state in ("RUNNING", "STARTING", "BACKOFF"):
-                    sup.stop(name)
-                sup.start(name)
-                print(f"{name}: restarted")
+        if action in supervision.ACTIONS:
+            for p in programs:
+                # The console's Worker keys call the same function.
+                print(supervision.control(sup, p, action))
         after = supervision.resolve(sup, args.program)
         if action == "status":
             if args.json:

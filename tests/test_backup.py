@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import parcel, wait_for
 from tests.test_cli import one_line_failure
 from worker import backup as backup_module
-from worker import cas_tools, migrations, parcels
+from worker import cas_tools, migrations, operations, parcels
 from worker.backup import BackupError, BackupRefused, latest_backup
 from worker.cas import ContentStore
 from worker.layout import Layout
@@ -452,7 +452,7 @@ def test_a_backup_taken_under_load_restores_a_consistent_point_in_time(
                     for n in range(b * PER_BATCH, (b + 1) * PER_BATCH)
                 ]
                 batch = [parcels.validate(p, rt.settings.max_parcel_size) for p in items]
-                parcels.send(rt.ledger, batch, rt.ring)
+                operations.send_parcels(rt, batch)
         except BaseException as exc:
             errors.append(exc)
             snapshot_taken.set()

@@ -14,14 +14,14 @@ from huey import MemoryHuey
 
 from tests.conftest import BIN
 from tests.helpers import parcel, wait_for
-from worker import control, metrics, parcels
+from worker import control, metrics, operations, parcels
 from worker.queues import PausableWorker, TickingScheduler, quiet_huey_logging
 from worker.runtime import Runtime
 
 
 def send(runtime: Runtime, items: list[dict]) -> list[str]:
     batch = [parcels.validate(p, runtime.settings.max_parcel_size) for p in items]
-    return parcels.send(runtime.ledger, batch, runtime.ring)
+    return list(operations.send_parcels(runtime, batch).ids)
 
 
 def delivered(runtime: Runtime) -> int:

@@ -18,7 +18,7 @@ from seer_console.screens import ConfirmScreen
 from seer_console.source import SnapshotSource
 from tests.conftest import BIN
 from tests.helpers import parcel, wait_for
-from worker import control, migrations, parcels, supervision
+from worker import control, migrations, operations, parcels, supervision
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def program(sup, name: str) -> supervision.ProgramInfo:
 
 def send(runtime, items) -> list[str]:
     batch = [parcels.validate(p, runtime.settings.max_parcel_size) for p in items]
-    return parcels.send(runtime.ledger, batch, runtime.ring)
+    return list(operations.send_parcels(runtime, batch).ids)
 
 
 def delivered(runtime) -> int:

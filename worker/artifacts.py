@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from worker.cas import validate_digest
 from worker.db import Ledger
@@ -40,11 +40,6 @@ def digest_of(uri_or_hash: str) -> str:
             "not an artifact: give an fe://artifacts/by-task/TASK/HASH/FILENAME address or a "
             "hash of 64 lowercase hex characters"
         ) from None
-
-
-def filename_of(uri: str) -> str | None:
-    match = _URI.fullmatch(uri.strip())
-    return unquote(match.group(3)) if match else None
 
 
 def artifacts_of_parcel(ledger: Ledger, parcel_id: str) -> list[dict[str, Any]]:

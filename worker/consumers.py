@@ -77,8 +77,11 @@ def consumers(ledger: Ledger) -> list[ConsumerInfo]:
     return found
 
 
-def alive_for(ledger: Ledger, queue: str) -> list[ConsumerInfo]:
-    return [c for c in consumers(ledger) if c.queue == queue and c.alive is not False]
+def is_up(consumer: ConsumerInfo) -> bool:
+    """What "the consumer is up" means everywhere (status, metrics, the exporter, the console):
+    not known to be dead. One on another host cannot be checked by pid from here, and counts
+    as up while it is registered; the reaper's heartbeat timeout judges it."""
+    return consumer.alive is not False
 
 
 def starts(ledger: Ledger) -> dict[str, int]:

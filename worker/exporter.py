@@ -118,7 +118,7 @@ def render(runtime: Runtime, now: float | None = None) -> str:
         "gauge",
         "1 if a consumer of the queue is alive.",
         [
-            ({"queue": q}, 1 if any(c.queue == q and c.alive is not False for c in live) else 0)
+            ({"queue": q}, 1 if any(c.queue == q and consumers.is_up(c) for c in live) else 0)
             for q in (settings.postmaster_queue, settings.scheduler_queue)
         ],
     )

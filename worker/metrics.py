@@ -95,7 +95,7 @@ def measure(
     )
     delivered_total = counts.get("delivered_total", 0)
     failed_total = counts.get("failed_total", 0)
-    live = {c.queue for c in consumers.consumers(ledger) if c.alive is not False}
+    live = {c.queue for c in consumers.consumers(ledger) if consumers.is_up(c)}
     return Sample(
         ts=now,
         queue_depth=counts.get("parcels_queued", 0),

@@ -153,22 +153,7 @@ def control_program(runtime: Runtime, action: str, program: str) -> str:
     """start, stop (gracefully) or restart one program of the local supervisord."""
     supervision, sup = _local_supervisor(runtime)
     (info,) = supervision.resolve(sup, program)
-    name = supervision.full_name(info)
-    running = info.state in ("RUNNING", "STARTING", "BACKOFF")
-    if action == "start":
-        if running:
-            return f"{info.name} already running"
-        sup.start(name)
-        return f"{info.name} started"
-    if action == "stop":
-        if not running:
-            return f"{info.name} already stopped"
-        sup.stop(name)
-        return f"{info.name} stopped (its running batch finished first)"
-    if running:
-        sup.stop(name)
-    sup.start(name)
-    return f"{info.name} restarted"
+    return supervision.control(sup, info, action)
 
 
 def pause_and_stop(runtime: Runtime, by: str) -> str:

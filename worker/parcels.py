@@ -10,7 +10,6 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,25 +245,6 @@ def queue_parcels(
             rows,
         )
     return [row[0] for row in rows]
-
-
-Ring = Callable[[list[str]], None]
-
-
-def send(
-    ledger: Ledger,
-    parcels: list[dict[str, Any]],
-    ring: Ring,
-    now: float | None = None,
-) -> list[str]:
-    """Queues parcels, then rings the postmaster queue for them.
-
-    The ledger is written first: if ringing fails the parcels are still queued, and the
-    consumer's start-up recovery and the reaper ring for them, so none is lost.
-    """
-    ids = queue_parcels(ledger, parcels, now)
-    ring(ids)
-    return ids
 
 
 def test_parcel(agent: str, now: float | None = None) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def consumer_statuses(
         (runtime.settings.postmaster_queue, "seer-postmaster"),
         (runtime.settings.scheduler_queue, "seer-scheduler"),
     ):
-        live = [c for c in registered if c.queue == queue_name and c.alive]
+        live = [c for c in registered if c.queue == queue_name and consumers.is_up(c)]
         info = programs.get(program)
         found.append(
             ConsumerStatus(

@@ -245,6 +245,34 @@ def full_name(info: ProgramInfo) -> str:
     return f"{info.group}:{info.name}" if info.group != info.name else info.name
 
 
+# supervisord's own word for states in which a start is refused (ALREADY_STARTED).
+RUNNING_STATES = ("RUNNING", "STARTING", "BACKOFF")
+ACTIONS = ("start", "stop", "restart")
+
+
+def control(sup: Supervisor, info: ProgramInfo, action: str) -> str:
+    """Starts, stops (gracefully: the running batch finishes first) or restarts one program;
+    says in one line what it did. The one implementation the CLI and the console call."""
+    name = full_name(info)
+    running = info.state in RUNNING_STATES
+    if action == "start":
+        if running:
+            return f"{name}: already running ({info.state}, pid {info.pid})"
+        sup.start(name)
+        return f"{name}: started"
+    if action == "stop":
+        if not running:
+            return f"{name}: already stopped ({info.state})"
+        sup.stop(name)
+        return f"{name}: stopped (its running batch finished first)"
+    if action == "restart":
+        if running:
+            sup.stop(name)
+        sup.start(name)
+        return f"{name}: restarted"
+    raise ValueError(f"no action {action!r}: one of {', '.join(ACTIONS)}")
+
+
 def program_groups(programs: list[ProgramInfo]) -> list[str]:
     """The supervisord groups holding Seer's programs (each is its own group since the
     task card's `supervisorctl start seer-postmaster` must work; an older program file had
