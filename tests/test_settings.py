@@ -202,9 +202,9 @@ BAD_VALUES = [
     ("SEER_FILE_MODE", "0000", "owner rw"),
     ("SEER_FILE_MODE", "0400", "owner rw"),
     ("ALERT_REPEAT_INTERVAL", "0", "60"),
-    ("ORCHESTRATION_COMPACTION_CRON", "5-1 * * * *", "ranges go up"),
-    ("ORCHESTRATION_COMPACTION_CRON", "0 0 31 2 *", "crontab that fires"),
-    ("ORCHESTRATION_MONITOR_CRON", "0 0 31 4,6,9,11 *", "crontab that fires"),
+    ("ORCHESTRATION_COMPACTION_CRON", "5-1 * * * *", "minute field '5-1' is not valid"),
+    ("ORCHESTRATION_COMPACTION_CRON", "0 0 31 2 *", "no day that exists"),
+    ("ORCHESTRATION_MONITOR_CRON", "0 0 31 4,6,9,11 *", "no day that exists"),
 ]
 
 

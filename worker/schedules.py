@@ -9,8 +9,8 @@ the checks drift. A slot missed while the consumer was down is not replayed.
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable
+
+from cronsim import CronSim, CronSimError
 
 TICK = 5  # seconds between checks of the periodic jobs
 
@@ -44,58 +44,44 @@ class Every:
 class Cron:
     """A crontab (minute hour day month weekday) read strictly, in the server's local time.
 
-    Huey's crontab() silently drops a piece it cannot read ('5,abc' runs at minute 5); this
-    refuses the whole expression instead, saying which piece is wrong.
+    cronsim (as cron(8) reads it: a day-of-month and a weekday both given means either) parses
+    and finds the next run in one step. Huey's crontab() silently dropped a piece it could not
+    read ('5,abc' ran at minute 5) and finding the next run meant trying up to 527,040 minutes.
+    A bad piece refuses the whole expression, naming the field; so does a range that goes down
+    (5-1) and a day that never comes (31 February).
     """
 
     FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+    # cronsim's words for its fields, in its messages.
+    _CRONSIM_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 
     def __init__(self, expression: str) -> None:
-        from huey import crontab
-
         parts = expression.split()
         if len(parts) != 5:
             raise ValueError(
                 "a crontab of 5 fields (minute hour day month weekday), e.g. '0 */6 * * *'"
             )
-        for name, part in zip(self.FIELDS, parts, strict=True):
-            try:
-                crontab(**{name: part}, strict=True)
-            except ValueError:
-                raise ValueError(
-                    "a crontab of 5 valid fields (minute hour day month weekday), e.g. "
-                    f"'0 */6 * * *'; its {name.replace('_', ' ')} field {part!r} is not valid"
-                ) from None
-            for low, high in re.findall(r"(\d+)-(\d+)", part):
-                if int(low) > int(high):
-                    # Huey wraps it round (5-1: 5 to 59, then 0 to 1); cron(8) refuses it.
-                    # Taken as a typo: say what it would mean.
-                    raise ValueError(
-                        f"a crontab whose ranges go up; its {name.replace('_', ' ')} field "
-                        f"{part!r} has {low}-{high}, which goes down (write two ranges, such "
-                        "as 5-59,0-1, if a wrap-around is meant)"
-                    )
         self.expression = " ".join(parts)
-        self._matches = crontab(*parts, strict=True)
-        self._last_slot: int | None = None
-        if not self._any_day(crontab("0", "0", *parts[2:], strict=True)):
-            raise ValueError(
-                f"a crontab that fires: '{self.expression}' names no day that exists "
-                "(day 31 of a 30-day month, 30 February…)"
+        try:
+            CronSim(self.expression, dt.datetime(2026, 1, 1))
+        except CronSimError as exc:
+            said = str(exc)
+            index = next(
+                (n for n, word in enumerate(self._CRONSIM_FIELDS) if said.endswith(word)), None
             )
-
-    @staticmethod
-    def _any_day(matches: Callable[[dt.datetime], bool]) -> bool:
-        # 28 years hold every (date, weekday) pair, leap days included: 10,227 checks.
-        day = dt.datetime(2024, 1, 1)
-        for _ in range(28 * 366):
-            if matches(day):
-                return True
-            day += dt.timedelta(days=1)
-        return False
+            if index is None:
+                raise ValueError(f"a valid crontab, e.g. '0 */6 * * *' ({said})") from None
+            name = self.FIELDS[index].replace("_", " ")
+            hint = " (or it names no day that exists, as 31 February)" if index == 2 else ""
+            raise ValueError(
+                "a crontab of 5 valid fields (minute hour day month weekday), e.g. "
+                f"'0 */6 * * *'; its {name} field {parts[index]!r} is not valid{hint}"
+            ) from None
+        self._last_slot: int | None = None
 
     def matches_minute(self, when: dt.datetime) -> bool:
-        return bool(self._matches(when.replace(second=0, microsecond=0)))
+        minute = when.replace(second=0, microsecond=0)
+        return self.next_after(minute - dt.timedelta(minutes=1)) == minute
 
     def slot(self, when: dt.datetime) -> int:
         return int(when.timestamp()) // 60
@@ -108,13 +94,8 @@ class Cron:
         return True
 
     def next_after(self, when: dt.datetime) -> dt.datetime | None:
-        """The next matching minute after `when`, within a year (None if there is none)."""
-        minute = when.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        for _ in range(366 * 24 * 60):
-            if self.matches_minute(minute):
-                return minute
-            minute += dt.timedelta(minutes=1)
-        return None
+        """The next matching minute after `when` (None if there is none)."""
+        return next(iter(CronSim(self.expression, when.replace(microsecond=0))), None)
 
     def describe(self) -> str:
         return f"cron {self.expression}"
