@@ -719,9 +719,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-_positive_int = positive_int
-
-
 def _duration_arg(text: str, option: str = "--older-than") -> float:
     try:
         return parse_duration(text)
@@ -752,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("migrate", cmd_migrate, "apply migrations; --status lists them; --rollback N undoes N")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--status", action="store_true", help="list migrations and their state")
-    group.add_argument("--rollback", type=_positive_int, metavar="N", help="undo the last N")
+    group.add_argument("--rollback", type=positive_int, metavar="N", help="undo the last N")
     p.add_argument("--json", action="store_true", help="with --status: JSON output")
     p.add_argument(
         "--force", action="store_true", help="with --rollback: even without a newer backup"
@@ -791,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent", metavar="AGENT|ack")
     p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--unread", action="store_true")
-    p.add_argument("--limit", type=_positive_int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50)
     p.add_argument("--json", action="store_true")
 
     art = sub.add_parser("artifacts", help="read artifacts from the CAS")
@@ -807,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     fsub = failed.add_subparsers(dest="failed_command", metavar="ACTION", parser_class=_Parser)
     fsub.required = True
     p = fsub.add_parser("list", help="failed parcels, newest first")
-    p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_failed_list)
     p = fsub.add_parser("show", help="one failed parcel with its error and traceback")
@@ -852,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     p.add_argument("--json", action="store_true")
     p = add("compactions", cmd_compactions, "recent compaction runs")
-    p.add_argument("--limit", type=_positive_int, default=20)
+    p.add_argument("--limit", type=positive_int, default=20)
     p.add_argument("--json", action="store_true")
     p = add("schedule", cmd_schedule, "periodic jobs, their schedules and next run times")
     p.add_argument("--json", action="store_true")

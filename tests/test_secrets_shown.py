@@ -44,6 +44,24 @@ def leaks(text: str) -> list[str]:
     return [s for s in SECRETS if s in text]
 
 
+async def open_failure(app, pilot) -> str:
+    """Opens the failure view of the first failed parcel; returns its text once loaded."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.press("3", "enter")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    assert isinstance(app.screen, FailureScreen)
+    return str(app.screen.query_one("#failure-text").render())
+
+
+async def closes(app, pilot) -> bool:
+    """Escape leaves the failure view."""
+    await pilot.press("escape")
+    await pilot.pause()
+    return not isinstance(app.screen, FailureScreen)
+
+
 @pytest.fixture
 def failed_secret(env, cli, monkeypatch, caplog):
     monkeypatch.setenv("ORCHESTRATION_CAS_MAX_SIZE", "1024")
@@ -147,11 +165,7 @@ async def test_the_console_shows_the_failed_parcel_redacted(failed_secret):
         table = app.query_one("#failed DataTable")
         rows = [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
         assert rows and leaks(" ".join(rows)) == []
-        await pilot.press("3", "enter")
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        assert isinstance(app.screen, FailureScreen)
-        text = str(app.screen.query_one("#failure-text").render())
+        text = await open_failure(app, pilot)
         assert pid in text and "CAS quota exceeded" in text
         assert "[REDACTED:" in text and leaks(text) == []
 
@@ -181,14 +195,8 @@ async def test_the_console_shows_markup_in_data_as_text(runtime, agent):
         cells = [str(c) for c in table.get_row_at(0)]
         assert cells[1] == output.one_line(agent, 16) and f"boom {agent}" in cells[4]
         app.notify(f"a message quoting {agent}")
-        await pilot.press("3", "enter")
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        assert isinstance(app.screen, FailureScreen)
-        assert agent in str(app.screen.query_one("#failure-text").render())
-        await pilot.press("escape")
-        await pilot.pause()
-        assert not isinstance(app.screen, FailureScreen)
+        assert agent in await open_failure(app, pilot)
+        assert await closes(app, pilot)
 
 
 async def test_a_huge_failed_parcel_opens_bounded_and_closes(runtime):
@@ -206,15 +214,9 @@ async def test_a_huge_failed_parcel_opens_bounded_and_closes(runtime):
         )
     app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.app.workers.wait_for_complete()
-        await pilot.press("3", "enter")
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        text = str(app.screen.query_one("#failure-text").render())
+        text = await open_failure(app, pilot)
         assert len(text) < DETAIL_LIMIT + 10_000 and "more characters" in text
-        await pilot.press("escape")
-        await pilot.pause()
-        assert not isinstance(app.screen, FailureScreen)
+        assert await closes(app, pilot)
 
 
 async def test_a_parcel_nested_too_deep_to_show_is_said_and_the_view_closes(runtime):
@@ -230,11 +232,5 @@ async def test_a_parcel_nested_too_deep_to_show_is_said_and_the_view_closes(runt
         )
     app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.app.workers.wait_for_complete()
-        await pilot.press("3", "enter")
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        assert "Cannot show parcel deep" in str(app.screen.query_one("#failure-text").render())
-        await pilot.press("escape")
-        await pilot.pause()
-        assert not isinstance(app.screen, FailureScreen)
+        assert "Cannot show parcel deep" in await open_failure(app, pilot)
+        assert await closes(app, pilot)
