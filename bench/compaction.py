@@ -23,7 +23,7 @@ same bytes, schema and settings (WAL, synchronous=FULL, cache_size -16000, forei
    writer would wait for the lock, busy-handler sleeps included.
 2. Under load: a real `seer worker postmaster` consumer on a fresh copy, warmed up by one
    delivered parcel; then a sender thread (its own Runtime, so its own connections) validates
-   and sends one small parcel every 20 ms through `worker.operations.send_parcels`, from just
+   and sends one small parcel every 20 ms through `worker.ops.operations.send_parcels`, from just
    before the compaction starts (in the main thread) until 2 s after it ends. Latency is the
    parcel's `finished_at` minus its send time; `finished_at` is taken by the consumer right
    before its delivery transaction asks for the write lock, so a wait for that lock is not in
@@ -328,8 +328,8 @@ class Sender(threading.Thread):
     def run(self) -> None:
         import peewee
 
-        from worker import operations
-        from worker import parcels as parcel_service
+        from worker.ops import operations
+        from worker.parcels import intake as parcel_service
         from worker.runtime import Runtime
 
         runtime = Runtime.open(self.settings)
@@ -412,8 +412,8 @@ class Loaded:
 
 
 def run_loaded(root: Path, env_file: Path, log: Path) -> Loaded:
-    from worker import operations
-    from worker import parcels as parcel_service
+    from worker.ops import operations
+    from worker.parcels import intake as parcel_service
     from worker.runtime import Runtime
     from worker.settings import load_settings
 
@@ -527,7 +527,7 @@ def run_loaded(root: Path, env_file: Path, log: Path) -> Loaded:
 
 # -- diagnosis --------------------------------------------------------------------------------
 
-# The statement of worker/compaction.py's _delete_expired, copied: it is not importable alone.
+# The statement of worker/memory/compaction.py's _delete_expired, copied: not importable alone.
 COMPACTOR_DELETE = (
     "DELETE FROM memory WHERE agent_id = ? AND key IN (SELECT key FROM memory "
     "WHERE agent_id = ? AND expires_at <= ? ORDER BY key LIMIT ?)"
@@ -537,7 +537,7 @@ PLAIN_DELETE = "DELETE FROM memory WHERE agent_id = ? AND expires_at <= ?"
 
 def diagnose(fresh, repeat: int) -> None:
     """The deleting alone, each in ONE transaction (no commits between, no sleeps)."""
-    from worker.compaction import BATCH
+    from worker.memory.compaction import BATCH
 
     print(
         "diagnosis: the same deletions in one transaction each, on fresh copies "
@@ -588,7 +588,7 @@ def dist(values: list[float]) -> str:
 
 
 def describe_trace(trace: Trace, indent: str) -> str:
-    from worker.compaction import YIELD
+    from worker.memory.compaction import YIELD
 
     sleeps = max(0, trace.transactions - 3)  # not after the run's first and last transactions
     return (

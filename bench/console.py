@@ -307,7 +307,8 @@ def one_line(sql: str, width: int = 150) -> str:
 
 def measure_reads(settings: Any, reps: int) -> dict[str, float]:
     from seer_console.source import SnapshotSource
-    from worker import metrics, supervision
+    from worker.fleet import supervision
+    from worker.monitoring import metrics
 
     results: dict[str, float] = {}
     source = SnapshotSource(settings)

@@ -35,7 +35,7 @@ def vm_hwm(pid: int) -> int:
 
 
 def queue(root: Path, env: dict[str, str], count: int, size: int) -> None:
-    from worker import parcels
+    from worker.parcels import intake as parcels
     from worker.runtime import Runtime
 
     os.environ.update(env)
@@ -67,7 +67,7 @@ def run(work: Path, count: int, size: int, batch_bytes: str) -> dict:
     queue(root, env, count, size)
     queued = time.monotonic() - started
     log = work / f"worker-{batch_bytes}.log"
-    from worker import consumers, control
+    from worker.fleet import consumers, control
     from worker.runtime import Runtime
 
     os.environ.update(env)

@@ -258,7 +258,7 @@ def fill_tree(runtime: Any, ledger_path: Path, now: float) -> tuple[float, float
 
 
 def bench_stats(runtime: Any, env: dict[str, str], reps: int) -> float:
-    from worker import cas_tools
+    from worker.cas import tools as cas_tools
 
     found = cas_tools.stats(runtime.ledger)
     med, p95 = median_p95(timed(lambda: cas_tools.stats(runtime.ledger), reps))
@@ -313,7 +313,7 @@ def cpu_since(before: tuple[float, float], now: tuple[float, float]) -> tuple[fl
 def list_only(store: Any) -> int:
     """The scan's walk without its stat calls: the same opens, scandir and name checks (is_file
     comes from the directory entry's type), so scan minus this is the per-file fstatat."""
-    from worker import cas_tools
+    from worker.cas import tools as cas_tools
 
     root_fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
     names = 0
@@ -337,7 +337,7 @@ def list_only(store: Any) -> int:
 
 
 def bench_reconcile(runtime: Any, env: dict[str, str], rounds: int) -> dict[str, float]:
-    from worker import cas_tools
+    from worker.cas import tools as cas_tools
 
     ledger, store = runtime.ledger, runtime.store
     du_argv = ["du", "-sb", str(store.root)]
@@ -452,7 +452,7 @@ def bench_reconcile(runtime: Any, env: dict[str, str], rounds: int) -> dict[str,
 
 
 def bench_rules(runtime: Any, reps: int) -> dict[str, float]:
-    from worker import rules
+    from worker.monitoring import rules
 
     settings, ledger = runtime.settings, runtime.ledger
     readings = rules.evaluate(settings, rules.read_inputs(ledger))

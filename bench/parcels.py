@@ -197,7 +197,7 @@ def make_parcels(n: int) -> list[dict[str, Any]]:
 
 
 def run_ours(tmp: Path, n: int, synchronous: str) -> tuple[Ours, dict[str, int]]:
-    from worker import parcels as parcel_service
+    from worker.parcels import intake as parcel_service
     from worker.runtime import Runtime
     from worker.settings import load_settings
 

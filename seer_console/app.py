@@ -324,7 +324,7 @@ class SeerConsole(App):
     @work(thread=True, group="actions")
     def perform(self, label: str, call: Callable[[Any, Any], Any], done: str) -> None:
         """Runs a service call off the UI thread and says how it went."""
-        from worker import operations
+        from worker.ops import operations
 
         if self.read_only:
             self.call_from_thread(self.notify, "Read-only console: actions are disabled.")
@@ -393,7 +393,7 @@ class SeerConsole(App):
 
 def _failure_loader(source: Any) -> Callable[[str], Any]:
     def load(parcel_id: str) -> Any:
-        from worker import failures
+        from worker.parcels import failures
 
         return failures.parcel(source.runtime.ledger, parcel_id)
 

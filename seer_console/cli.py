@@ -24,22 +24,18 @@ from seer_console.cli_backup import add_backup_commands
 from seer_console.cli_cas import add_cas_commands
 from seer_console.cli_monitor import add_monitor_commands
 from seer_console.cli_supervisor import add_supervisor_commands
-from worker import (
-    control,
-    failures,
-    inbox,
-    jsondata,
-    migrations,
-    operations,
-    parcels,
-    status,
-    supervision,
-)
-from worker.artifacts import ArtifactError, artifacts_of_parcel, digest_of
-from worker.cas import CasError
-from worker.db import LedgerUnavailable, check_supported, open_ledger
+from worker import jsondata
+from worker.cas.artifacts import ArtifactError, artifacts_of_parcel, digest_of
+from worker.cas.store import CasError
+from worker.fleet import control, supervision
 from worker.layout import Layout, NotInitialised, UnsafeEntry, apply_umask
-from worker.memory import MemoryError_
+from worker.ledger import migrations
+from worker.ledger.sqlite import LedgerUnavailable, check_supported, open_ledger
+from worker.memory.service import MemoryError_
+from worker.monitoring import status
+from worker.ops import operations
+from worker.parcels import failures, inbox
+from worker.parcels import intake as parcels
 from worker.runtime import Runtime
 from worker.settings import SettingsError, load_settings, parse_duration
 
@@ -135,7 +131,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     runtime = _runtime()
     queue = args.queue
-    module = f"worker.huey_app.{queue}"
+    module = f"worker.queue.huey_app.{queue}"
     consumer = Path(sys.executable).parent / "huey_consumer"
     command = [str(consumer), module, "--workers", "1", "--worker-type", "thread"]
     # Poll an idle queue at least every second: Huey's default waits up to 10 s for new work.

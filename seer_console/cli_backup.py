@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from seer_console import output
-from worker import backup as backups
-from worker import migrations
-from worker.db import check_supported
 from worker.layout import Layout
+from worker.ledger import migrations
+from worker.ledger.sqlite import check_supported
+from worker.ops import backup as backups
 from worker.settings import load_settings
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from seer_console import output
-from worker import cas_tools
+from worker.cas import tools as cas_tools
 
 LIST_LIMIT = 20
 DEFAULT_GRACE = "24h"

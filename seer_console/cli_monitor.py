@@ -17,7 +17,8 @@ def _cli():
 
 
 def cmd_monitor_storage(args: argparse.Namespace) -> int:
-    from worker import monitor, outbox
+    from worker.alerts import outbox
+    from worker.monitoring import monitor
 
     cli = _cli()
     runtime = cli._runtime()
@@ -81,12 +82,13 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from worker import alerting, monitor, outbox
+    from worker.alerts import alerting, outbox
+    from worker.monitoring import monitor
 
     cli = _cli()
     runtime = cli._runtime()
     if args.alerts_command == "test":
-        from worker import operations
+        from worker.ops import operations
 
         try:
             report = operations.send_test_alert(runtime, args.channel)
@@ -150,7 +152,7 @@ def _bind(text: str) -> tuple[str, int]:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from worker import exporter
+    from worker.monitoring import exporter
 
     cli = _cli()
     runtime = cli._runtime()

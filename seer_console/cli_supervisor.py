@@ -22,7 +22,7 @@ def _cli():
 
 
 def _supervisor(args: argparse.Namespace):
-    from worker import supervision
+    from worker.fleet import supervision
 
     if args.socket:
         return supervision.Supervisor(Path(args.socket))
@@ -40,7 +40,7 @@ def _layout():
 
 
 def _rows(programs) -> None:
-    from worker import supervision
+    from worker.fleet import supervision
 
     output.table(
         [
@@ -58,7 +58,7 @@ def _rows(programs) -> None:
 
 
 def cmd_supervisor(args: argparse.Namespace) -> int:
-    from worker import supervision
+    from worker.fleet import supervision
 
     action = args.supervisor_command
     if action == "render":
@@ -95,7 +95,7 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
 
 def _remove(sup) -> int:
     """The task card's `supervisorctl remove seer-postmaster`: stop, then remove both."""
-    from worker import supervision
+    from worker.fleet import supervision
 
     groups = supervision.program_groups(sup.programs())
     if not groups:
@@ -115,13 +115,13 @@ def _remove(sup) -> int:
 
 def cmd_supervisorctl(args: argparse.Namespace) -> int:
     """supervisorctl itself against the local supervisord, its file and socket filled in."""
-    from worker import supervision
+    from worker.fleet import supervision
 
     return supervision.supervisorctl(_layout(), list(args.args))
 
 
 def _render(args: argparse.Namespace) -> int:
-    from worker import supervision
+    from worker.fleet import supervision
     from worker.settings import load_settings
 
     cli = _cli()

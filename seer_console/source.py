@@ -19,8 +19,11 @@ from worker.settings import Settings, load_settings
 if TYPE_CHECKING:
     # Imported when the first snapshot is read, in the worker thread: the alert channels pull
     # in requests and smtplib, which would add a quarter of a second before the first frame.
-    from worker import alerting, compaction, outbox, status, supervision
-    from worker.rules import Reading
+    from worker.alerts import alerting, outbox
+    from worker.fleet import supervision
+    from worker.memory import compaction
+    from worker.monitoring import status
+    from worker.monitoring.rules import Reading
     from worker.runtime import Runtime
 
 HISTORY_SECONDS = 15 * 60
@@ -111,7 +114,7 @@ def _active_alerts(
 ) -> tuple[alerting.RuleState, ...]:
     """The rules at warning or critical in this snapshot's own evaluation (the one the banner
     shows), since when the scheduler recorded them at that level, worst first."""
-    from worker import alerting
+    from worker.alerts import alerting
 
     found = []
     for reading in readings:
@@ -185,17 +188,12 @@ class SnapshotSource:
         return str(settings.storage_root)
 
     def read(self, now: float | None = None, tracked: tuple[str, ...] = ()) -> ConsoleSnapshot:
-        from worker import (
-            alerting,
-            compaction,
-            failures,
-            metrics,
-            migrations,
-            outbox,
-            rules,
-            status,
-        )
-        from worker.channels import channels_from_settings
+        from worker.alerts import alerting, outbox
+        from worker.alerts.channels import channels_from_settings
+        from worker.ledger import migrations
+        from worker.memory import compaction
+        from worker.monitoring import metrics, rules, status
+        from worker.parcels import failures
 
         now = time.time() if now is None else now
         runtime = self._with_current_settings()

@@ -9,10 +9,13 @@ import time
 from dataclasses import replace
 
 from seer_console.source import ConsoleSnapshot, SnapshotSource, WorkerRow
-from worker import control, metrics, outbox, parcels
-from worker.channels import Notification
+from worker.alerts import outbox
+from worker.alerts.channels import Notification
+from worker.fleet import control
+from worker.monitoring import metrics
+from worker.monitoring.status import ConsumerStatus
+from worker.parcels import intake as parcels
 from worker.runtime import Runtime
-from worker.status import ConsumerStatus
 
 NOW = 1_795_780_800.0  # 2026-11-27 08:00:00 UTC
 ROOT = "/srv/seer/storage"

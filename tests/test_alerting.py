@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import BIN
 from tests.helpers import wait_for
 from tests.peers import SlackPeer, SmtpPeer
-from worker import alerting, monitor, outbox, rules
+from worker.alerts import alerting, outbox
+from worker.monitoring import monitor, rules
 from worker.runtime import Runtime
 from worker.settings import load_settings
 
@@ -238,7 +239,7 @@ def test_alerts_test_for_an_unconfigured_channel_is_a_clear_error(runtime, cli):
 
 def test_status_exit_codes_follow_the_worst_rule(runtime, cli, monkeypatch):
     # Pretend both consumers are alive, so that only the rules decide.
-    from worker import status
+    from worker.monitoring import status
 
     monkeypatch.setattr(
         status.consumers,

@@ -13,11 +13,14 @@ import pytest
 
 from tests.helpers import parcel, wait_for
 from tests.test_cli import one_line_failure
-from worker import backup as backup_module
-from worker import cas_tools, migrations, operations, parcels
-from worker.backup import BackupError, BackupRefused, latest_backup
-from worker.cas import ContentStore
+from worker.cas import tools as cas_tools
+from worker.cas.store import ContentStore
 from worker.layout import Layout
+from worker.ledger import migrations
+from worker.ops import backup as backup_module
+from worker.ops import operations
+from worker.ops.backup import BackupError, BackupRefused, latest_backup
+from worker.parcels import intake as parcels
 from worker.runtime import Runtime
 from worker.settings import load_settings
 

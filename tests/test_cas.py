@@ -1,4 +1,4 @@
-"""Tests for worker.cas, the file layer of the content-addressed store."""
+"""Tests for worker.cas.store, the file layer of the content-addressed store."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import cas
-from worker.cas import (
+from worker.cas import store as cas
+from worker.cas.store import (
     BlobNotFound,
     CasError,
     ContentStore,

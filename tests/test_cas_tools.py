@@ -15,8 +15,9 @@ import pytest
 from seer_console import cli as cli_module
 from seer_console.cli_cas import add_cas_commands
 from tests.helpers import parcel
-from worker import cas_tools, parcels
-from worker.cas_tools import BlobInfo, CasStats
+from worker.cas import tools as cas_tools
+from worker.cas.tools import BlobInfo, CasStats
+from worker.parcels import intake as parcels
 
 DAY = 86400.0
 

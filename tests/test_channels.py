@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.peers import WEBHOOK_PATH, SlackPeer, SmtpPeer
-from worker.channels import (
+from worker.alerts.channels import (
     EmailChannel,
     LogChannel,
     Notification,

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import parcel
-from worker import control, failures, migrations
+from worker.fleet import control
+from worker.ledger import migrations
+from worker.parcels import failures
 from worker.runtime import Runtime
 
 
@@ -53,7 +55,7 @@ def send(cli, *items) -> list[str]:
 
 def make_failed(runtime, n: int = 1, failed_at: float | None = None, agent="agent-f") -> list[str]:
     """Queues `n` parcels in the ledger (no Huey task) and marks them failed."""
-    from worker import parcels
+    from worker.parcels import intake as parcels
 
     items = [parcels.validate(parcel(agent, i), runtime.settings.max_parcel_size) for i in range(n)]
     ids = parcels.queue_parcels(runtime.ledger, items)

@@ -14,7 +14,7 @@ from seer_console.panes import PANES, Pane
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import SnapshotSource
 from tests.console_fixtures import GITHUB_TOKEN, NOW, WORKERS, FixedSource, fill, use_utc
-from worker import control
+from worker.fleet import control
 
 
 @pytest.fixture
@@ -387,7 +387,7 @@ def test_snapshot_main_80x24(filled, snap_compare):
 
 
 def test_snapshot_main_120x40_paused(filled, snap_compare):
-    from worker import control
+    from worker.fleet import control
 
     control.pause(filled.ledger, by="console", now=1_795_780_800.0 - 420)
     assert snap_compare(_snap_app(filled), terminal_size=(120, 40), run_before=_ready)
@@ -585,7 +585,8 @@ async def test_read_only_footer_shows_actions_disabled_and_a_press_says_read_onl
 
 
 async def test_flow_is_counted_over_the_last_minute_and_seer_status_agrees(runtime, capsys):
-    from worker import parcels, status
+    from worker.monitoring import status
+    from worker.parcels import intake as parcels
 
     use_utc()
     batch = [

@@ -14,8 +14,11 @@ from huey import MemoryHuey
 
 from tests.conftest import BIN
 from tests.helpers import parcel, wait_for
-from worker import control, metrics, operations, parcels
-from worker.queues import PausableWorker, TickingScheduler, quiet_huey_logging
+from worker.fleet import control
+from worker.monitoring import metrics
+from worker.ops import operations
+from worker.parcels import intake as parcels
+from worker.queue.queues import PausableWorker, TickingScheduler, quiet_huey_logging
 from worker.runtime import Runtime
 
 

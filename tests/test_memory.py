@@ -14,10 +14,10 @@ import time
 import pytest
 
 from tests.helpers import wait_for
-from worker import compaction
-from worker.compaction import Compactor
 from worker.identity import current_owner
-from worker.memory import MemoryError_
+from worker.memory import compaction
+from worker.memory.compaction import Compactor
+from worker.memory.service import MemoryError_
 from worker.schedules import Cron
 
 T0 = 1_800_000_000.0
@@ -153,7 +153,7 @@ def test_a_run_left_running_by_a_dead_worker_is_marked_failed(runtime):
 
 
 def test_compaction_leaves_the_write_lock_to_others_between_short_transactions(runtime):
-    from worker.db import Ledger
+    from worker.ledger.sqlite import Ledger
 
     fill(runtime, 4, 50_000, 0.5, T0)
     waits: list[float] = []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from tests.helpers import parcel, wait_for
-from worker import metrics, parcels
+from worker.monitoring import metrics
+from worker.parcels import intake as parcels
 from worker.schedules import Every
 
 
@@ -102,7 +103,7 @@ def test_flow_counts_the_last_minute_and_projects_nothing(runtime):
 
 
 def test_a_periodic_slot_is_claimed_once_whoever_asks(runtime):
-    from worker import control
+    from worker.fleet import control
 
     assert control.claim_slot(runtime.ledger, "sample", 100)
     assert not control.claim_slot(runtime.ledger, "sample", 100)  # a second scheduler

@@ -10,9 +10,9 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.peers import SlackPeer, SmtpPeer
-from worker import outbox
-from worker.channels import EmailChannel, LogChannel, Notification, SlackChannel
-from worker.outbox import DeliveryReport, deliver_due, enqueue
+from worker.alerts import outbox
+from worker.alerts.channels import EmailChannel, LogChannel, Notification, SlackChannel
+from worker.alerts.outbox import DeliveryReport, deliver_due, enqueue
 
 T = 1_700_000_000.0
 NOTHING = DeliveryReport(0, 0, 0, 0)

@@ -10,9 +10,10 @@ import sys
 import time
 
 from tests.helpers import parcel
-from worker import failures, inbox, parcels, postmaster
 from worker.identity import Owner, current_owner
-from worker.postmaster import Postmaster
+from worker.parcels import failures, inbox, postmaster
+from worker.parcels import intake as parcels
+from worker.parcels.postmaster import Postmaster
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 GITHUB = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
@@ -174,8 +175,8 @@ def test_quota_fails_the_parcel_without_writing_a_blob(runtime, monkeypatch):
 
 
 def test_disk_full_backs_off_without_using_a_try(runtime, monkeypatch):
-    from worker import control
-    from worker.cas import DiskFull
+    from worker.cas.store import DiskFull
+    from worker.fleet import control
 
     (pid,) = queue(runtime, parcel("a", 1, attachment="x"))
     pm = runtime.postmaster()
@@ -253,7 +254,7 @@ def test_delivery_by_a_worker_taken_for_dead_is_discarded(runtime):
 def test_real_full_disk_backs_off_then_delivers_when_space_returns(runtime, tmpfs):
     import subprocess
 
-    from worker import control
+    from worker.fleet import control
 
     cas = tmpfs(runtime.layout.cas, "64k")
     (pid,) = queue(runtime, parcel("a", 1, attachment="z" * 100_000))

@@ -18,7 +18,10 @@ from seer_console.screens import ConfirmScreen
 from seer_console.source import SnapshotSource
 from tests.conftest import BIN
 from tests.helpers import parcel, wait_for
-from worker import control, migrations, operations, parcels, supervision
+from worker.fleet import control, supervision
+from worker.ledger import migrations
+from worker.ops import operations
+from worker.parcels import intake as parcels
 
 
 @pytest.fixture
@@ -410,7 +413,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_consumers_die_with_a_killed_supervisord_and_up_starts_them_once(runtime, supervised, cli):
-    from worker import consumers as registry
+    from worker.fleet import consumers as registry
 
     # Issue 10, item 5: after kill -9 of supervisord the scheduler lived on with ppid 1, and
     # `seer up` started a second one beside it.
@@ -434,7 +437,7 @@ def test_consumers_die_with_a_killed_supervisord_and_up_starts_them_once(runtime
 
 
 def test_up_and_down_stop_a_consumer_supervisord_does_not_run(runtime, cli, consumers):
-    from worker import consumers as registry
+    from worker.fleet import consumers as registry
 
     def registered(consumer) -> bool:
         return any(

@@ -14,7 +14,7 @@ from seer_console import output
 from seer_console.app import SeerConsole
 from seer_console.screens import FailureScreen
 from seer_console.source import SnapshotSource
-from worker import parcels
+from worker.parcels import intake as parcels
 from worker.runtime import Runtime
 
 AWS = "AKIA" + "IOSFODNN7EXAMPLE"
@@ -176,7 +176,7 @@ MARKUP = ("[/]", "[bold red]agent", "[link=file:///etc/passwd]x[/link]", "[REDAC
 @pytest.mark.parametrize("agent", MARKUP)
 async def test_the_console_shows_markup_in_data_as_text(runtime, agent):
     # Issue 10, item 1: an agent id of `[/]` crashed the console on every start.
-    from worker import parcels as parcel_module
+    from worker.parcels import intake as parcel_module
 
     (pid,) = parcel_module.queue_parcels(
         runtime.ledger,
@@ -201,7 +201,7 @@ async def test_the_console_shows_markup_in_data_as_text(runtime, agent):
 
 async def test_a_huge_failed_parcel_opens_bounded_and_closes(runtime):
     from seer_console.screens import DETAIL_LIMIT
-    from worker import parcels as parcel_module
+    from worker.parcels import intake as parcel_module
 
     big = {"to_agent_id": "a", "envelope": {"body": "y" * 2_000_000}}
     (pid,) = parcel_module.queue_parcels(

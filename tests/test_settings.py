@@ -424,7 +424,8 @@ def test_a_webhook_url_that_cannot_be_sent_to_is_refused_at_load(
 
 
 def test_a_channel_that_cannot_be_built_never_stops_the_others(runtime, monkeypatch):
-    from worker import channels, monitor, outbox
+    from worker.alerts import channels, outbox
+    from worker.monitoring import monitor
 
     def broken(*args, **kwargs):
         raise ValueError("Invalid IPv6 URL")

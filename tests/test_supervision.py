@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 
 from tests.helpers import wait_for
-from worker import supervision
+from worker.fleet import supervision
 
 
 def test_up_runs_both_consumers_idempotently_and_down_stops_them(runtime, cli):

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import parcel
-from worker import failures, operations, parcels
-from worker.cas import ContentStore, UnsafeStoreEntry
+from worker.cas.store import ContentStore, UnsafeStoreEntry
 from worker.layout import Layout, UnsafeEntry
+from worker.ops import operations
+from worker.parcels import failures
+from worker.parcels import intake as parcels
 from worker.runtime import Runtime
 
 ATTACHMENT = "the attachment that must stay inside the root"
@@ -110,7 +112,7 @@ def test_a_test_alert_writes_no_line_through_a_link(runtime, outside, relative):
     link.unlink()
     if relative == "logs":
         runtime.layout.logs.mkdir()
-    from worker import monitor
+    from worker.monitoring import monitor
 
     assert monitor.deliver(runtime, now=time.time() + 3600).sent == 1
     assert "Test alert" in (runtime.layout.logs / "alerts.log").read_text()

@@ -7,7 +7,7 @@ import pwd
 import time
 
 from seer_console import output
-from worker import control
+from worker.fleet import control
 
 
 def test_a_time_in_the_future_is_never_ago():
@@ -29,7 +29,7 @@ def test_quota_far_away_is_not_a_number_of_days():
 
 
 def test_monitor_storage_says_not_within_a_year(runtime, cli):
-    from worker import metrics
+    from worker.monitoring import metrics
 
     t = time.time()
     # 1 KiB in 12 hours against a 100 GiB quota.

@@ -1,35 +1,9 @@
-"""What `huey_consumer` loads: `huey_consumer worker.huey_app.postmaster` (or `.scheduler`).
+"""The module path `huey_consumer` loaded before the queue got its own package.
 
-Importing it checks the settings, the storage root and the schema, and exits with one line
-if any is wrong, so a misconfigured consumer never starts.
+A supervisor file installed by an earlier release names `worker.huey_app.postmaster`; it keeps
+working for one release. `seer supervisor render` writes `worker.queue.huey_app` now.
 """
 
-from __future__ import annotations
+from worker.queue.huey_app import postmaster, scheduler
 
-import logging
-import sys
-
-from worker.layout import NotInitialised, UnsafeEntry
-from worker.migrations import SchemaMismatch
-from worker.queues import quiet_huey_logging
-from worker.runtime import Runtime
-from worker.settings import SettingsError
-
-try:
-    runtime = Runtime.open()
-    tasks = runtime.tasks
-except (SettingsError, NotInitialised, UnsafeEntry, SchemaMismatch, NotImplementedError) as exc:
-    sys.exit(f"seer worker: {exc}")
-
-postmaster = runtime.queues.postmaster
-scheduler = runtime.queues.scheduler
-
-# Huey's per-task and per-tick INFO lines are noise at thousands of parcels a second and a
-# check every few seconds; its warnings and errors stay.
-quiet_huey_logging()
-_handler = logging.StreamHandler()
-_handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s:%(name)s:%(message)s"))
-_seer_log = logging.getLogger("seer")
-_seer_log.addHandler(_handler)
-_seer_log.setLevel(logging.INFO)
-_seer_log.propagate = False
+__all__ = ["postmaster", "scheduler"]

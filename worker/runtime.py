@@ -10,18 +10,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from worker import control, migrations
-from worker.cas import ContentStore
-from worker.compaction import Compactor
-from worker.db import Ledger, check_supported, open_ledger
+from worker.cas.store import ContentStore
+from worker.fleet import control
 from worker.layout import Layout, apply_umask
-from worker.memory import MemoryService
-from worker.postmaster import Postmaster
+from worker.ledger import migrations
+from worker.ledger.sqlite import Ledger, check_supported, open_ledger
+from worker.memory.compaction import Compactor
+from worker.memory.service import MemoryService
+from worker.parcels.postmaster import Postmaster
 from worker.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from worker.queues import Queues
-    from worker.tasks import Tasks
+    from worker.queue.queues import Queues
+    from worker.queue.tasks import Tasks
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Runtime:
 
     @cached_property
     def queues(self) -> Queues:
-        from worker.queues import build_queues
+        from worker.queue.queues import build_queues
 
         queues = build_queues(self.settings, self.layout)
         queues.postmaster.pause_check = lambda: control.is_paused(self.ledger)
@@ -60,7 +61,7 @@ class Runtime:
     @property
     def tasks(self) -> Tasks:
         if self._tasks is None:
-            from worker.tasks import register
+            from worker.queue.tasks import register
 
             self._tasks = register(self)
         return self._tasks

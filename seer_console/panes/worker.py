@@ -193,7 +193,7 @@ class WorkerPane(Pane):
     def _preview_rollback(self) -> None:
         """Asks only once the rollback would be allowed, and says what it drops: the same
         checks as `seer migrate --rollback` (a running consumer refuses it)."""
-        from worker import operations
+        from worker.ops import operations
 
         runtime = self.console.source.runtime
         try:

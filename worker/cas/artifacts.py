@@ -1,0 +1,52 @@
+"""Artifact addresses (`fe://artifacts/by-task/{task}/{hash}/{filename}`) and looking them up."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from worker.cas.store import validate_digest
+from worker.ledger.sqlite import Ledger
+from worker.redaction import redact_value
+
+SCHEME = "fe://artifacts/by-task/"
+_URI = re.compile(r"fe://artifacts/by-task/([^/]+)/([^/]+)/([^/]+)")
+
+
+class ArtifactError(ValueError):
+    """An artifact address or hash that cannot be resolved; one line for the operator."""
+
+
+def artifact_uri(task_id: str, digest: str, filename: str) -> str:
+    # Task ids and file names come from producers: quoted so they never add path segments.
+    return f"{SCHEME}{quote(task_id, safe='')}/{digest}/{quote(filename, safe='')}"
+
+
+def digest_of(uri_or_hash: str) -> str:
+    """The validated hash named by an artifact URI or given as a bare hash."""
+    value = uri_or_hash.strip()
+    match = _URI.fullmatch(value)
+    if match:
+        value = match.group(2)
+    elif value.startswith("fe://"):
+        raise ArtifactError(
+            f"not an artifact address: expected {SCHEME}TASK/HASH/FILENAME or a 64-hex hash"
+        )
+    try:
+        return validate_digest(value)
+    except ValueError:
+        raise ArtifactError(
+            "not an artifact: give an fe://artifacts/by-task/TASK/HASH/FILENAME address or a "
+            "hash of 64 lowercase hex characters"
+        ) from None
+
+
+def artifacts_of_parcel(ledger: Ledger, parcel_id: str) -> list[dict[str, Any]]:
+    """The parcel's artifacts as shown to an operator (names and URIs redacted)."""
+    rows = ledger.rows(
+        "SELECT kind, name, hash, filename, mime_type, size, uri FROM artifacts "
+        "WHERE parcel_id = ? ORDER BY id",
+        (parcel_id,),
+    )
+    return [redact_value(row) for row in rows]

@@ -1,0 +1,113 @@
+"""Persisted control flags: the queue pause, the worker's disk-full backoff notice, and the
+slots periodic jobs have claimed."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from worker.ledger.sqlite import Ledger
+
+PAUSED = "postmaster.paused"
+BACKOFF = "postmaster.backoff"
+
+
+@dataclass(frozen=True)
+class PauseState:
+    paused: bool
+    since: float | None = None
+    by: str | None = None
+
+
+def _get(ledger: Ledger, key: str) -> tuple[Any, float] | None:
+    row = ledger.row("SELECT value, updated_at FROM control WHERE key = ?", (key,))
+    return (json.loads(row["value"]), row["updated_at"]) if row else None
+
+
+def _put(ledger: Ledger, key: str, value: Any, now: float) -> None:
+    ledger.execute(
+        "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (key, json.dumps(value), now),
+    )
+
+
+def is_paused(ledger: Ledger) -> bool:
+    # Read before every dequeue, so it is one indexed lookup and nothing more.
+    return ledger.scalar("SELECT 1 FROM control WHERE key = ?", (PAUSED,)) is not None
+
+
+def pause_state(ledger: Ledger) -> PauseState:
+    found = _get(ledger, PAUSED)
+    if not found:
+        return PauseState(False)
+    value, since = found
+    return PauseState(True, since, value.get("by"))
+
+
+def pause(ledger: Ledger, by: str = "cli", now: float | None = None) -> bool:
+    """Pauses the postmaster queue; returns False if it was already paused (nothing changed)."""
+    now = time.time() if now is None else now
+    with ledger.write():
+        if is_paused(ledger):
+            return False
+        _put(ledger, PAUSED, {"by": by}, now)
+    return True
+
+
+def resume(ledger: Ledger) -> bool:
+    """Resumes the queue; returns False if it was not paused."""
+    with ledger.write():
+        return ledger.execute("DELETE FROM control WHERE key = ?", (PAUSED,)).rowcount > 0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    reason: str
+    until: float
+    since: float
+
+
+def set_backoff(ledger: Ledger, reason: str, until: float, now: float) -> None:
+    with ledger.write():
+        found = _get(ledger, BACKOFF)
+        since = found[0]["since"] if found else now
+        _put(ledger, BACKOFF, {"reason": reason, "until": until, "since": since}, now)
+
+
+def clear_backoff(ledger: Ledger) -> None:
+    if ledger.scalar("SELECT 1 FROM control WHERE key = ?", (BACKOFF,)):
+        with ledger.write():
+            ledger.execute("DELETE FROM control WHERE key = ?", (BACKOFF,))
+
+
+def backoff_state(ledger: Ledger) -> Backoff | None:
+    found = _get(ledger, BACKOFF)
+    if not found:
+        return None
+    value, _ = found
+    return Backoff(value["reason"], value["until"], value["since"])
+
+
+SLOT = "slot:"
+
+
+def claim_slot(ledger: Ledger, job: str, slot: int, now: float | None = None) -> bool:
+    """True for exactly one caller per (job, slot), whichever scheduler asks: two schedulers
+    (an orphan left by a dead supervisord, a second host) never both run a periodic job."""
+    now = time.time() if now is None else now
+    key = SLOT + job
+    with ledger.write():
+        claimed = ledger.execute(
+            "UPDATE control SET value = ?, updated_at = ? "
+            "WHERE key = ? AND CAST(value AS INTEGER) < ?",
+            (str(slot), now, key, slot),
+        ).rowcount
+        if not claimed:
+            claimed = ledger.execute(
+                "INSERT OR IGNORE INTO control (key, value, updated_at) VALUES (?, ?, ?)",
+                (key, str(slot), now),
+            ).rowcount
+    return claimed == 1

@@ -1,0 +1,206 @@
+"""Metric history: one sample every few seconds, kept raw, then per minute, then per hour.
+
+Every number is read from counters kept in the same transactions as the changes they count,
+or from an index, so taking a sample costs the same at a thousand parcels or a million.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+from worker.fleet import consumers
+from worker.ledger.sqlite import Ledger
+
+RAW, MINUTE, HOUR = 0, 60, 3600
+
+
+@dataclass(frozen=True)
+class Sample:
+    ts: float
+    queue_depth: int
+    oldest_queued_age: float | None
+    delivered: int
+    failed: int
+    failed_last_hour: int
+    cas_bytes: int
+    cas_blobs: int
+    postmaster_up: bool
+    scheduler_up: bool
+    delivered_total: int
+    failed_total: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    raw: float = 24 * 3600
+    minute: float = 7 * 86400
+    hour: float = 90 * 86400
+
+
+_COLUMNS = [f.name for f in fields(Sample)]
+
+
+def counters(ledger: Ledger) -> dict[str, int]:
+    return {r["name"]: r["value"] for r in ledger.rows("SELECT name, value FROM counters")}
+
+
+def failed_since(ledger: Ledger, since: float) -> int:
+    return ledger.scalar(
+        "SELECT count(*) FROM parcels WHERE state = 'failed' AND finished_at >= ?", (since,)
+    )
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Parcels delivered and failed in the last `window` seconds: counted, never projected
+    from a shorter span (150 deliveries are "150 in the last 60s", not "203/min")."""
+
+    window: float
+    delivered: int
+    failed: int
+
+
+def flow(ledger: Ledger, now: float | None = None, window: float = 60.0) -> Flow:
+    """One range of the (state, finished_at) index per state: it costs what the last minute
+    holds, whatever the ledger's size."""
+    now = time.time() if now is None else now
+    counts = {
+        r["state"]: r["n"]
+        for r in ledger.rows(
+            "SELECT state, count(*) AS n FROM parcels WHERE state IN ('delivered', 'failed') "
+            "AND finished_at > ? AND finished_at <= ? GROUP BY state",
+            (now - window, now),
+        )
+    }
+    return Flow(window, counts.get("delivered", 0), counts.get("failed", 0))
+
+
+def oldest_queued_age(ledger: Ledger, now: float) -> float | None:
+    oldest = ledger.scalar(
+        "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"
+    )
+    return None if oldest is None else max(0.0, now - oldest)
+
+
+def measure(
+    ledger: Ledger, postmaster_queue: str, scheduler_queue: str, now: float | None = None
+) -> Sample:
+    """Reads the current figures; deltas are against the last raw sample."""
+    now = time.time() if now is None else now
+    counts = counters(ledger)
+    last = ledger.row(
+        "SELECT delivered_total, failed_total FROM metric_samples WHERE resolution = 0 "
+        "ORDER BY ts DESC LIMIT 1"
+    )
+    delivered_total = counts.get("delivered_total", 0)
+    failed_total = counts.get("failed_total", 0)
+    live = {c.queue for c in consumers.consumers(ledger) if consumers.is_up(c)}
+    return Sample(
+        ts=now,
+        queue_depth=counts.get("parcels_queued", 0),
+        oldest_queued_age=oldest_queued_age(ledger, now),
+        delivered=max(0, delivered_total - last["delivered_total"]) if last else 0,
+        failed=max(0, failed_total - last["failed_total"]) if last else 0,
+        failed_last_hour=failed_since(ledger, now - 3600),
+        cas_bytes=counts.get("cas_bytes", 0),
+        cas_blobs=counts.get("cas_blobs", 0),
+        postmaster_up=postmaster_queue in live,
+        scheduler_up=scheduler_queue in live,
+        delivered_total=delivered_total,
+        failed_total=failed_total,
+    )
+
+
+def record(ledger: Ledger, sample: Sample) -> None:
+    marks = ", ".join("?" * len(_COLUMNS))
+    with ledger.write():
+        ledger.execute(
+            f"INSERT OR REPLACE INTO metric_samples (resolution, {', '.join(_COLUMNS)}) "
+            f"VALUES (0, {marks})",
+            [getattr(sample, c) for c in _COLUMNS],
+        )
+
+
+# Rolling up: sums for counts per interval, maxima for levels (a spike must stay visible),
+# minima for "up" (a consumer down for part of a minute shows as down for that minute).
+_ROLLUP = """
+INSERT OR REPLACE INTO metric_samples (resolution, ts, queue_depth, oldest_queued_age,
+    delivered, failed, failed_last_hour, cas_bytes, cas_blobs, postmaster_up, scheduler_up,
+    delivered_total, failed_total)
+SELECT :to, CAST(ts / :to AS INTEGER) * :to, max(queue_depth), max(oldest_queued_age),
+    sum(delivered), sum(failed), max(failed_last_hour), max(cas_bytes), max(cas_blobs),
+    min(postmaster_up), min(scheduler_up), max(delivered_total), max(failed_total)
+FROM metric_samples WHERE resolution = :src AND ts < :cutoff
+GROUP BY CAST(ts / :to AS INTEGER)
+"""
+
+
+def downsample(ledger: Ledger, retention: Retention, now: float | None = None) -> int:
+    """Rolls samples past their age into the next resolution; returns rows removed."""
+    now = time.time() if now is None else now
+    removed = 0
+    for source, target, keep in ((RAW, MINUTE, retention.raw), (MINUTE, HOUR, retention.minute)):
+        # Cut on a bucket boundary so that no bucket is ever rolled up half-full.
+        cutoff = (now - keep) // target * target
+        if not ledger.scalar(
+            "SELECT 1 FROM metric_samples WHERE resolution = ? AND ts < ? LIMIT 1",
+            (source, cutoff),
+        ):
+            continue
+        with ledger.write():
+            ledger.execute(_ROLLUP, {"to": target, "src": source, "cutoff": cutoff})
+            removed += ledger.execute(
+                "DELETE FROM metric_samples WHERE resolution = ? AND ts < ?", (source, cutoff)
+            ).rowcount
+    with ledger.write():
+        removed += ledger.execute(
+            "DELETE FROM metric_samples WHERE resolution = ? AND ts < ?",
+            (HOUR, now - retention.hour),
+        ).rowcount
+    return removed
+
+
+def history(ledger: Ledger, since: float, resolution: int = RAW, limit: int = 2000) -> list[Sample]:
+    rows = ledger.rows(
+        f"SELECT {', '.join(_COLUMNS)} FROM metric_samples WHERE resolution = ? AND ts >= ? "
+        "ORDER BY ts DESC LIMIT ?",
+        (resolution, since, limit),
+    )
+    return [
+        Sample(
+            **{
+                **r,
+                "postmaster_up": bool(r["postmaster_up"]),
+                "scheduler_up": bool(r["scheduler_up"]),
+            }
+        )
+        for r in reversed(rows)
+    ]
+
+
+def growth_per_day(ledger: Ledger, now: float | None = None, window: float = 86400) -> float | None:
+    """CAS bytes per day over the last `window` (any resolution); None without 10 min of data."""
+    now = time.time() if now is None else now
+    # One indexed lookup per resolution (the key is resolution, ts), never a scan.
+    firsts = [
+        ledger.row(
+            "SELECT ts, cas_bytes FROM metric_samples WHERE resolution = ? AND ts >= ? "
+            "ORDER BY ts LIMIT 1",
+            (resolution, now - window),
+        )
+        for resolution in (RAW, MINUTE, HOUR)
+    ]
+    lasts = [
+        ledger.row(
+            "SELECT ts, cas_bytes FROM metric_samples WHERE resolution = ? ORDER BY ts DESC "
+            "LIMIT 1",
+            (resolution,),
+        )
+        for resolution in (RAW, MINUTE, HOUR)
+    ]
+    first = min((r for r in firsts if r), key=lambda r: r["ts"], default=None)
+    last = max((r for r in lasts if r), key=lambda r: r["ts"], default=None)
+    if not first or not last or last["ts"] - first["ts"] < 600:
+        return None
+    return (last["cas_bytes"] - first["cas_bytes"]) / (last["ts"] - first["ts"]) * 86400

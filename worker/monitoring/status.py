@@ -1,0 +1,276 @@
+"""One read of everything `seer status` (and later the console) shows, as a frozen snapshot."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from worker.fleet import consumers, control, supervision
+from worker.monitoring import metrics, rules
+from worker.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    name: str
+    depth: int
+    in_flight: int
+    oldest_queued_age: float | None
+    paused: bool
+    paused_since: float | None
+    paused_by: str | None
+    backoff_reason: str | None
+    backoff_until: float | None
+
+
+@dataclass(frozen=True)
+class ConsumerStatus:
+    queue: str
+    alive: bool
+    pids: tuple[int, ...]
+    supervisor_state: str | None
+    restarts: int | None = 0  # None: unknown (the ledger cannot be read)
+    last_exit: supervision.LastExit | None = None
+    supervisor_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    storage_root: str
+    queue: QueueStatus
+    parcels: dict[str, int]
+    failed_last_hour: int
+    cas_bytes: int
+    cas_blobs: int
+    cas_quota: int
+    consumers: tuple[ConsumerStatus, ...]
+    supervisor: str
+    level: str
+    problems: tuple[str, ...]
+    rules: dict[str, str]
+    # The one evaluation of the alert rules that `problems` and `rules` come from (the
+    # console's banner and Alerts pane show it too), and the last minute's flow.
+    readings: tuple[rules.Reading, ...] = ()
+    flow: metrics.Flow | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "warning": 1, "critical": 2}.get(self.level, 3)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _counters(runtime: Runtime) -> dict[str, int]:
+    return {r["name"]: r["value"] for r in runtime.ledger.rows("SELECT name, value FROM counters")}
+
+
+def consumer_statuses(
+    runtime: Runtime, *, with_ledger: bool = True
+) -> tuple[tuple[ConsumerStatus, ...], str]:
+    """Each queue's consumer as supervisord and the ledger see it, and supervisord's state.
+    Without the ledger (a schema behind the code) only supervisord's view is given."""
+    sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
+    try:
+        listed = sup.programs()
+        exits = sup.last_exits(listed)
+        sup_state = "running"
+    except supervision.SupervisorError:
+        listed, exits = [], {}
+        sup_state = "not reachable"
+    programs = {p.name: p for p in listed}
+    registered = consumers.consumers(runtime.ledger) if with_ledger else []
+    restarts = consumers.restarts(runtime.ledger) if with_ledger else None
+    found = []
+    for queue_name, program in (
+        (runtime.settings.postmaster_queue, "seer-postmaster"),
+        (runtime.settings.scheduler_queue, "seer-scheduler"),
+    ):
+        live = [c for c in registered if c.queue == queue_name and consumers.is_up(c)]
+        info = programs.get(program)
+        found.append(
+            ConsumerStatus(
+                queue_name,
+                bool(live) if with_ledger else bool(info and info.state == "RUNNING"),
+                tuple(c.pid for c in live)
+                if with_ledger
+                else ((info.pid,) if info and info.pid else ()),
+                info.state if info else None,
+                None if restarts is None else restarts.get(queue_name, 0),
+                exits.get(program),
+                info.pid if info and info.pid else None,
+            )
+        )
+    return tuple(found), sup_state
+
+
+# Free space below two of the largest parcels: the next one may not fit in the ledger, the
+# queue and the CAS together.
+def _disk_margin(runtime: Runtime) -> int:
+    return max(2 * runtime.settings.max_parcel_size, 1024**2)
+
+
+def disk_problems(runtime: Runtime) -> list[str]:
+    """`disk full: PATH` for each filesystem of the storage root (the root, the CAS) that has
+    less free space than a couple of parcels need."""
+    import humanize
+
+    seen: set[int] = set()
+    found = []
+    margin = _disk_margin(runtime)
+    for path in (runtime.layout.root, runtime.layout.cas):
+        try:
+            st = os.statvfs(path)
+            device = os.stat(path).st_dev
+        except OSError:
+            continue
+        if device in seen:
+            continue
+        seen.add(device)
+        free = st.f_bavail * st.f_frsize
+        if free < margin:
+            found.append(
+                f"disk full: {path} has {humanize.naturalsize(free, binary=True)} free, less "
+                f"than two parcels of POSTMASTER_MAX_PARCEL_SIZE need"
+            )
+    return found
+
+
+def queue_problem(runtime: Runtime) -> str | None:
+    """What is wrong with the queue's storage, if it cannot be read (a damaged queue.db): no
+    consumer can start and no doorbell rings, though every parcel is safe in the ledger."""
+    try:
+        runtime.queues.postmaster.pending_count()
+    except Exception as exc:
+        return (
+            f"queue database cannot be read ({exc}): the workers cannot run; stop them, move "
+            f"{runtime.layout.queue_db} aside and run `seer init` (parcels are safe in the ledger)"
+        )
+    return None
+
+
+def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
+    now = time.time() if now is None else now
+    ledger = runtime.ledger
+    counts = _counters(runtime)
+    oldest = ledger.scalar(
+        "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"
+    )
+    pause = control.pause_state(ledger)
+    backoff = control.backoff_state(ledger)
+    if backoff and backoff.until < now - 60:
+        backoff = None
+    failed_hour = ledger.scalar(
+        "SELECT count(*) FROM parcels WHERE state = 'failed' AND finished_at >= ?", (now - 3600,)
+    )
+    queue = QueueStatus(
+        runtime.settings.postmaster_queue,
+        counts.get("parcels_queued", 0),
+        counts.get("parcels_in_flight", 0),
+        None if oldest is None else max(0.0, now - oldest),
+        pause.paused,
+        pause.since,
+        pause.by,
+        backoff.reason if backoff else None,
+        backoff.until if backoff else None,
+    )
+    found, sup_state = consumer_statuses(runtime)
+    problems: list[str] = []
+    levels: list[str] = []
+
+    def problem(text: str, level: str) -> None:
+        problems.append(text)
+        levels.append(level)
+
+    readings = rules.evaluate(runtime.settings, rules.read_inputs(ledger, now))
+    for reading in readings:
+        if reading.level != "ok":
+            problem(reading.summary, reading.level)
+    if queue.paused:
+        problem("postmaster queue is PAUSED", "warning")
+    if queue.backoff_reason:
+        problem(f"postmaster is backing off: {queue.backoff_reason}", "warning")
+    for text in disk_problems(runtime):
+        problem(text, "critical")
+    damaged = queue_problem(runtime)
+    if damaged:
+        problem(damaged, "critical")
+    for c in found:
+        if not c.alive:
+            # No scheduler means no monitoring and no alerts: as bad as parcels not moving.
+            bad = c.queue != queue.name or queue.depth > 0
+            problem(f"{c.queue} consumer not running", "critical" if bad else "warning")
+    level = rules.worst(levels)
+    return Snapshot(
+        taken_at=now,
+        storage_root=str(runtime.layout.root),
+        queue=queue,
+        parcels={
+            s: counts.get(f"parcels_{s}", 0) for s in ("queued", "in_flight", "delivered", "failed")
+        },
+        failed_last_hour=failed_hour,
+        cas_bytes=counts.get("cas_bytes", 0),
+        cas_blobs=counts.get("cas_blobs", 0),
+        cas_quota=runtime.settings.cas_max_size,
+        consumers=found,
+        supervisor=sup_state,
+        level=level,
+        problems=tuple(problems),
+        rules={r.rule: r.level for r in readings},
+        readings=tuple(readings),
+        flow=metrics.flow(ledger, now),
+    )
+
+
+def print_queue(snap: Snapshot) -> None:
+    from seer_console import output
+
+    q = snap.queue
+    state = "PAUSED" if q.paused else "running"
+    if q.paused:
+        state += f" since {output.when(q.paused_since, snap.taken_at)} by {q.paused_by}"
+    print(f"queue      {q.name}: {state}")
+    print(
+        f"depth      {q.depth} queued, {q.in_flight} in flight, oldest "
+        f"{output.age(q.oldest_queued_age)}"
+    )
+    if q.backoff_reason:
+        print(f"backoff    {q.backoff_reason} (next try {output.when(q.backoff_until)})")
+
+
+def print_text(snap: Snapshot) -> None:
+    from seer_console import output
+
+    print(f"seer ops   {snap.level.upper()}")
+    print(f"storage    {snap.storage_root}")
+    print_queue(snap)
+    p = snap.parcels
+    print(
+        f"parcels    {p['queued']} queued, {p['in_flight']} in flight, {p['delivered']} "
+        f"delivered, {p['failed']} failed ({snap.failed_last_hour} in the last hour)"
+    )
+    if snap.flow:
+        f = snap.flow
+        print(f"last {f.window:.0f}s   {f.delivered} delivered, {f.failed} failed")
+    pct = 100.0 * snap.cas_bytes / snap.cas_quota if snap.cas_quota else 0.0
+    print(
+        f"cas        {output.size(snap.cas_bytes)} in {snap.cas_blobs} blobs, "
+        f"{pct:.1f}% of {output.size(snap.cas_quota)}"
+    )
+    print(f"supervisor {snap.supervisor}")
+    for c in snap.consumers:
+        alive = f"alive (pid {', '.join(map(str, c.pids))})" if c.alive else "NOT RUNNING"
+        sup = f", supervisord: {c.supervisor_state}" if c.supervisor_state else ""
+        restarts = "" if c.restarts is None else f", {c.restarts} restart"
+        restarts += "" if c.restarts in (None, 1) else "s"
+        print(f"consumer   {c.queue}: {alive}{sup}{restarts}")
+        if c.last_exit:
+            print(
+                f"last exit  {c.queue}: {c.last_exit.describe()} at "
+                f"{output.when(c.last_exit.at, snap.taken_at)}"
+            )
+    print("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
+    for text in snap.problems:
+        print(f"problem    {text}")

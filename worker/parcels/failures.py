@@ -1,0 +1,89 @@
+"""The failed store: parcels that used up their tries, with error and traceback (redacted).
+
+Every row leaves here redacted, ids and payload included: the raw copy of a parcel stays in the
+ledger, and only a retry (in SQL) uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from worker.ledger.sqlite import Ledger
+from worker.redaction import redact_value
+
+_SUMMARY = (
+    "id, to_agent_id, task_id, type, attempts, crashes, error, created_at, finished_at AS failed_at"
+)
+
+
+def list_failed(ledger: Ledger, limit: int = 100) -> list[dict[str, Any]]:
+    rows = ledger.rows(
+        f"SELECT {_SUMMARY} FROM parcels WHERE state = 'failed' ORDER BY finished_at DESC LIMIT ?",
+        (limit,),
+    )
+    return [redact_value(row) for row in rows]
+
+
+def parcel(ledger: Ledger, parcel_id: str) -> dict[str, Any] | None:
+    """One parcel's ledger entry as an operator sees it, whatever its state: every string
+    redacted, the payload (only while it is kept) too."""
+    row = ledger.row(
+        "SELECT id, to_agent_id, task_id, type, stream, state, size, attempts, crashes, owner, "
+        "not_before, created_at, claimed_at, finished_at, error, traceback, payload "
+        "FROM parcels WHERE id = ?",
+        (parcel_id,),
+    )
+    if row is None:
+        return None
+    if row["payload"] is not None:
+        row["payload"] = json.loads(row["payload"])
+    return redact_value(row)
+
+
+def retry(ledger: Ledger, parcel_id: str) -> bool:
+    """Puts a failed parcel back in the queue with its original contents and fresh tries."""
+    with ledger.write():
+        return (
+            ledger.execute(
+                "UPDATE parcels SET state = 'queued', attempts = 0, crashes = 0, isolate = 0, "
+                "not_before = 0, finished_at = NULL WHERE id = ? AND state = 'failed'",
+                (parcel_id,),
+            ).rowcount
+            == 1
+        )
+
+
+def retry_all(ledger: Ledger) -> list[str]:
+    with ledger.write():
+        ids = [
+            r["id"]
+            for r in ledger.rows("SELECT id FROM parcels WHERE state = 'failed' ORDER BY seq")
+        ]
+        ledger.execute(
+            "UPDATE parcels SET state = 'queued', attempts = 0, crashes = 0, isolate = 0, "
+            "not_before = 0, finished_at = NULL WHERE state = 'failed'"
+        )
+    return ids
+
+
+def count_failed(ledger: Ledger, older_than: float | None = None, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    cutoff = now - older_than if older_than is not None else None
+    if cutoff is None:
+        return ledger.scalar("SELECT count(*) FROM parcels WHERE state = 'failed'")
+    return ledger.scalar(
+        "SELECT count(*) FROM parcels WHERE state = 'failed' AND finished_at < ?", (cutoff,)
+    )
+
+
+def purge(ledger: Ledger, older_than: float | None = None, now: float | None = None) -> int:
+    """Deletes failed parcels (optionally only those failed more than `older_than` s ago)."""
+    now = time.time() if now is None else now
+    with ledger.write():
+        if older_than is None:
+            return ledger.execute("DELETE FROM parcels WHERE state = 'failed'").rowcount
+        return ledger.execute(
+            "DELETE FROM parcels WHERE state = 'failed' AND finished_at < ?", (now - older_than,)
+        ).rowcount

@@ -1,0 +1,491 @@
+"""The Postmaster: turns queued parcels into messages in agents' inboxes, exactly once.
+
+A worker claims the oldest due parcels in the ledger (in flight, owned by it), stores their
+attachments and manifests in the CAS, then records every delivery of the batch in one
+transaction that only succeeds while it still owns them. A worker that dies leaves its parcels
+in flight; `recover` gives them back to the queue, and isolates them so that a parcel which
+kills its worker is caught alone and failed after POSTMASTER_MAX_CRASHES deaths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.cas.artifacts import artifact_uri
+from worker.cas.store import ContentStore, DiskFull
+from worker.fleet import control
+from worker.identity import Owner, current_owner, is_alive
+from worker.ledger.sqlite import Ledger
+from worker.parcels.intake import ParcelError, attachments_of, dumps, stored_bytes, validate
+from worker.redaction import redact_key, redact_text, redact_value
+from worker.settings import Settings
+
+log = logging.getLogger("seer.postmaster")
+
+MESSAGE_TYPE = "postmaster.delivery"
+DISK_FULL_BACKOFF = (5.0, 300.0)
+
+
+class PermanentFailure(Exception):
+    """Retrying cannot help (quota, a parcel that no longer validates): fail at once."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    claimed: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    disk_full: bool = False
+    retry_at: float | None = None
+
+
+@dataclass
+class _Delivery:
+    parcel_id: str
+    blobs: list[bytes]
+    digests: list[str]
+    artifacts: list[tuple]
+    message: tuple
+
+
+@dataclass
+class _Outcome:
+    deliveries: list[_Delivery] = field(default_factory=list)
+    failures: list[tuple[dict[str, Any], BaseException, bool]] = field(default_factory=list)
+
+
+def _error_text(exc: BaseException) -> str:
+    return redact_text(f"{type(exc).__name__}: {exc}")[:2000]
+
+
+class Postmaster:
+    def __init__(
+        self, ledger: Ledger, store: ContentStore, settings: Settings, owner: Owner | None = None
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.settings = settings
+        self.owner = owner or current_owner()
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def _claim(self, now: float, limit: int) -> list[dict[str, Any]]:
+        with self.ledger.write():
+            heads = self.ledger.rows(
+                "SELECT seq, size, isolate FROM parcels "
+                "WHERE state = 'queued' AND not_before <= ? ORDER BY seq LIMIT ?",
+                (now, limit),
+            )
+            if not heads:
+                return []
+            if heads[0]["isolate"]:
+                heads = heads[:1]
+            else:
+                cut = next((i for i, r in enumerate(heads) if r["isolate"]), len(heads))
+                heads = heads[:cut]
+            # Bounded by bytes too: only the payloads of the batch are read into memory, and
+            # a batch of 100 parcels of 32 MB is not one batch.
+            taken, total = 1, heads[0]["size"]
+            while taken < len(heads) and total + heads[taken]["size"] <= self.settings.batch_bytes:
+                total += heads[taken]["size"]
+                taken += 1
+            heads = heads[:taken]
+            rows = self.ledger.rows(
+                "SELECT seq, id, payload, size, attempts, isolate FROM parcels "
+                f"WHERE seq IN ({', '.join('?' * len(heads))}) ORDER BY seq",
+                tuple(h["seq"] for h in heads),
+            )
+            self.ledger.executemany(
+                "UPDATE parcels SET state = 'in_flight', owner = ?, claimed_at = ?, "
+                "claim_size = ?, lease_until = ? WHERE seq = ?",
+                [
+                    (self.owner.token, now, len(rows), now + self.settings.lease, r["seq"])
+                    for r in rows
+                ],
+            )
+        return rows
+
+    def _release_own(self) -> int:
+        """Gives back parcels this very thread still holds (left by an error mid-batch)."""
+        if not self.ledger.scalar(
+            "SELECT 1 FROM parcels WHERE state = 'in_flight' AND owner = ? LIMIT 1",
+            (self.owner.token,),
+        ):
+            return 0
+        with self.ledger.write():
+            return self.ledger.execute(
+                "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL "
+                "WHERE state = 'in_flight' AND owner = ?",
+                (self.owner.token,),
+            ).rowcount
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def deliver_waiting(self, now: float | None = None, limit: int | None = None) -> BatchResult:
+        """Delivers up to `limit` due parcels (default POSTMASTER_BATCH_SIZE), oldest first."""
+        limit = limit or self.settings.batch_size
+        self._release_own()
+        totals = BatchResult()
+        while totals.claimed < limit:
+            started = time.time() if now is None else now
+            rows = self._claim(started, limit - totals.claimed)
+            if not rows:
+                break
+            try:
+                result = self._deliver(rows, started, stamp=now)
+            except BaseException:
+                # Whatever went wrong (the ledger's disk, a signal), the parcels go back whole.
+                self._release_own()
+                raise
+            totals = BatchResult(
+                claimed=totals.claimed + result.claimed,
+                delivered=totals.delivered + result.delivered,
+                retried=totals.retried + result.retried,
+                failed=totals.failed + result.failed,
+                disk_full=result.disk_full,
+                retry_at=min(
+                    (t for t in (totals.retry_at, result.retry_at) if t is not None),
+                    default=None,
+                ),
+            )
+            if result.disk_full:
+                break
+        return totals
+
+    def _deliver(
+        self, rows: list[dict[str, Any]], now: float, stamp: float | None = None
+    ) -> BatchResult:
+        """Delivers claimed rows; `stamp` is the time recorded (default: when it commits)."""
+        outcome = _Outcome()
+        prepared = []
+        for row in rows:
+            try:
+                prepared.append((row, self._prepare(row, now)))
+            except PermanentFailure as exc:
+                outcome.failures.append((row, exc, True))
+            except Exception as exc:
+                outcome.failures.append((row, exc, False))
+        known = self._known_blobs({d for _, p in prepared for d in p.digests})
+        in_use = self.ledger.scalar("SELECT value FROM counters WHERE name = 'cas_bytes'") or 0
+        for row, delivery in prepared:
+            new = {
+                d: len(b)
+                for d, b in zip(delivery.digests, delivery.blobs, strict=True)
+                if d not in known
+            }
+            needed = sum(new.values())
+            if in_use + needed > self.settings.cas_max_size:
+                exc = PermanentFailure(
+                    f"CAS quota exceeded: this parcel needs {needed} more bytes, {in_use} of "
+                    f"{self.settings.cas_max_size} are in use (ORCHESTRATION_CAS_MAX_SIZE)"
+                )
+                outcome.failures.append((row, exc, True))
+                continue
+            in_use += needed
+            known.update(new)
+            outcome.deliveries.append(delivery)
+        try:
+            self.store.put_many([b for d in outcome.deliveries for b in d.blobs])
+        except DiskFull as exc:
+            return self._back_off_disk_full(rows, exc, now)
+        except Exception as exc:
+            # The store failed for the batch as a whole: a try used by each of its parcels.
+            by_id = {r["id"]: r for r in rows}
+            outcome.failures += [(by_id[d.parcel_id], exc, False) for d in outcome.deliveries]
+            outcome.deliveries = []
+        control.clear_backoff(self.ledger)
+        return self._commit(rows, outcome, time.time() if stamp is None else stamp)
+
+    def _known_blobs(self, digests: set[str]) -> set[str]:
+        known: set[str] = set()
+        ordered = sorted(digests)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                r[0]
+                for r in self.ledger.execute(
+                    f"SELECT hash FROM blobs WHERE hash IN ({marks})", chunk
+                ).fetchall()
+            )
+        return known
+
+    def _prepare(self, row: dict[str, Any], now: float) -> _Delivery:
+        try:
+            parcel = validate(
+                json.loads(row["payload"]), self.settings.max_parcel_size, size=row["size"]
+            )
+            # The batch's rows live until it commits: their payloads need not.
+            row["payload"] = None
+        except (ParcelError, TypeError, ValueError) as exc:
+            raise PermanentFailure(f"the stored parcel is not valid any more: {exc}") from None
+        redact = self.settings.redact_secrets
+        # Every string that is stored is redacted, ids, names and keys included: they reach
+        # the inbox, the manifest blob, the artifacts table and backups.
+        text = redact_text if redact else str
+        task = text(parcel["task_id"])
+        blobs: list[bytes] = []
+        digests: list[str] = []
+        artifacts: list[tuple] = []
+        entries: dict[str, dict[str, Any]] = {}
+        listed = []
+        for attachment in attachments_of(parcel):
+            data = stored_bytes(attachment, redact)
+            digest = hashlib.sha256(data).hexdigest()
+            filename = text(attachment.filename)
+            name = redact_key(attachment.name, entries) if redact else attachment.name
+            uri = artifact_uri(task, digest, filename)
+            entry = {
+                "uri": uri,
+                "hash": digest,
+                "size": len(data),
+                "filename": filename,
+                "mime_type": text(attachment.mime_type),
+            }
+            entries[name] = entry
+            listed.append({"name": name, **entry})
+            blobs.append(data)
+            digests.append(digest)
+            artifacts.append(
+                (
+                    row["id"],
+                    task,
+                    "attachment",
+                    name,
+                    digest,
+                    filename,
+                    entry["mime_type"],
+                    len(data),
+                    uri,
+                    now,
+                )
+            )
+        manifest = dumps(
+            {
+                "parcel_id": row["id"],
+                "task_id": task,
+                "to_agent_id": parcel["to_agent_id"],
+                "artifacts": listed,
+            }
+        ).encode("utf-8")
+        manifest_digest = hashlib.sha256(manifest).hexdigest()
+        manifest_uri = artifact_uri(task, manifest_digest, "manifest.json")
+        blobs.append(manifest)
+        digests.append(manifest_digest)
+        artifacts.append(
+            (
+                row["id"],
+                task,
+                "manifest",
+                "manifest.json",
+                manifest_digest,
+                "manifest.json",
+                "application/json",
+                len(manifest),
+                manifest_uri,
+                now,
+            )
+        )
+        envelope = redact_value(parcel["envelope"]) if redact else dict(parcel["envelope"])
+        envelope["attachments"] = entries
+        headers = redact_value(parcel["headers"]) if redact else dict(parcel["headers"])
+        headers.update(
+            {
+                "parcel_id": row["id"],
+                "task_id": task,
+                "original_type": text(parcel["type"]),
+                "artifact_count": len(entries),
+                "manifest_uri": manifest_uri,
+            }
+        )
+        message = (
+            row["id"],
+            parcel["to_agent_id"],
+            MESSAGE_TYPE,
+            text(parcel["stream"]),
+            dumps(headers),
+            dumps(envelope),
+            now,
+        )
+        return _Delivery(row["id"], blobs, digests, artifacts, message)
+
+    def _commit(self, rows: list[dict[str, Any]], outcome: _Outcome, now: float) -> BatchResult:
+        token = self.owner.token
+        delivered = retried = failed = 0
+        retry_at: float | None = None
+        with self.ledger.write():
+            conn = self.ledger.db.connection()
+            for d in outcome.deliveries:
+                # Only while we still own it: if we were taken for dead, someone else delivers.
+                if not conn.execute(
+                    "UPDATE parcels SET state = 'delivered', payload = NULL, owner = NULL, "
+                    "lease_until = NULL, finished_at = ?, attempts = attempts + 1, error = NULL, "
+                    "traceback = NULL WHERE id = ? AND state = 'in_flight' AND owner = ?",
+                    (now, d.parcel_id, token),
+                ).rowcount:
+                    continue
+                for digest, data in zip(d.digests, d.blobs, strict=True):
+                    if not self.store.exists(digest):
+                        # `seer cas gc` removed it between our deduplicating put and now; gc
+                        # deletes under this same write lock, so with it held, write it again.
+                        self.store.put(data)
+                conn.execute(
+                    "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, "
+                    "envelope, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    d.message,
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO blobs (hash, size, created_at) VALUES (?, ?, ?)",
+                    [(h, len(b), now) for h, b in zip(d.digests, d.blobs, strict=True)],
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO artifacts (parcel_id, task_id, kind, name, hash, "
+                    "filename, mime_type, size, uri, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    d.artifacts,
+                )
+                delivered += 1
+            for row, exc, permanent in outcome.failures:
+                attempts = row["attempts"] + 1
+                error = _error_text(exc)
+                trace = redact_text("".join(traceback.format_exception(exc)))[:20000]
+                if permanent or attempts >= self.settings.tries:
+                    changed = conn.execute(
+                        "UPDATE parcels SET state = 'failed', owner = NULL, lease_until = NULL, "
+                        "attempts = ?, finished_at = ?, error = ?, traceback = ? "
+                        "WHERE id = ? AND state = 'in_flight' AND owner = ?",
+                        (attempts, now, error, trace, row["id"], token),
+                    ).rowcount
+                    failed += changed
+                    if changed:
+                        log.warning(
+                            "parcel %s failed after %d tries: %s", row["id"], attempts, error
+                        )
+                else:
+                    due = now + self.settings.retry_delay * 2 ** (attempts - 1)
+                    changed = conn.execute(
+                        "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL, "
+                        "attempts = ?, not_before = ?, error = ?, traceback = ? "
+                        "WHERE id = ? AND state = 'in_flight' AND owner = ?",
+                        (attempts, due, error, trace, row["id"], token),
+                    ).rowcount
+                    retried += changed
+                    if changed:
+                        retry_at = due if retry_at is None else min(retry_at, due)
+                        log.info(
+                            "parcel %s try %d failed, retry at %.0f: %s",
+                            row["id"],
+                            attempts,
+                            due,
+                            error,
+                        )
+        if delivered:
+            done = outcome.deliveries
+            if len(done) == 1:
+                log.info(
+                    "delivered parcel %s to %s", done[0].parcel_id, redact_text(done[0].message[1])
+                )
+            else:
+                log.info(
+                    "delivered %d parcels (%s … %s)",
+                    delivered,
+                    done[0].parcel_id,
+                    done[-1].parcel_id,
+                )
+        return BatchResult(len(rows), delivered, retried, failed, False, retry_at)
+
+    def _back_off_disk_full(
+        self, rows: list[dict[str, Any]], exc: DiskFull, now: float
+    ) -> BatchResult:
+        # A full disk is nobody's parcel's fault: give them back without using up a try.
+        self._release_own()
+        previous = control.backoff_state(self.ledger)
+        wait = DISK_FULL_BACKOFF[0]
+        if previous:
+            wait = min(DISK_FULL_BACKOFF[1], max(wait, 2 * (previous.until - previous.since)))
+        until = now + wait
+        control.set_backoff(self.ledger, f"CAS disk full: {exc}", until, now)
+        log.error(
+            "CAS disk full (%s): %d parcels back in the queue, next try in %.0fs",
+            exc,
+            len(rows),
+            wait,
+        )
+        return BatchResult(claimed=len(rows), disk_full=True, retry_at=until)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    requeued: int
+    failed: int
+
+
+def recover(
+    ledger: Ledger, settings: Settings, now: float | None = None, host: str | None = None
+) -> Recovery:
+    """Gives parcels held by dead workers back to the queue (isolated), or fails repeat killers."""
+    now = time.time() if now is None else now
+    rows = ledger.rows(
+        "SELECT id, owner, claim_size, crashes, lease_until FROM parcels WHERE state = 'in_flight'"
+    )
+    alive: dict[str, bool | None] = {}
+    stale = []
+    for row in rows:
+        owner = Owner.parse(row["owner"] or "")
+        if owner is None:
+            stale.append(row)
+            continue
+        key = owner.process_token
+        if key not in alive:
+            alive[key] = is_alive(owner, host)
+        state = alive[key]
+        if state is False or (state is None and (row["lease_until"] or 0) < now):
+            stale.append(row)
+    requeued = failed = 0
+    if not stale:
+        return Recovery(0, 0)
+    with ledger.write():
+        for row in stale:
+            # A death is blamed on a parcel only when it was the only one in flight on that worker.
+            crashes = row["crashes"] + (1 if row["claim_size"] == 1 else 0)
+            if crashes >= settings.max_crashes:
+                failed += ledger.execute(
+                    "UPDATE parcels SET state = 'failed', owner = NULL, lease_until = NULL, "
+                    "crashes = ?, finished_at = ?, error = ?, traceback = NULL "
+                    "WHERE id = ? AND state = 'in_flight' AND owner IS ?",
+                    (
+                        crashes,
+                        now,
+                        f"WorkerDied: the worker died {crashes} times while delivering this "
+                        "parcel alone (POSTMASTER_MAX_CRASHES)",
+                        row["id"],
+                        row["owner"],
+                    ),
+                ).rowcount
+            else:
+                requeued += ledger.execute(
+                    "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL, "
+                    "crashes = ?, isolate = 1 WHERE id = ? AND state = 'in_flight' AND owner IS ?",
+                    (crashes, row["id"], row["owner"]),
+                ).rowcount
+    if requeued or failed:
+        log.warning(
+            "recovered parcels of dead workers: %d back in the queue, %d failed", requeued, failed
+        )
+    return Recovery(requeued, failed)
+
+
+def due_parcel(ledger: Ledger, now: float | None = None) -> str | None:
+    """The oldest parcel that could be delivered now, if any (what a doorbell rings for)."""
+    now = time.time() if now is None else now
+    return ledger.scalar(
+        "SELECT id FROM parcels WHERE state = 'queued' AND not_before <= ? ORDER BY seq LIMIT 1",
+        (now,),
+    )
