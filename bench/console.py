@@ -212,19 +212,11 @@ def fill_ledger(path: Path, now: float) -> dict[str, float]:
 
 
 def fill_queue(runtime: Any, ids: list[str]) -> float:
-    """TASKS serialized deliver tasks, inserted in one transaction (as Tasks.ring does)."""
+    """TASKS serialized deliver tasks, inserted in one transaction (as Runtime.ring does)."""
     huey = runtime.queues.postmaster
     storage = huey.storage
-    deliver = runtime.tasks.deliver
     t = time.perf_counter()
-    with storage.db(commit=True) as cursor:
-        cursor.executemany(
-            "INSERT INTO task (queue, data, priority) VALUES (?, ?, 0)",
-            (
-                (storage.name, storage.to_blob(huey.serialize_task(deliver.s(pid))))
-                for pid in ids[:TASKS]
-            ),
-        )
+    runtime.queues.ring(ids[:TASKS])  # one transaction, as Runtime.ring does
     storage.conn.execute("pragma wal_checkpoint(TRUNCATE)")  # autocommit: outside any transaction
     return time.perf_counter() - t
 

@@ -213,7 +213,6 @@ def fill_queue(runtime: Any) -> float:
     """TASKS serialized deliver tasks, inserted in one transaction."""
     huey = runtime.queues.postmaster
     storage = huey.storage
-    deliver = runtime.tasks.deliver
     ids = [
         r["id"]
         for r in runtime.ledger.rows(
@@ -221,11 +220,7 @@ def fill_queue(runtime: Any) -> float:
         )
     ]
     t = time.perf_counter()
-    with storage.db(commit=True) as cursor:
-        cursor.executemany(
-            "INSERT INTO task (queue, data, priority) VALUES (?, ?, 0)",
-            ((storage.name, storage.to_blob(huey.serialize_task(deliver.s(pid)))) for pid in ids),
-        )
+    runtime.queues.ring(ids)  # one transaction, as Runtime.ring does
     storage.conn.execute("pragma wal_checkpoint(TRUNCATE)")
     return time.perf_counter() - t
 

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import parcel
 from worker.cas.store import ContentStore, UnsafeStoreEntry
 from worker.layout import Layout, UnsafeEntry
-from worker.ops import operations
+from worker.ops import jobs, operations
 from worker.parcels import failures
 from worker.parcels import intake as parcels
 from worker.runtime import Runtime
@@ -91,7 +91,7 @@ def test_compaction_writes_no_line_through_a_link(runtime, outside, caplog, rela
 def test_the_storage_report_job_says_the_link_and_goes_on(runtime, outside, caplog, relative):
     link = plant(runtime, relative, outside)
     scheduler = runtime.queues.scheduler
-    runtime.tasks  # noqa: B018 - registers the periodic jobs
+    jobs.register(runtime)
     (job,) = [t for t in scheduler._registry._registry.values() if t.__name__ == "monitor_storage"]
     caplog.set_level(logging.ERROR)
     job().execute()  # what the consumer runs; no exception reaches it

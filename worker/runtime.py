@@ -6,9 +6,10 @@ way on a bad setting, an uninitialised root or a schema that does not match the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import Any
 
 from worker.cas.store import ContentStore
 from worker.fleet import control
@@ -18,11 +19,9 @@ from worker.ledger.sqlite import Ledger, check_supported, open_ledger
 from worker.memory.compaction import Compactor
 from worker.memory.service import MemoryService
 from worker.parcels.postmaster import Postmaster
+from worker.queue import Queues, build_queues
+from worker.queue import check_supported as check_queue_supported
 from worker.settings import Settings, load_settings
-
-if TYPE_CHECKING:
-    from worker.queue.queues import Queues
-    from worker.queue.tasks import Tasks
 
 
 @dataclass
@@ -31,12 +30,12 @@ class Runtime:
     layout: Layout
     ledger: Ledger
     store: ContentStore
-    _tasks: Tasks | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
         settings = settings or load_settings()
         check_supported(settings)
+        check_queue_supported(settings)
         layout = Layout.from_settings(settings)
         apply_umask(layout)
         layout.require_initialised()
@@ -52,19 +51,17 @@ class Runtime:
 
     @cached_property
     def queues(self) -> Queues:
-        from worker.queue.queues import build_queues
-
         queues = build_queues(self.settings, self.layout)
-        queues.postmaster.pause_check = lambda: control.is_paused(self.ledger)
+        queues.set_pause_check(lambda: control.is_paused(self.ledger))
         return queues
 
     @property
-    def tasks(self) -> Tasks:
-        if self._tasks is None:
-            from worker.queue.tasks import register
+    def tasks(self) -> Any:
+        """Transitional, for callers not yet moved to worker.ops.jobs: registers the jobs."""
+        from worker.ops import jobs
 
-            self._tasks = register(self)
-        return self._tasks
+        jobs.register(self)
+        return SimpleNamespace(periodic=jobs.periodic(self.settings))
 
     def memory(self) -> MemoryService:
         s = self.settings
@@ -82,8 +79,9 @@ class Runtime:
         return Postmaster(self.ledger, self.store, self.settings)
 
     def ring(self, parcel_ids: list[str]) -> None:
-        """Puts one delivery task per parcel on the postmaster queue."""
-        self.tasks.ring(parcel_ids)
+        """One doorbell per batch of parcels: each delivers up to POSTMASTER_BATCH_SIZE of the
+        oldest waiting parcels, so one per parcel would mostly find nothing left."""
+        self.queues.ring(parcel_ids[:: self.settings.batch_size])
 
     def close(self) -> None:
         self.ledger.close()

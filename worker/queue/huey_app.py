@@ -11,13 +11,14 @@ import sys
 
 from worker.layout import NotInitialised, UnsafeEntry
 from worker.ledger.migrations import SchemaMismatch
+from worker.ops import jobs
 from worker.queue.queues import quiet_huey_logging
 from worker.runtime import Runtime
 from worker.settings import SettingsError
 
 try:
     runtime = Runtime.open()
-    tasks = runtime.tasks
+    jobs.register(runtime)
 except (SettingsError, NotInitialised, UnsafeEntry, SchemaMismatch, NotImplementedError) as exc:
     sys.exit(f"seer worker: {exc}")
 

@@ -1,24 +1,24 @@
 """The two Huey queues (parcels and periodic jobs) in one storage, and the pausable consumer.
 
-This module and worker/queue/tasks.py are the only ones that know Huey. The postmaster consumer
-checks the persisted pause flag before every dequeue: Huey has no pause of its own, and
-`revoke_all` would throw parcels away.
+The postmaster consumer checks the persisted pause flag before every dequeue: Huey has no pause
+of its own, and `revoke_all` would throw parcels away.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from huey import Huey
 from huey.consumer import Consumer, Scheduler, Worker
-from huey.storage import SqliteStorage
+from huey.storage import BaseStorage, SqliteStorage
 
 from worker.layout import Layout
 from worker.schedules import TICK
-from worker.settings import Settings
+from worker.settings import Settings, SettingsError
 
 log = logging.getLogger("seer.queues")
 
@@ -32,7 +32,7 @@ class SeerSqliteStorage(SqliteStorage):
     power loss) is what SEER_SQLITE_SYNCHRONOUS=normal asks of both databases.
     """
 
-    def __init__(self, *args, synchronous: str = "full", **kwargs) -> None:
+    def __init__(self, *args: Any, synchronous: str = "full", **kwargs: Any) -> None:
         self._synchronous = synchronous
         super().__init__(*args, **kwargs)
 
@@ -41,11 +41,51 @@ class SeerSqliteStorage(SqliteStorage):
         conn.execute(f"pragma synchronous={self._synchronous.upper()}")
         return conn
 
+    def enqueue_many(self, messages: Iterable[bytes]) -> None:
+        """Every message in one transaction: a commit per task would dominate sending a
+        batch of parcels."""
+        with self.db(commit=True) as cursor:
+            cursor.executemany(
+                "INSERT INTO task (queue, data, priority) VALUES (?, ?, ?)",
+                [(self.name, self.to_blob(m), 0) for m in messages],
+            )
+
+
+@dataclass(frozen=True)
+class StorageChoice:
+    """Which Huey storage class holds the queues, and how it is opened."""
+
+    storage_class: type[BaseStorage]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def check_supported(settings: Settings) -> None:
+    """Refuses, as a settings error, the queue connections that are not built yet."""
+    if settings.queue_connection == "redis":
+        raise SettingsError(
+            "QUEUE_CONNECTION='redis' is not allowed yet: Redis is not supported; use sqlite"
+        )
+
+
+def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
+    """The one place the queue's storage is chosen from the settings (QUEUE_CONNECTION)."""
+    check_supported(settings)
+    return StorageChoice(
+        SeerSqliteStorage,
+        {
+            "filename": str(layout.queue_db),
+            "synchronous": settings.sqlite_synchronous,
+            "timeout": 10,
+            # Without AUTOINCREMENT SQLite may reuse a deleted rowid and break FIFO order.
+            "strict_fifo": True,
+        },
+    )
+
 
 class PausableWorker(Worker):
     """A Huey worker that takes no new task while its Huey's `is_paused()` says so."""
 
-    def loop(self, now=None):
+    def loop(self, now: Any = None) -> None:
         try:
             paused = self.huey.is_paused()
         except Exception:
@@ -70,7 +110,7 @@ class PostmasterHuey(Huey):
     def is_paused(self) -> bool:
         return self.pause_check() if self.pause_check else False
 
-    def create_consumer(self, **options) -> Consumer:
+    def create_consumer(self, **options: Any) -> Consumer:
         return PausableConsumer(self, **options)
 
 
@@ -118,29 +158,68 @@ class SchedulerConsumer(Consumer):
 class SchedulerHuey(Huey):
     """Huey for the periodic jobs; its rules (worker.schedules) fire once per slot."""
 
-    def create_consumer(self, **options) -> Consumer:
+    def create_consumer(self, **options: Any) -> Consumer:
         return SchedulerConsumer(self, **options)
 
 
-@dataclass(frozen=True)
 class Queues:
-    postmaster: PostmasterHuey
-    scheduler: SchedulerHuey
+    """The parcel queue and the periodic-jobs queue: what the rest of Seer knows of Huey.
+
+    A delivery task is a doorbell carrying one parcel id; the ledger decides what is
+    delivered. Any process can ring (the CLI, the console); only a consumer process sets the
+    delivery job that runs when a doorbell is taken (worker.queue.tasks.register).
+    """
+
+    def __init__(self, postmaster: PostmasterHuey, scheduler: SchedulerHuey) -> None:
+        self.postmaster = postmaster
+        self.scheduler = scheduler
+        self._delivery: Callable[[str], None] | None = None
+        self.jobs_registered = False
+
+        @postmaster.task(name="deliver")
+        def deliver(parcel_id: str) -> None:
+            if self._delivery is None:
+                raise RuntimeError("no delivery job in this process: it only rings")
+            self._delivery(parcel_id)
+
+        self._deliver = deliver
+
+    def set_pause_check(self, check: Callable[[], bool]) -> None:
+        """What the postmaster consumer asks before every dequeue."""
+        self.postmaster.pause_check = check
+
+    def set_delivery(self, job: Callable[[str], None]) -> None:
+        self._delivery = job
+
+    def ring(self, parcel_ids: list[str], delay: float | None = None) -> None:
+        """One doorbell per parcel id given; with `delay`, each rings that many seconds later."""
+        if delay:
+            for parcel_id in parcel_ids:
+                self._deliver.schedule((parcel_id,), delay=delay)
+            return
+        storage = self.postmaster.storage
+        if isinstance(storage, SeerSqliteStorage):
+            storage.enqueue_many(
+                self.postmaster.serialize_task(self._deliver.s(p)) for p in parcel_ids
+            )
+            return
+        for parcel_id in parcel_ids:
+            self._deliver(parcel_id)
+
+    def pending_count(self) -> int:
+        """Doorbells waiting on the parcel queue."""
+        return self.postmaster.pending_count()
+
+    def initialize(self) -> None:
+        """Creates the queue storage's schema (`seer init`); a no-op where there is none."""
+        initialize = getattr(self.postmaster.storage, "initialize_schema", None)
+        if initialize is not None:
+            initialize()
 
 
 def build_queues(settings: Settings, layout: Layout) -> Queues:
-    if settings.queue_connection == "redis":
-        raise NotImplementedError(
-            "QUEUE_CONNECTION=redis is not supported yet: use sqlite (the default)"
-        )
-    storage = {
-        "storage_class": SeerSqliteStorage,
-        "filename": str(layout.queue_db),
-        "synchronous": settings.sqlite_synchronous,
-        "timeout": 10,
-        # Without AUTOINCREMENT SQLite may reuse a deleted rowid and break FIFO order.
-        "strict_fifo": True,
-    }
+    choice = queue_storage(settings, layout)
+    storage = {"storage_class": choice.storage_class, **choice.options}
     # results=False: outcomes are recorded in the ledger, not in Huey's result store.
     postmaster = PostmasterHuey(settings.postmaster_queue, results=False, **storage)
     # Local time, as cron has it: schedules are read in the server's time zone.

@@ -1,0 +1,183 @@
+"""What the two consumers run: parcel delivery, the start-up recovery and the periodic jobs.
+
+Each delivery doorbell carries only a parcel id. It delivers the oldest waiting parcels (its
+own among them, or already delivered by an earlier batch), so the ledger, not the queue,
+decides what is delivered; a doorbell lost with a killed consumer loses no parcel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.fleet import consumers, control
+from worker.monitoring import metrics, monitor
+from worker.parcels import postmaster
+from worker.queue import Jobs, Periodic
+from worker.queue import register as register_tasks
+from worker.runtime import Runtime
+from worker.schedules import Cron, Every
+from worker.settings import Settings
+
+# The consumer's start-up line is read by operators and by bench/parcels.py under this name.
+log = logging.getLogger("seer.tasks")
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    rule: Every | Cron
+    description: str
+
+
+def periodic(settings: Settings) -> tuple[PeriodicJob, ...]:
+    """The scheduler consumer's jobs and their schedules (`seer schedule` lists them)."""
+    return (
+        PeriodicJob("sample", Every(settings.sample_interval), "record a metric sample"),
+        PeriodicJob(
+            "compact_memory",
+            Cron(settings.compaction_cron),
+            "remove expired ephemeral memory keys (ORCHESTRATION_COMPACTION_CRON)",
+        ),
+        PeriodicJob(
+            "reap", Every(60), "take back parcels of dead workers; ring for lost deliveries"
+        ),
+        PeriodicJob("evaluate_rules", Every(60), "evaluate the alert rules; queue notifications"),
+        PeriodicJob("deliver_alerts", Every(5), "send queued notifications, with retries"),
+        PeriodicJob(
+            "monitor_storage",
+            Cron(settings.monitor_cron),
+            "daily CAS storage report to logs/orchestration.log (ORCHESTRATION_MONITOR_CRON)",
+        ),
+    )
+
+
+def ring_if_due(runtime: Runtime, now: float | None = None) -> str | None:
+    """Rings for the oldest due parcel, if there is one; returns its id."""
+    due = postmaster.due_parcel(runtime.ledger, now)
+    if due:
+        runtime.ring([due])
+    return due
+
+
+def build(runtime: Runtime) -> Jobs:
+    queues = runtime.queues
+    backoff_until = [0.0]
+
+    def deliver(parcel_id: str) -> None:
+        now = time.time()
+        if now < backoff_until[0]:
+            return  # a doorbell is already scheduled for the end of the backoff
+        result = runtime.postmaster().deliver_waiting()
+        if result.retry_at is not None:
+            if result.disk_full:
+                backoff_until[0] = result.retry_at
+            queues.ring([parcel_id], delay=max(0.0, result.retry_at - time.time()))
+        if result.claimed >= runtime.settings.batch_size and queues.pending_count() == 0:
+            # A full batch and no doorbell left: more may wait whose doorbell was lost with a
+            # killed consumer, so keep going rather than wait for the reaper.
+            ring_if_due(runtime)
+
+    def postmaster_started() -> None:
+        consumers.register(runtime.ledger, runtime.settings.postmaster_queue)
+        recovery = postmaster.recover(runtime.ledger, runtime.settings)
+        removed = runtime.store.clean_temp()
+        due = ring_if_due(runtime)
+        log.info(
+            "postmaster consumer started: %d parcels taken back from dead workers, %d failed, "
+            "%d temp files removed%s",
+            recovery.requeued,
+            recovery.failed,
+            removed,
+            ", delivering" if due else "",
+        )
+
+    def scheduler_started() -> None:
+        consumers.register(runtime.ledger, runtime.settings.scheduler_queue)
+
+    def sample() -> None:
+        settings = runtime.settings
+        taken = metrics.measure(runtime.ledger, settings.postmaster_queue, settings.scheduler_queue)
+        metrics.record(runtime.ledger, taken)
+        metrics.downsample(
+            runtime.ledger,
+            metrics.Retention(
+                settings.keep_raw_samples, settings.keep_minute_samples, settings.keep_hour_samples
+            ),
+        )
+
+    def compact_memory() -> None:
+        # Selects by expiry time, so a run missed while the consumer was down costs only delay.
+        runtime.compactor().run("schedule")
+
+    def evaluate_rules() -> None:
+        _, sent = monitor.evaluate(runtime)
+        if sent:
+            monitor.deliver(runtime)
+
+    def deliver_alerts() -> None:
+        monitor.deliver(runtime)
+
+    def monitor_storage() -> None:
+        report = monitor.storage_report(runtime)
+        try:
+            monitor.log_storage_report(runtime, report)
+        except OSError as exc:
+            # A refused link or a full disk: said in one line; the alert rule still runs.
+            log.error("storage report not logged: %s", exc)
+        _, sent = monitor.evaluate(runtime, only=("cas_size",))
+        if sent:
+            monitor.deliver(runtime)
+
+    def reap() -> None:
+        postmaster.recover(runtime.ledger, runtime.settings)
+        runtime.store.clean_temp()
+        # A ring lost between the ledger and the queue (a crash in `seer parcel send`) is
+        # found here: due parcels, nothing waiting in the queue, nothing paused.
+        if (
+            not control.is_paused(runtime.ledger)
+            and queues.pending_count() == 0
+            and postmaster.due_parcel(runtime.ledger)
+        ):
+            ring_if_due(runtime)
+
+    runs: dict[str, Callable[[], None]] = {
+        "sample": sample,
+        "compact_memory": compact_memory,
+        "evaluate_rules": evaluate_rules,
+        "deliver_alerts": deliver_alerts,
+        "monitor_storage": monitor_storage,
+        "reap": reap,
+    }
+    return Jobs(
+        deliver=deliver,
+        postmaster_started=postmaster_started,
+        scheduler_started=scheduler_started,
+        periodic=tuple(
+            Periodic(job.name, once(runtime, job), runs[job.name])
+            for job in periodic(runtime.settings)
+        ),
+    )
+
+
+def once(runtime: Runtime, job: PeriodicJob) -> Callable[[dt.datetime], bool]:
+    """The job's rule, and its slot claimed in the ledger: once per slot cluster-wide."""
+
+    def due(when: dt.datetime) -> bool:
+        if not job.rule(when):
+            return False
+        try:
+            return control.claim_slot(runtime.ledger, job.name, job.rule.slot(when))
+        except Exception as exc:  # the ledger is out of reach: skip this slot, not the loop
+            log.error("periodic %s skipped: cannot claim its slot (%s)", job.name, exc)
+            return False
+
+    return due
+
+
+def register(runtime: Runtime) -> None:
+    """Declares every job on the runtime's queues: what a consumer process does at start."""
+    register_tasks(runtime.queues, build(runtime))
