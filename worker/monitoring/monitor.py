@@ -5,11 +5,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from worker.alerts import alerting, outbox
 from worker.alerts.channels import Notification, channels_from_settings
+from worker.layout import Layout
+from worker.ledger.sqlite import Ledger
 from worker.monitoring import metrics, rules
-from worker.runtime import Runtime
+from worker.settings import Settings
+
+
+class Wired(Protocol):
+    """What these jobs are given: the settings, the storage root and the ledger (a Runtime
+    is one). Named here, so this module depends on the three, not on the wiring."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def layout(self) -> Layout: ...
+    @property
+    def ledger(self) -> Ledger: ...
 
 
 @dataclass(frozen=True)
@@ -30,7 +45,7 @@ class StorageReport:
         return asdict(self)
 
 
-def storage_report(runtime: Runtime, now: float | None = None) -> StorageReport:
+def storage_report(runtime: Wired, now: float | None = None) -> StorageReport:
     now = time.time() if now is None else now
     inputs = rules.read_inputs(runtime.ledger, now)
     counts = metrics.counters(runtime.ledger)
@@ -54,12 +69,12 @@ def storage_report(runtime: Runtime, now: float | None = None) -> StorageReport:
     )
 
 
-def channel_names(runtime: Runtime) -> list[str]:
+def channel_names(runtime: Wired) -> list[str]:
     return list(channels_from_settings(runtime.settings, runtime.layout))
 
 
 def evaluate(
-    runtime: Runtime, now: float | None = None, only: tuple[str, ...] | None = None
+    runtime: Wired, now: float | None = None, only: tuple[str, ...] | None = None
 ) -> tuple[list[rules.Reading], list[Notification]]:
     """Evaluates the rules (or `only` some) and records their states; queues notifications."""
     now = time.time() if now is None else now
@@ -77,13 +92,13 @@ def evaluate(
     return readings, sent
 
 
-def deliver(runtime: Runtime, now: float | None = None) -> outbox.DeliveryReport:
+def deliver(runtime: Wired, now: float | None = None) -> outbox.DeliveryReport:
     return outbox.deliver_due(
         runtime.ledger, channels_from_settings(runtime.settings, runtime.layout), now=now
     )
 
 
-def simulate_high_usage(runtime: Runtime, now: float | None = None) -> Notification:
+def simulate_high_usage(runtime: Wired, now: float | None = None) -> Notification:
     """Queues a critical CAS alert as if the store were past the critical line (the rule's
     recorded state is left alone: nothing real is wrong)."""
     now = time.time() if now is None else now
@@ -100,7 +115,7 @@ def simulate_high_usage(runtime: Runtime, now: float | None = None) -> Notificat
 
 
 def queue_test_alert(
-    runtime: Runtime, channel: str | None = None, now: float | None = None
+    runtime: Wired, channel: str | None = None, now: float | None = None
 ) -> list[int]:
     """Queues a test notification for one channel or all configured ones; returns the outbox
     row ids, one a channel. LookupError names the setting of a channel that is not set."""
@@ -127,7 +142,7 @@ def queue_test_alert(
     return outbox.enqueue(runtime.ledger, note, names, now=now)
 
 
-def log_storage_report(runtime: Runtime, report: StorageReport) -> None:
+def log_storage_report(runtime: Wired, report: StorageReport) -> None:
     """One JSON line in logs/orchestration.log, as the task card's cron job appended output.
     A link planted there (or at logs/) raises UnsafeEntry naming it; nothing is written."""
     line = {"event": "storage.report", **report.as_dict()}
