@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from worker import files
+from worker.cas import errors as cas_errors
 from worker.cas import store as cas
 from worker.cas.store import (
     BlobNotFound,
@@ -490,9 +492,9 @@ def test_clean_temp_default_now_keeps_fresh_own_temp(store: ContentStore) -> Non
 )
 def test_disk_full_classification(code: int, full: bool, tmp_path: Path) -> None:
     exc = OSError(code, os.strerror(code))
-    assert cas._is_disk_full(exc) is full
+    assert files.is_disk_full(exc) is full
     expected = DiskFull if full else OSError
-    with pytest.raises(expected) as info, cas._disk_full_as_error(tmp_path):
+    with pytest.raises(expected) as info, cas_errors.disk_full_as_error(tmp_path):
         raise exc
     if full:
         assert info.value.__cause__ is exc
@@ -500,7 +502,7 @@ def test_disk_full_classification(code: int, full: bool, tmp_path: Path) -> None
 
 
 def test_disk_full_classification_ignores_non_os_errors() -> None:
-    assert cas._is_disk_full(ValueError("nope")) is False
+    assert files.is_disk_full(ValueError("nope")) is False
 
 
 def _enospc_after(monkeypatch: pytest.MonkeyPatch, allowed_writes: int) -> None:

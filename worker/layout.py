@@ -4,14 +4,20 @@ and writing inside it without following a link someone planted there."""
 from __future__ import annotations
 
 import errno
-import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The no-follow helpers live with the other file helpers; importers of this module keep them.
+from worker.files import (  # noqa: F401
+    UnsafeEntry,
+    append_json_line,
+    link_refused,
+    open_child_dir,
+    open_dir_below,
+)
 from worker.settings import Settings
 
 MARKER = ".seer-root"
@@ -19,129 +25,9 @@ MARKER = ".seer-root"
 # The directories whose entries the start-up check looks at, by parent (relative to the root).
 _WALKED = {"": {"orchestration", "logs", "run"}, "orchestration": {"cas", "memory"}}
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO planted where a log belongs fails the open (ENXIO) instead of hanging it.
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
 
 class NotInitialised(RuntimeError):
     """The storage root has not been created by `seer init`."""
-
-
-class UnsafeEntry(OSError):
-    """An entry inside the storage root that Seer will not write through: a symbolic link, or
-    something else than a regular file where a log file belongs.
-
-    Anyone in the operators' group can write inside the root; a link followed there would let
-    them make the worker's user write anywhere it can. str() is one line naming the entry.
-    """
-
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
-
-
-def link_refused(path: Path | str, cls: type[UnsafeEntry] = UnsafeEntry) -> UnsafeEntry:
-    """The error for a symbolic link found at `path`, one line naming it."""
-    return cls(
-        errno.ELOOP,
-        f"{path} is a symbolic link: refused, Seer follows no link inside its storage root "
-        "(remove it, and find out who made it)",
-        str(path),
-    )
-
-
-def _is_link(name: str, dir_fd: int) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
-
-
-def open_child_dir(
-    parent_fd: int, name: str, shown: Path | str, cls: type[UnsafeEntry] = UnsafeEntry
-) -> int:
-    """An fd of the directory `name` in `parent_fd`, never through a link (`cls` names it)."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    except OSError as exc:
-        # Linux answers O_DIRECTORY|O_NOFOLLOW on a link with ENOTDIR, others with ELOOP.
-        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_link(name, parent_fd):
-            raise link_refused(shown, cls) from None
-        raise
-
-
-def open_dir_below(base: Path, relative: Path | str = "") -> int:
-    """An fd of `base/relative`, walked from `base` one directory at a time without following
-    a link. `base` itself is the deployment's to choose, so it may be reached through one."""
-    parts = Path(relative).parts
-    if any(part in ("..", "/") for part in parts):
-        raise ValueError(f"{relative} is not a path below {base}")
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for depth, part in enumerate(parts, 1):
-            child = open_child_dir(fd, part, base.joinpath(*parts[:depth]))
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _open_for_append(dir_fd: int, name: str, path: Path, file_mode: int) -> int:
-    for _ in range(3):  # the file may be removed between the two opens (a log rotation)
-        try:
-            fd = os.open(name, _APPEND_FLAGS | os.O_CREAT | os.O_EXCL, file_mode, dir_fd=dir_fd)
-        except FileExistsError:
-            pass
-        else:
-            # Only the creator sets the mode: another operator's file cannot be chmod-ed.
-            try:
-                os.fchmod(fd, file_mode)
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
-        try:
-            fd = os.open(name, _APPEND_FLAGS, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ELOOP or _is_link(name, dir_fd):
-                raise link_refused(path) from None
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UnsafeEntry(
-                errno.EINVAL, f"{path} is not a regular file: refused, nothing written", str(path)
-            )
-        return fd
-    raise FileNotFoundError(errno.ENOENT, f"{path} keeps vanishing", str(path))
-
-
-def append_json_line(
-    path: Path, record: Mapping[str, Any], file_mode: int, *, base: Path | None = None
-) -> None:
-    """Appends `record` as one JSON line to `path`, created with `file_mode` if it is new.
-
-    No link below `base` (the storage root; by default the file's own directory) is followed:
-    a link there raises UnsafeEntry naming it and writes nothing. The line is one write with
-    O_APPEND, so lines of two processes never interleave.
-    """
-    path = Path(path)
-    base = path.parent if base is None else Path(base)
-    data = (json.dumps(record) + "\n").encode("utf-8")
-    dir_fd = open_dir_below(base, path.parent.relative_to(base))
-    try:
-        fd = _open_for_append(dir_fd, path.name, path, file_mode)
-    finally:
-        os.close(dir_fd)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

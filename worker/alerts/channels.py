@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from worker.layout import Layout, UnsafeEntry, append_json_line
+from worker.files import UnsafeEntry, append_json_line
+from worker.layout import Layout
 from worker.redaction import placeholder, redact_text
 from worker.settings import Settings
 

@@ -1,4 +1,5 @@
-"""File layer of the content-addressed store: blobs named by their SHA-256, written atomically.
+"""The local-disk blob store: blobs named by their SHA-256 in fan-out directories, written
+atomically, through directory fds that follow no link.
 
 Accounting (bytes, blob counts) lives in the caller's database; puts only report `created`.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
 import hashlib
 import logging
@@ -18,18 +20,26 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from worker.layout import UnsafeEntry, open_child_dir
-
-CHUNK_SIZE = 1024 * 1024
+from worker.cas.base import PREFIXES, BlobReader, BlobStat, BlobStore, Placement, PutResult
+from worker.cas.errors import (  # noqa: F401 - the errors are imported from here too
+    BlobNotFound,
+    CasError,
+    CorruptBlob,
+    DiskFull,
+    InvalidDigest,
+    UnsafeStoreEntry,
+    corrupt,
+    disk_full_as_error,
+    validate_digest,
+)
+from worker.files import CHUNK_SIZE, open_child_dir, write_all
 
 log = logging.getLogger("seer.cas")
 
-_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _FANOUT_RE = re.compile(r"[0-9a-f]{2}")
 _BLOB_NAME_RE = re.compile(r"[0-9a-f]{62}\.blob")
 _TEMP_NAME_RE = re.compile(r"(\d+)-[0-9a-f]+\.tmp")
@@ -37,68 +47,24 @@ _TEMP_NAME_RE = re.compile(r"(\d+)-[0-9a-f]+\.tmp")
 # O_NONBLOCK: a FIFO where a blob belongs is found not to be a file instead of hanging a put.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
-_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Filesystems without hard links (vfat, some FUSE mounts) answer link(2) with one of these.
 _NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
-
-class CasError(Exception):
-    """Base class for content-store errors."""
-
-
-class InvalidDigest(CasError, ValueError):
-    """The string is not a lowercase hex SHA-256 digest."""
-
-
-class BlobNotFound(CasError):
-    """No blob is stored under this digest."""
-
-
-class CorruptBlob(CasError):
-    """The stored bytes no longer hash to their digest."""
-
-
-class DiskFull(CasError):
-    """A write failed with ENOSPC or EDQUOT; nothing partial was left behind."""
-
-
-class UnsafeStoreEntry(CasError, UnsafeEntry):
-    """A symbolic link where the store keeps a directory (tmp/, a fan-out dir, the way to the
-    root): refused with one line naming it, nothing written through it."""
-
-
-@dataclass(frozen=True)
-class PutResult:
-    digest: str
-    size: int
-    created: bool
-
-
-def validate_digest(digest: str) -> str:
-    """Return `digest` unchanged if it is 64 lowercase hex characters, else raise InvalidDigest."""
-    # fullmatch, not match/`$`: `$` would accept a trailing newline.
-    if not isinstance(digest, str) or _DIGEST_RE.fullmatch(digest) is None:
-        shown = repr(digest)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        raise InvalidDigest(f"invalid digest {shown}: a digest is 64 lowercase hex characters")
-    return digest
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
-
-
-@contextlib.contextmanager
-def _disk_full_as_error(root: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if _is_disk_full(exc):
-            raise DiskFull(
-                f"content store at {root} is out of space: {exc.strerror or exc}"
-            ) from exc
-        raise
+# ioctl(FICLONE): a copy-on-write clone (btrfs, xfs with reflink, bcachefs). Filesystems
+# without it answer with one of these; EXDEV: another filesystem.
+_FICLONE = 0x40049409
+_NO_CLONE_ERRNOS = frozenset(
+    {
+        errno.EXDEV,
+        errno.EPERM,
+        errno.ENOTSUP,
+        errno.EOPNOTSUPP,
+        errno.ENOSYS,
+        errno.EINVAL,
+        errno.ENOTTY,
+        errno.EBADF,
+    }
+)
 
 
 @functools.cache
@@ -112,28 +78,6 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     fn.argtypes = [ctypes.c_int]
     fn.restype = ctypes.c_int
     return fn
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    # os.write may write less than asked (a nearly full disk does exactly that).
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 class _Temp(NamedTuple):
@@ -169,7 +113,7 @@ def _pid_is_dead(pid: int) -> bool:
     return False
 
 
-class ContentStore:
+class ContentStore(BlobStore):
     """Blobs at `<root>/<2 hex>/<62 hex>.blob`; temp files at `<root>/tmp/<pid>-<random>.tmp`.
 
     Writes go through directory fds (the root, tmp/, each fan-out dir) opened without
@@ -196,6 +140,18 @@ class ContentStore:
         # another thread may still be using one, and a reused number would point elsewhere.
         self._removed_fds: list[int] = []
         self._lock = threading.Lock()
+        # Fan-out dirs `replicate` put files in, fsynced by `sync`.
+        self._unsynced: set[str] = set()
+        # Cleared at the first FICLONE into this store refused by its filesystem: the next
+        # blobs are copied without asking again.
+        self._clones = True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A store travels to a forked walker as its configuration; the child opens its own fds.
+        rebuild = functools.partial(
+            ContentStore, file_mode=self.file_mode, dir_mode=self.dir_mode, base=self.base
+        )
+        return (rebuild, (self.root,))
 
     def close(self) -> None:
         """Closes the directory fds; a later write opens them again."""
@@ -424,11 +380,11 @@ class ContentStore:
         if state:
             return PutResult(digest, len(data), created=False)
         temp: _Temp | None = None
-        with _disk_full_as_error(self.root):
+        with disk_full_as_error(self.root):
             try:
                 fd, temp = self._open_temp()
                 try:
-                    _write_all(fd, data)
+                    write_all(fd, data)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -458,14 +414,14 @@ class ContentStore:
         hasher = hashlib.sha256()
         size = 0
         temp: _Temp | None = None
-        with _disk_full_as_error(self.root):
+        with disk_full_as_error(self.root):
             try:
                 with open(src, "rb", buffering=0) as source:
                     fd, temp = self._open_temp()
                     try:
                         while chunk := source.read(CHUNK_SIZE):
                             hasher.update(chunk)
-                            _write_all(fd, chunk)
+                            write_all(fd, chunk)
                             size += len(chunk)
                         digest = hasher.hexdigest()
                         state = self._blob_state(digest, hashed=True)
@@ -508,7 +464,7 @@ class ContentStore:
         created: dict[str, bool] = {}
         temps: dict[str, _Temp] = {}
         damaged: set[str] = set()
-        with _disk_full_as_error(self.root):
+        with disk_full_as_error(self.root):
             try:
                 for data, digest in zip(items, digests, strict=True):
                     if digest in created:
@@ -522,7 +478,7 @@ class ContentStore:
                     fd, temp = self._open_temp()
                     temps[digest] = temp
                     try:
-                        _write_all(fd, data)
+                        write_all(fd, data)
                     finally:
                         os.close(fd)
                 if temps:
@@ -559,84 +515,47 @@ class ContentStore:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _corrupt(self, digest: str) -> CorruptBlob:
-        return CorruptBlob(f"blob {digest} is corrupt: its bytes no longer match their SHA-256")
-
-    def read(self, digest: str) -> bytes:
-        path = self.path_for(digest)
+    def open(self, digest: str) -> BlobReader:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            return open(self.path_for(digest), "rb", buffering=0)
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {digest}") from None
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise self._corrupt(digest)
-        return data
-
-    def copy_to(self, digest: str, dest: Path, mode: int | None = None) -> None:
-        """Copy a blob to `dest` atomically, verifying its hash on the way.
-
-        A new file, renamed over `dest`: a symlink or FIFO there is replaced, never written
-        through. `mode` defaults to the store's file mode.
-        """
-        mode = self.file_mode if mode is None else mode
-        path = self.path_for(digest)
-        dest = Path(dest)
-        # Opened before the `with` so a missing blob fails before any temp file exists.
-        try:
-            source = open(path, "rb", buffering=0)  # noqa: SIM115
-        except FileNotFoundError:
-            raise BlobNotFound(f"no blob {digest}") from None
-        temp = dest.parent / f".{dest.name}.{os.getpid()}-{secrets.token_hex(8)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        with source, _disk_full_as_error(dest.parent):
-            fd = os.open(temp, flags, mode)
-            try:
-                try:
-                    os.fchmod(fd, mode)
-                    hasher = hashlib.sha256()
-                    while chunk := source.read(CHUNK_SIZE):
-                        hasher.update(chunk)
-                        _write_all(fd, chunk)
-                    if hasher.hexdigest() != digest:
-                        raise self._corrupt(digest)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(temp, dest)
-            except BaseException:
-                _unlink_quietly(temp)
-                raise
-            _fsync_path(dest.parent, directory=True)
 
     def exists(self, digest: str) -> bool:
         return os.path.isfile(self.path_for(digest))
 
-    def size_of(self, digest: str) -> int:
+    def stat(self, digest: str) -> BlobStat | None:
+        """A regular file's size and mtime; None if absent or anything else (a link, a FIFO)."""
         try:
-            return os.stat(self.path_for(digest)).st_size
+            st = os.lstat(self.path_for(digest))
         except FileNotFoundError:
-            raise BlobNotFound(f"no blob {digest}") from None
+            return None
+        return BlobStat(st.st_size, st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
-    def iter_blobs(self) -> Iterator[tuple[str, int]]:
+    # -- listing -----------------------------------------------------------------------------
+
+    def iter_blobs(self, prefix: str | None = None) -> Iterator[tuple[str, int]]:
         """Yield (digest, size) for every blob, in digest order; anything else is skipped."""
-        try:
-            with os.scandir(self.root) as it:
-                fanouts = sorted(
-                    e.name
-                    for e in it
-                    if _FANOUT_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
-                )
-        except FileNotFoundError:
-            return
-        for prefix in fanouts:
+        if prefix is not None:
+            fanouts = [prefix] if _FANOUT_RE.fullmatch(prefix) else []
+        else:
             try:
-                with os.scandir(self.root / prefix) as it:
+                with os.scandir(self.root) as it:
+                    fanouts = sorted(
+                        e.name
+                        for e in it
+                        if _FANOUT_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+                    )
+            except FileNotFoundError:
+                return
+        for fanout in fanouts:
+            try:
+                with os.scandir(self.root / fanout) as it:
                     entries = sorted(
                         (e for e in it if _BLOB_NAME_RE.fullmatch(e.name)),
                         key=lambda e: e.name,
                     )
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             for entry in entries:
                 try:
@@ -645,7 +564,122 @@ class ContentStore:
                     size = entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue  # removed while we walked
-                yield prefix + entry.name[:-5], size
+                yield fanout + entry.name[:-5], size
+
+    def sizes(self, prefixes: Iterable[str] = PREFIXES) -> dict[str, int]:
+        """digest -> size of the regular files named like blobs in these fan-out directories.
+
+        The walk `seer cas reconcile` is timed against du: names are checked by length and
+        suffix only, and scandir runs over each directory's fd, so is_file comes from the
+        listing and each stat is one fstatat relative to that fd. Every prefix is tried rather
+        than listing the root: a missing fan-out directory costs one failed open.
+        """
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return {}
+        found: dict[str, int] = {}
+        try:
+            for prefix in prefixes:
+                try:
+                    fd = os.open(prefix, os.O_RDONLY | os.O_DIRECTORY, dir_fd=root_fd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                try:
+                    with os.scandir(fd) as entries:
+                        for entry in entries:
+                            name = entry.name
+                            if len(name) != 67 or not name.endswith(".blob"):
+                                continue
+                            try:
+                                if entry.is_file(follow_symlinks=False):
+                                    size = entry.stat(follow_symlinks=False).st_size
+                                    found[prefix + name[:62]] = size
+                            except FileNotFoundError:
+                                continue  # removed while we walked
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(root_fd)
+        return found
+
+    # -- between stores ----------------------------------------------------------------------
+
+    def replicate(self, digest: str, target: BlobStore) -> Placement:
+        """Into another local store: a reflink where the filesystem has them, else a copy;
+        hash-checked either way, never a hard link. Other targets get the generic put."""
+        if not isinstance(target, ContentStore):
+            return super().replicate(digest, target)
+        if target.exists(digest):
+            return "present"
+        try:
+            src = os.open(self.path_for(digest), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobNotFound(f"no blob {digest}") from None
+        try:
+            with disk_full_as_error(target.root):
+                return target._receive(src, digest)
+        finally:
+            os.close(src)
+
+    def _receive(self, src: int, digest: str) -> Placement:
+        """Writes the blob open at `src` into this store: to a temp name in its fan-out dir,
+        synced, renamed into place; the directory is synced by `sync`."""
+        prefix_fd, _ = self._subdir(digest[:2], create=True)
+        assert prefix_fd is not None
+        name = f"{digest[2:]}.blob"
+        temp = f".{name}.{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        placement: Placement = "cloned" if self._clones else "copied"
+        fd = os.open(temp, flags, self.file_mode, dir_fd=prefix_fd)
+        try:
+            try:
+                os.fchmod(fd, self.file_mode)
+                hasher = hashlib.sha256()
+                if placement == "cloned":
+                    # Hashed through the fd it is cloned from: blobs are never rewritten in
+                    # place (a heal replaces the file), so the clone holds the bytes hashed.
+                    while chunk := os.read(src, CHUNK_SIZE):
+                        hasher.update(chunk)
+                    if hasher.hexdigest() != digest:
+                        raise corrupt(digest)
+                    try:
+                        fcntl.ioctl(fd, _FICLONE, src)
+                    except OSError as exc:
+                        if exc.errno not in _NO_CLONE_ERRNOS:
+                            raise
+                        self._clones = False
+                        placement = "copied"
+                        hasher = hashlib.sha256()
+                        os.lseek(src, 0, os.SEEK_SET)
+                if placement == "copied":
+                    while chunk := os.read(src, CHUNK_SIZE):
+                        hasher.update(chunk)
+                        write_all(fd, chunk)
+                    if hasher.hexdigest() != digest:
+                        raise corrupt(digest)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, name, src_dir_fd=prefix_fd, dst_dir_fd=prefix_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=prefix_fd)
+            raise
+        with self._lock:
+            self._unsynced.add(digest[:2])
+        return placement
+
+    def sync(self) -> None:
+        with self._lock:
+            prefixes = sorted(self._unsynced)
+            self._unsynced.clear()
+            fds = [self._fds[p] for p in prefixes if p in self._fds]
+            root_fd = self._fds.get("")
+        for fd in fds:
+            os.fsync(fd)
+        if root_fd is not None:
+            os.fsync(root_fd)
 
     # -- removal -------------------------------------------------------------------------------
 
@@ -660,6 +694,18 @@ class ContentStore:
             os.unlink(f"{digest[2:]}.blob", dir_fd=prefix_fd)
         except FileNotFoundError:
             return False
+        return True
+
+    def move_out(self, digest: str, dest: Path) -> bool:
+        """A rename: the quarantine is under the same storage root, so on the same disk."""
+        try:
+            os.rename(self.path_for(digest), dest)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            return super().move_out(digest, dest)
         return True
 
     def clean_temp(self, now: float | None = None, max_age: float = 3600) -> int:

@@ -1,7 +1,7 @@
 """Operator tools for the CAS: usage from the counters, verify, reconcile the accounting, and gc.
 
-The ledger's `blobs` table (and the counters its triggers keep) is the accounting; the files are
-the truth these tools compare it with.
+The ledger's `blobs` table (and the counters its triggers keep) is the accounting; the blob store
+(through its interface only, whatever the backend) is the truth these tools compare it with.
 """
 
 from __future__ import annotations
@@ -9,21 +9,22 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from stat import S_ISREG
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-from worker.cas.store import CHUNK_SIZE, ContentStore
+from worker.cas.base import PREFIXES, BlobStat, BlobStore
+from worker.cas.errors import is_valid_digest
+from worker.files import CHUNK_SIZE, make_dir
 from worker.ledger.sqlite import Ledger
 
 # Small write transactions: the Postmaster commits between them instead of waiting on us.
 BATCH_SIZE = 500
-_FANOUTS = tuple(f"{i:02x}" for i in range(256))
-_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+
+_Part = TypeVar("_Part")
 
 
 @dataclass(frozen=True)
@@ -160,61 +161,23 @@ def _chunks(items: list[Any], size: int = BATCH_SIZE) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def _scan_fanout(root_fd: int, prefix: str) -> dict[str, int]:
-    """digest -> size of the regular files named like blobs in one fan-out directory.
+def _in_children(
+    work: Callable[[_Part], dict[str, int]], parts: Sequence[_Part]
+) -> Callable[[], dict[str, int]]:
+    """Starts `work(part)` for each part in a forked child; the returned function waits for
+    them and merges what they found.
 
-    Names are checked by length and suffix only, which keeps a stray file from posing as a
-    blob; whether the rest is hex is left to _valid, for the few names not in the ledger.
-    scandir over the directory's fd: is_file comes from the listing, and each stat is one
-    fstatat relative to that fd rather than a walk down the whole path again.
+    The walk is Python work per file (the system calls are the same as du's), so a second core
+    halves it. Only for a single-threaded caller such as the CLI: forking a threaded process is
+    not safe.
     """
-    try:
-        fd = os.open(prefix, os.O_RDONLY | os.O_DIRECTORY, dir_fd=root_fd)
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    found: dict[str, int] = {}
-    try:
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                name = entry.name
-                if len(name) != 67 or not name.endswith(".blob"):
-                    continue
-                try:
-                    if entry.is_file(follow_symlinks=False):
-                        found[prefix + name[:62]] = entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    continue  # removed while we walked
-    finally:
-        os.close(fd)
-    return found
-
-
-def _open_root(store: ContentStore) -> int | None:
-    try:
-        return os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        return None
-
-
-def _scan_part(root: str, prefixes: tuple[str, ...]) -> dict[str, int]:
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        found: dict[str, int] = {}
-        for prefix in prefixes:
-            found.update(_scan_fanout(root_fd, prefix))
-        return found
-    finally:
-        os.close(root_fd)
-
-
-def _start_scan(store: ContentStore, processes: int) -> Callable[[], dict[str, int]]:
-    """Starts the walk; the returned function waits for it and gives its result."""
-    if processes <= 1 or not store.root.is_dir():
-        return lambda: _scan(store)
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(processes, mp_context=context)
-    parts = [_FANOUTS[i::processes] for i in range(processes)]
-    futures = [pool.submit(_scan_part, str(store.root), part) for part in parts]
+    pool = ProcessPoolExecutor(len(parts), mp_context=context)
+    try:
+        futures = [pool.submit(work, part) for part in parts]
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
 
     def collect() -> dict[str, int]:
         try:
@@ -228,49 +191,25 @@ def _start_scan(store: ContentStore, processes: int) -> Callable[[], dict[str, i
     return collect
 
 
-def _scan(store: ContentStore, processes: int = 1) -> dict[str, int]:
-    """digest -> size of every blob file; this walk is what reconcile is timed against du.
-
-    With processes > 1 the fan-out directories are split between forked children: the walk
-    is Python work per file (the system calls are the same as du's), so a second core halves
-    it. Only for a single-threaded caller such as the CLI: forking a threaded process is not
-    safe.
-    """
-    if processes > 1 and store.root.is_dir():
-        context = multiprocessing.get_context("fork")
-        parts = [_FANOUTS[i::processes] for i in range(processes)]
-        with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            found: dict[str, int] = {}
-            for part in pool.map(_scan_part, [str(store.root)] * processes, parts):
-                found.update(part)
-            return found
-    root_fd = _open_root(store)
-    if root_fd is None:
-        return {}
-    found: dict[str, int] = {}
-    try:
-        # Every one of the 256 names is tried rather than listing the root: a missing
-        # fan-out directory costs one failed open, and nothing else there needs filtering.
-        for prefix in _FANOUTS:
-            found.update(_scan_fanout(root_fd, prefix))
-    finally:
-        os.close(root_fd)
-    return found
+def _start_scan(store: BlobStore, processes: int) -> Callable[[], dict[str, int]]:
+    """Starts the walk of every blob (digest -> size); the returned function waits for it and
+    gives its result. With processes > 1 the prefixes are split between forked children."""
+    if processes <= 1:
+        return store.sizes
+    return _in_children(store.sizes, [PREFIXES[i::processes] for i in range(processes)])
 
 
-def _valid(digest: str) -> bool:
-    return _DIGEST_RE.fullmatch(digest) is not None
+def _scan(store: BlobStore, processes: int = 1) -> dict[str, int]:
+    """digest -> size of every blob; this walk is what reconcile is timed against du."""
+    return _start_scan(store, processes)()
 
 
-def _stat(store: ContentStore, digest: str) -> os.stat_result | None:
-    """lstat of a blob's file if it is a regular file; None if absent (or not a blob name)."""
-    if not _valid(digest):
-        return None
-    try:
-        st = os.lstat(store.path_for(digest))
-    except FileNotFoundError:
-        return None
-    return st if S_ISREG(st.st_mode) else None
+_valid = is_valid_digest
+
+
+def _stat(store: BlobStore, digest: str) -> BlobStat | None:
+    """The blob's size and mtime if it is stored; None if absent (or not a blob name)."""
+    return store.stat(digest) if _valid(digest) else None
 
 
 def _existing_rows(ledger: Ledger, digests: Iterable[str]) -> dict[str, int]:
@@ -278,7 +217,11 @@ def _existing_rows(ledger: Ledger, digests: Iterable[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for chunk in _chunks(sorted(digests)):
         marks = ",".join("?" * len(chunk))
-        found.update(ledger.execute(f"SELECT hash, size FROM blobs WHERE hash IN ({marks})", chunk))
+        found.update(
+            ledger.execute(
+                f"SELECT hash, size FROM blobs WHERE hash IN ({marks})", chunk
+            ).fetchall()
+        )
     return found
 
 
@@ -301,79 +244,54 @@ def _missing(ledger: Ledger, rows: dict[str, int]) -> tuple[MissingBlob, ...]:
     return tuple(MissingBlob(h, rows[h], refs.get(h, ())) for h in sorted(rows))
 
 
-def _hash_file(path: str, buffer: bytearray) -> str | None:
-    """SHA-256 of a file read through `buffer`; None if it vanished.
-
-    One buffer for the whole run: memory stays at one chunk however big the blob, and a
-    store of small blobs does not pay for a fresh buffer per file (hashlib.file_digest
-    allocates 256 KiB on every call).
-    """
-    try:
-        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return None
-    hasher = hashlib.sha256()
-    view = memoryview(buffer)
-    with f:
-        while n := f.readinto(buffer):
-            hasher.update(view[:n])
-    return hasher.hexdigest()
-
-
 # -- verify -------------------------------------------------------------------------------------
 
 
 def verify(
-    ledger: Ledger, store: ContentStore, progress: Callable[[int, int], None] | None = None
+    ledger: Ledger, store: BlobStore, progress: Callable[[int, int], None] | None = None
 ) -> VerifyReport:
-    """Rehash every blob file and compare the files with the `blobs` table.
+    """Rehash every blob and compare the store with the `blobs` table.
 
-    Each file is read once, in chunks through one reused buffer. The table is read one
+    Each blob is read once, in chunks through one reused buffer. The table is read one
     fan-out range at a time rather than through one cursor: hashing a large store takes
     minutes, and a read transaction held that long would stop the WAL from being
-    checkpointed. `progress(blobs, bytes)` is called after each file.
+    checkpointed. `progress(blobs, bytes)` is called after each blob.
     """
     started = time.monotonic()
-    root = str(store.root)
     checked = checked_bytes = rows = 0
     corrupt: list[BlobInfo] = []
     orphaned: dict[str, int] = {}
     missing: dict[str, int] = {}
     resized: list[Resized] = []
     buffer = bytearray(CHUNK_SIZE)
-    root_fd = _open_root(store)
-    try:
-        for index, prefix in enumerate(_FANOUTS):
-            # The range [prefix, next prefix) holds exactly the digests of this directory.
-            high = _FANOUTS[index + 1] if index + 1 < len(_FANOUTS) else "g"
-            recorded = dict(
-                ledger.execute(
-                    "SELECT hash, size FROM blobs WHERE hash >= ? AND hash < ?", (prefix, high)
-                )
-            )
-            rows += len(recorded)
-            found = _scan_fanout(root_fd, prefix) if root_fd is not None else {}
-            for digest, size_on_disk in sorted(found.items()):
-                if not _valid(digest):
-                    continue  # not a name the store gives: not a blob
-                actual = _hash_file(os.path.join(root, prefix, digest[2:] + ".blob"), buffer)
-                if actual is None:
-                    continue  # removed while we walked: judged against the table below
-                checked += 1
-                checked_bytes += size_on_disk
-                if actual != digest:
-                    corrupt.append(BlobInfo(digest, size_on_disk))
-                size = recorded.pop(digest, None)
-                if size is None:
-                    orphaned[digest] = size_on_disk
-                elif size != size_on_disk and actual == digest:
-                    resized.append(Resized(digest, size, size_on_disk))
-                if progress is not None:
-                    progress(checked, checked_bytes)
-            missing.update(recorded)
-    finally:
-        if root_fd is not None:
-            os.close(root_fd)
+    for index, prefix in enumerate(PREFIXES):
+        # The range [prefix, next prefix) holds exactly the digests of this prefix.
+        high = PREFIXES[index + 1] if index + 1 < len(PREFIXES) else "g"
+        recorded = dict(
+            ledger.execute(
+                "SELECT hash, size FROM blobs WHERE hash >= ? AND hash < ?", (prefix, high)
+            ).fetchall()
+        )
+        rows += len(recorded)
+        found = store.sizes((prefix,))
+        for digest, size_on_disk in sorted(found.items()):
+            if not _valid(digest):
+                continue  # not a name the store gives: not a blob
+            intact = store.check(digest, buffer)
+            if intact is None:
+                continue  # removed while we walked: judged against the table below
+            checked += 1
+            checked_bytes += size_on_disk
+            if not intact:
+                corrupt.append(BlobInfo(digest, size_on_disk))
+            size = recorded.pop(digest, None)
+            if size is None:
+                orphaned[digest] = size_on_disk
+            elif size != size_on_disk and intact:
+                resized.append(Resized(digest, size, size_on_disk))
+            if progress is not None:
+                progress(checked, checked_bytes)
+        missing.update(recorded)
     # A writer stores the file before it commits the row, and gc deletes both in one
     # transaction: look again, so that a write in flight is not reported as damage.
     if orphaned:
@@ -431,7 +349,7 @@ def _candidates(ledger: Ledger, wanted: set[str], redact: bool) -> Iterator[tupl
 
 def repair(
     ledger: Ledger,
-    store: ContentStore,
+    store: BlobStore,
     report: VerifyReport,
     quarantine: os.PathLike[str] | str,
     redact: bool,
@@ -439,19 +357,14 @@ def repair(
 ) -> RepairReport:
     """Moves the corrupt files `report` found into `quarantine` (kept, for a post-mortem), then
     re-creates them, and the missing ones, from any parcel still holding their content."""
-    from pathlib import Path
-
     now = time.time() if now is None else now
     quarantine = Path(quarantine)
     moved: list[str] = []
     for blob in report.corrupt:
         if not moved and not quarantine.is_dir():
-            quarantine.mkdir(mode=store.dir_mode, exist_ok=True)
-            os.chmod(quarantine, store.dir_mode)
+            make_dir(quarantine, store.dir_mode)
         dest = quarantine / f"{blob.hash}-{int(now)}.blob"
-        try:
-            os.rename(store.path_for(blob.hash), dest)
-        except FileNotFoundError:
+        if not store.move_out(blob.hash, dest):
             continue  # healed or removed since the verify: judged below like a missing one
         moved.append(str(dest))
     wanted = {b.hash for b in report.corrupt} | {m.hash for m in report.missing}
@@ -482,7 +395,7 @@ def _recompute_counters(ledger: Ledger) -> None:
 
 def _repair_batch(
     ledger: Ledger,
-    store: ContentStore,
+    store: BlobStore,
     batch: list[tuple[str, str]],
     done: dict[str, list],
     now: float,
@@ -492,44 +405,51 @@ def _repair_batch(
     Each file is looked at again under the write lock: gc deletes under that same lock, so
     what is seen here is what gets committed.
     """
-    conn = ledger.db.connection()
+    orphans: list[tuple[str, int, float]] = []
     for kind, digest in batch:
         st = _stat(store, digest)
         if kind == "orphan":
-            if st is None:
-                continue  # gc took it meanwhile
-            created = min(st.st_mtime, now)
-            if conn.execute(
-                "INSERT OR IGNORE INTO blobs (hash, size, created_at) VALUES (?, ?, ?)",
-                (digest, st.st_size, created),
-            ).rowcount:
-                done["orphan"].append(BlobInfo(digest, st.st_size))
+            if st is not None:  # else gc took it meanwhile
+                orphans.append((digest, st.size, min(st.modified, now)))
         elif kind == "missing":
             if st is not None:
                 continue  # a writer stored it again meanwhile
-            row = conn.execute("DELETE FROM blobs WHERE hash = ? RETURNING size", (digest,))
-            found = row.fetchone()
+            found = ledger.execute(
+                "DELETE FROM blobs WHERE hash = ? RETURNING size", (digest,)
+            ).fetchone()
             if found is not None:
                 done["missing"].append((digest, found[0]))
         else:
             if st is None:
                 continue
-            row = conn.execute("SELECT size FROM blobs WHERE hash = ?", (digest,)).fetchone()
-            if row is None or row[0] == st.st_size:
+            recorded = ledger.scalar("SELECT size FROM blobs WHERE hash = ?", (digest,))
+            if recorded is None or recorded == st.size:
                 continue
             # No trigger watches UPDATE of size: move the counter with it, so the ledger is
             # consistent after every batch and not only after the final recount.
-            conn.execute("UPDATE blobs SET size = ? WHERE hash = ?", (st.st_size, digest))
-            conn.execute(
+            ledger.execute("UPDATE blobs SET size = ? WHERE hash = ?", (st.size, digest))
+            ledger.execute(
                 "UPDATE counters SET value = value + ? WHERE name = 'cas_bytes'",
-                (st.st_size - row[0],),
+                (st.size - recorded,),
             )
-            done["resized"].append(Resized(digest, row[0], st.st_size))
+            done["resized"].append(Resized(digest, recorded, st.size))
+    if orphans:
+        # Rows a writer committed meanwhile are its own, not adopted orphans. Under the write
+        # lock none can appear between this look and the insert; the ON CONFLICT is for a
+        # ledger whose writers do not take one lock.
+        known = _existing_rows(ledger, (digest for digest, _, _ in orphans))
+        adopted = [orphan for orphan in orphans if orphan[0] not in known]
+        ledger.executemany(
+            "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (hash) DO NOTHING",
+            adopted,
+        )
+        done["orphan"].extend(BlobInfo(digest, size) for digest, size, _ in adopted)
 
 
 def reconcile(
     ledger: Ledger,
-    store: ContentStore,
+    store: BlobStore,
     repair: bool = True,
     now: float | None = None,
     processes: int = 1,
@@ -548,7 +468,7 @@ def reconcile(
     # overlaps it.
     walk = _start_scan(store, processes)
     # One ordered pass over a WITHOUT ROWID table, straight into a dict: no per-blob queries.
-    recorded: dict[str, int] = dict(ledger.execute("SELECT hash, size FROM blobs"))
+    recorded: dict[str, int] = dict(ledger.execute("SELECT hash, size FROM blobs").fetchall())
     table = CasStats(sum(recorded.values()), len(recorded))
     disk = walk()
     orphan_candidates: list[str] = []
@@ -641,7 +561,7 @@ def _unreferenced(ledger: Ledger, cutoff: float) -> Iterator[list[tuple[str, int
         after = batch[-1][0]
 
 
-def _collect_blob(ledger: Ledger, store: ContentStore, digest: str, cutoff: float) -> int | None:
+def _collect_blob(ledger: Ledger, store: BlobStore, digest: str, cutoff: float) -> int | None:
     """Deletes one blob (row and file) if it is still collectable; its size, or None if kept.
 
     Called under the write lock, so a writer's commit cannot slip in between the check and
@@ -649,7 +569,7 @@ def _collect_blob(ledger: Ledger, store: ContentStore, digest: str, cutoff: floa
     gone and stores it again.
     """
     st = _stat(store, digest)
-    if st is not None and st.st_mtime >= cutoff:
+    if st is not None and st.modified >= cutoff:
         return None
     found = ledger.execute(
         "DELETE FROM blobs WHERE hash = ? AND created_at < ? "
@@ -663,9 +583,9 @@ def _collect_blob(ledger: Ledger, store: ContentStore, digest: str, cutoff: floa
     return found[0]
 
 
-def _collect_orphan(ledger: Ledger, store: ContentStore, digest: str, cutoff: float) -> int | None:
+def _collect_orphan(ledger: Ledger, store: BlobStore, digest: str, cutoff: float) -> int | None:
     st = _stat(store, digest)
-    if st is None or st.st_mtime >= cutoff:
+    if st is None or st.modified >= cutoff:
         return None
     # A row means a writer committed it meanwhile: it is a blob now, not an orphan.
     if ledger.scalar("SELECT 1 FROM blobs WHERE hash = ?", (digest,)):
@@ -673,12 +593,12 @@ def _collect_orphan(ledger: Ledger, store: ContentStore, digest: str, cutoff: fl
     if ledger.scalar("SELECT 1 FROM artifacts WHERE hash = ? LIMIT 1", (digest,)):
         return None
     store.remove(digest)
-    return st.st_size
+    return st.size
 
 
 def gc(
     ledger: Ledger,
-    store: ContentStore,
+    store: BlobStore,
     grace: float,
     dry_run: bool = False,
     now: float | None = None,
@@ -698,39 +618,39 @@ def gc(
         if dry_run:
             for digest, size in batch:
                 st = _stat(store, digest)
-                if st is not None and st.st_mtime >= cutoff:
+                if st is not None and st.modified >= cutoff:
                     skipped += 1
                 else:
                     removed.append(BlobInfo(digest, size))
             continue
         with ledger.write():
             for digest, _ in batch:
-                size = _collect_blob(ledger, store, digest, cutoff)
-                if size is None:
+                collected = _collect_blob(ledger, store, digest, cutoff)
+                if collected is None:
                     skipped += 1
                 else:
-                    removed.append(BlobInfo(digest, size))
+                    removed.append(BlobInfo(digest, collected))
 
     # Orphaned files: on disk without a row. Old ones are leftovers of writes that never
     # committed; young ones may be a write in flight and are left alone.
-    recorded = {h for (h,) in ledger.execute("SELECT hash FROM blobs")}
+    recorded = {h for (h,) in ledger.execute("SELECT hash FROM blobs").fetchall()}
     disk = _scan(store)
     old_orphans = []
     for digest in sorted(disk.keys() - recorded):
         st = _stat(store, digest) if _valid(digest) else None
-        if st is not None and st.st_mtime < cutoff:
+        if st is not None and st.modified < cutoff:
             old_orphans.append(digest)
-    for batch in _chunks(old_orphans):
+    for orphan_batch in _chunks(old_orphans):
         if dry_run:
-            orphans += [BlobInfo(h, disk[h]) for h in batch]
+            orphans += [BlobInfo(h, disk[h]) for h in orphan_batch]
             continue
         with ledger.write():
-            for digest in batch:
-                size = _collect_orphan(ledger, store, digest, cutoff)
-                if size is None:
+            for digest in orphan_batch:
+                collected = _collect_orphan(ledger, store, digest, cutoff)
+                if collected is None:
                     skipped += 1
                 else:
-                    orphans.append(BlobInfo(digest, size))
+                    orphans.append(BlobInfo(digest, collected))
 
     return GcReport(
         dry_run=dry_run,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from worker.files import append_json_line
 from worker.identity import Owner, current_owner, is_alive
-from worker.layout import append_json_line
 from worker.ledger.sqlite import Ledger
 
 log = logging.getLogger("seer.compaction")
