@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from seer_console import output
-from seer_console.messages import SnapshotFailed, SnapshotReady
+from seer_console.messages import ParcelSent, SnapshotFailed, SnapshotReady
 from seer_console.panes import PANES, Pane, PaneKey
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import ConsoleSnapshot, SnapshotSource
@@ -114,7 +114,9 @@ class SeerConsole(App):
         self.live = live
         self.snapshot: ConsoleSnapshot | None = None
         self.last_error: str | None = None
-        self._tracked: dict[str, float] = {}  # test parcels sent from here, and when
+        # Test parcels sent from here, and when. Only the UI thread touches it: the action
+        # thread posts ParcelSent, the snapshot thread is handed a tuple of its ids.
+        self._tracked: dict[str, float] = {}
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -161,11 +163,13 @@ class SeerConsole(App):
 
     # -- the snapshot loop -----------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="snapshot")
     def poll(self) -> None:
-        now = self.clock()
+        self._read(self.clock(), tuple(self._tracked))
+
+    @work(thread=True, exclusive=True, group="snapshot")
+    def _read(self, now: float, tracked: tuple[str, ...]) -> None:
         try:
-            snapshot = self.source.read(now=now, tracked=tuple(self._tracked))
+            snapshot = self.source.read(now=now, tracked=tracked)
         except Exception as exc:  # any failure is shown in the panes; the console stays up
             self.post_message(SnapshotFailed(_describe(exc), now, getattr(exc, "partial", None)))
         else:
@@ -191,6 +195,9 @@ class SeerConsole(App):
             pane.show_error(message.error, message.partial)
         self._banner()
         self._next_poll()
+
+    def on_parcel_sent(self, message: ParcelSent) -> None:
+        self._tracked[message.parcel_id] = message.at
 
     def _announce_arrivals(self, snapshot: ConsoleSnapshot) -> None:
         for parcel_id, state in snapshot.tracked.items():
@@ -368,7 +375,7 @@ class SeerConsole(App):
 
         def call(ops, runtime):
             rung = ops.send_test_parcel(runtime)
-            self._tracked[rung.ids[0]] = sent_at
+            self.post_message(ParcelSent(rung.ids[0], sent_at))
             return rung.ids[0][:8] + ("" if rung.notified else f" ({rung.warning})")
 
         self.perform("Test parcel", call, "Test parcel {} queued; watching for its delivery")

@@ -1,4 +1,7 @@
-"""Messages from the snapshot worker to the panes. A newer one replaces one not yet handled."""
+"""Messages from the worker threads to the UI thread. The threads share no mutable state with
+it: what they learn travels in these, and only the UI thread keeps it.
+
+A newer snapshot message replaces one not yet handled."""
 
 from __future__ import annotations
 
@@ -25,3 +28,12 @@ class SnapshotFailed(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotReady | SnapshotFailed)
+
+
+class ParcelSent(Message):
+    """A test parcel sent from this console, whose delivery it watches for."""
+
+    def __init__(self, parcel_id: str, at: float) -> None:
+        super().__init__()
+        self.parcel_id = parcel_id
+        self.at = at

@@ -176,7 +176,7 @@ class SnapshotSource:
         if self._settings is None or runtime.settings == self._settings:
             return runtime
         if all(getattr(runtime.settings, f) == getattr(self._settings, f) for f in _WIRING):
-            self._runtime = replace(runtime, settings=self._settings, _tasks=None)
+            self._runtime = replace(runtime, settings=self._settings)
         else:
             # Another root or database: opened afresh. The old one is not closed under an
             # action that may still be using it; it goes with its last reference.
