@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from seer_console import cli as cli_module
-from seer_console.cli_cas import add_cas_commands
+from seer_console.cli.cas import register as add_cas_commands
 from tests.helpers import parcel
 from worker.cas import tools as cas_tools
 from worker.cas.tools import BlobInfo, CasStats

@@ -585,6 +585,7 @@ async def test_read_only_footer_shows_actions_disabled_and_a_press_says_read_onl
 
 
 async def test_flow_is_counted_over_the_last_minute_and_seer_status_agrees(runtime, capsys):
+    from seer_console.cli.status import print_status
     from worker.monitoring import status
     from worker.parcels import intake as parcels
 
@@ -611,7 +612,7 @@ async def test_flow_is_counted_over_the_last_minute_and_seer_status_agrees(runti
         await settle(pilot)
         flow = str(app.query_one("#queue-flow").render())
         assert flow == "last 60s: delivered 150  failed 12", flow
-    status.print_text(status.snapshot(runtime, now=NOW))
+    print_status(status.snapshot(runtime, now=NOW))
     assert "last 60s   150 delivered, 12 failed" in capsys.readouterr().out
 
 

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
+from supervisor.states import (
+    RUNNING_STATES,
+    STOPPED_STATES,
+    ProcessStates,
+    SupervisorStates,
+    getProcessStateDescription,
+)
+from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
 from worker.layout import Layout
 
@@ -24,14 +31,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SupervisorError(RuntimeError):
-    """supervisord cannot be reached or refused; the message is one line."""
+    """supervisord cannot be reached or refused; the message is one line. `fault` is the
+    refusal's code (supervisor.xmlrpc.Faults), None for anything else."""
+
+    def __init__(self, message: str, *, fault: int | None = None, unreachable: bool = False):
+        super().__init__(message)
+        self.fault = fault
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
 class ProgramInfo:
     name: str
     group: str
-    state: str
+    state: str  # supervisord's name for `code`, as operators read it: "RUNNING"
     pid: int
     start: float
     now: float
@@ -40,10 +53,24 @@ class ProgramInfo:
     description: str
 
     stop: float = 0.0  # when it last stopped or exited (0: not since supervisord started)
+    code: int = ProcessStates.UNKNOWN  # a supervisor.states.ProcessStates value
+
+    @property
+    def running(self) -> bool:
+        return self.code == ProcessStates.RUNNING
+
+    @property
+    def started(self) -> bool:
+        """Running or on its way (STARTING, BACKOFF): supervisord refuses to start it again."""
+        return self.code in RUNNING_STATES
+
+    @property
+    def stopped(self) -> bool:
+        return self.code in STOPPED_STATES
 
     @property
     def uptime(self) -> float:
-        return max(0.0, self.now - self.start) if self.state == "RUNNING" else 0.0
+        return max(0.0, self.now - self.start) if self.running else 0.0
 
 
 @dataclass(frozen=True)
@@ -141,26 +168,34 @@ class Supervisor:
         try:
             return getattr(self.proxy.supervisor, name)(*args)
         except xmlrpc.client.Fault as fault:
-            raise SupervisorError(f"supervisord refused {name}: {fault.faultString}") from None
+            raise SupervisorError(
+                f"supervisord refused {name}: {fault.faultString}", fault=fault.faultCode
+            ) from None
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
             # A failed request leaves the persistent connection unusable: start afresh.
             self.transport.close()
             raise SupervisorError(
                 f"cannot reach supervisord at unix://{self.sock} ("
                 f"{getattr(exc, 'strerror', None) or exc.__class__.__name__}); "
-                "is it running? (`seer up`)"
+                "is it running? (`seer up`)",
+                unreachable=True,
             ) from None
 
     def reachable(self) -> bool:
         try:
-            return self._call("getState")["statename"] == "RUNNING"
+            return self._call("getState")["statecode"] == SupervisorStates.RUNNING
         except SupervisorError:
             return False
 
     def programs(self) -> list[ProgramInfo]:
-        keys = ("name", "group", "statename", "pid", "start", "now", "exitstatus", "spawnerr")
+        keys = ("name", "group", "pid", "start", "now", "exitstatus", "spawnerr", "description")
         return [
-            ProgramInfo(*(p[k] for k in keys), p["description"], p.get("stop", 0))
+            ProgramInfo(
+                state=getProcessStateDescription(p["state"]) or p["statename"],
+                stop=p.get("stop", 0),
+                code=p["state"],
+                **{k: p[k] for k in keys},
+            )
             for p in self._call("getAllProcessInfo")
         ]
 
@@ -245,16 +280,22 @@ def full_name(info: ProgramInfo) -> str:
     return f"{info.group}:{info.name}" if info.group != info.name else info.name
 
 
-# supervisord's own word for states in which a start is refused (ALREADY_STARTED).
-RUNNING_STATES = ("RUNNING", "STARTING", "BACKOFF")
 ACTIONS = ("start", "stop", "restart")
+# What `seer up` starts: stopped, exited, given up on, or retrying (BACKOFF: at once rather
+# than after its back-off). UNKNOWN is left alone: supervisord itself cannot tell what it is.
+STARTABLE_STATES = (
+    ProcessStates.STOPPED,
+    ProcessStates.EXITED,
+    ProcessStates.FATAL,
+    ProcessStates.BACKOFF,
+)
 
 
 def control(sup: Supervisor, info: ProgramInfo, action: str) -> str:
     """Starts, stops (gracefully: the running batch finishes first) or restarts one program;
     says in one line what it did. The one implementation the CLI and the console call."""
     name = full_name(info)
-    running = info.state in RUNNING_STATES
+    running = info.started
     if action == "start":
         if running:
             return f"{name}: already running ({info.state}, pid {info.pid})"
@@ -356,13 +397,13 @@ def up(layout: Layout, *, timeout: float = 20.0) -> Up:
     elif not {p.name for p in sup.programs()} >= set(PROGRAMS):
         added = sup.add_missing_groups()
     for info in sup.programs():
-        if info.state in ("STOPPED", "EXITED", "FATAL", "BACKOFF") and info.state != "RUNNING":
+        if info.code in STARTABLE_STATES:
             try:
                 sup.start(full_name(info))
             except SupervisorError as exc:
-                if "ALREADY_STARTED" not in str(exc):
+                if exc.fault != Faults.ALREADY_STARTED:
                     raise
-    _wait(lambda: all(p.state == "RUNNING" for p in sup.programs()), timeout)
+    _wait(lambda: all(p.running for p in sup.programs()), timeout)
     return Up(started, tuple(added), tuple(sup.programs()))
 
 

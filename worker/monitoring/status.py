@@ -1,14 +1,33 @@
-"""One read of everything `seer status` (and later the console) shows, as a frozen snapshot."""
+"""One read of everything `seer status` (and later the console) shows, as a frozen snapshot,
+and the health it adds up to. Rendering it is the caller's (the CLI, the console)."""
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from dataclasses import asdict, dataclass
 
 from worker.fleet import consumers, control, supervision
 from worker.monitoring import metrics, rules
+from worker.monitoring.rules import Reading
 from worker.runtime import Runtime
+
+
+class Health(enum.IntEnum):
+    """The exit status of `seer status` and `seer monitor-storage`: the monitoring plugins'
+    convention (Nagios, Icinga, Sensu), so a check runs the command as it is."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @classmethod
+    def of(cls, level: str) -> Health:
+        """The status for a rule level ("ok", "warning", "critical"); anything else is
+        UNKNOWN."""
+        return cls.__members__.get(level.upper(), cls.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -52,12 +71,12 @@ class Snapshot:
     rules: dict[str, str]
     # The one evaluation of the alert rules that `problems` and `rules` come from (the
     # console's banner and Alerts pane show it too), and the last minute's flow.
-    readings: tuple[rules.Reading, ...] = ()
+    readings: tuple[Reading, ...] = ()
     flow: metrics.Flow | None = None
 
     @property
-    def exit_code(self) -> int:
-        return {"ok": 0, "warning": 1, "critical": 2}.get(self.level, 3)
+    def exit_code(self) -> Health:
+        return Health.of(self.level)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +112,7 @@ def consumer_statuses(
         found.append(
             ConsumerStatus(
                 queue_name,
-                bool(live) if with_ledger else bool(info and info.state == "RUNNING"),
+                bool(live) if with_ledger else bool(info and info.running),
                 tuple(c.pid for c in live)
                 if with_ledger
                 else ((info.pid,) if info and info.pid else ()),
@@ -222,55 +241,3 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         readings=tuple(readings),
         flow=metrics.flow(ledger, now),
     )
-
-
-def print_queue(snap: Snapshot) -> None:
-    from seer_console import output
-
-    q = snap.queue
-    state = "PAUSED" if q.paused else "running"
-    if q.paused:
-        state += f" since {output.when(q.paused_since, snap.taken_at)} by {q.paused_by}"
-    print(f"queue      {q.name}: {state}")
-    print(
-        f"depth      {q.depth} queued, {q.in_flight} in flight, oldest "
-        f"{output.age(q.oldest_queued_age)}"
-    )
-    if q.backoff_reason:
-        print(f"backoff    {q.backoff_reason} (next try {output.when(q.backoff_until)})")
-
-
-def print_text(snap: Snapshot) -> None:
-    from seer_console import output
-
-    print(f"seer ops   {snap.level.upper()}")
-    print(f"storage    {snap.storage_root}")
-    print_queue(snap)
-    p = snap.parcels
-    print(
-        f"parcels    {p['queued']} queued, {p['in_flight']} in flight, {p['delivered']} "
-        f"delivered, {p['failed']} failed ({snap.failed_last_hour} in the last hour)"
-    )
-    if snap.flow:
-        f = snap.flow
-        print(f"last {f.window:.0f}s   {f.delivered} delivered, {f.failed} failed")
-    pct = 100.0 * snap.cas_bytes / snap.cas_quota if snap.cas_quota else 0.0
-    print(
-        f"cas        {output.size(snap.cas_bytes)} in {snap.cas_blobs} blobs, "
-        f"{pct:.1f}% of {output.size(snap.cas_quota)}"
-    )
-    print(f"supervisor {snap.supervisor}")
-    for c in snap.consumers:
-        alive = f"alive (pid {', '.join(map(str, c.pids))})" if c.alive else "NOT RUNNING"
-        sup = f", supervisord: {c.supervisor_state}" if c.supervisor_state else ""
-        restarts = "" if c.restarts is None else f", {c.restarts} restart"
-        restarts += "" if c.restarts in (None, 1) else "s"
-        print(f"consumer   {c.queue}: {alive}{sup}{restarts}")
-        if c.last_exit:
-            print(
-                f"last exit  {c.queue}: {c.last_exit.describe()} at "
-                f"{output.when(c.last_exit.at, snap.taken_at)}"
-            )
-    print("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
-    for text in snap.problems:
-        print(f"problem    {text}")

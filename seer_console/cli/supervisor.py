@@ -5,43 +5,34 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from supervisor.xmlrpc import Faults
+
 from seer_console import output
-
-# supervisorctl's exit codes (4.x), so runbooks can treat both alike.
-NOT_RUNNING = 3
-UNREACHABLE = 4
-
-
-def _cli():
-    from seer_console import cli
-
-    return cli
+from seer_console.cli.common import AddCommand, ExitCode, Parser, UserError, supervisor_runtime
+from worker.fleet import supervision
+from worker.layout import Layout
+from worker.settings import load_settings
 
 
-def _supervisor(args: argparse.Namespace):
-    from worker.fleet import supervision
-
+def _supervisor(args: argparse.Namespace) -> supervision.Supervisor:
     if args.socket:
         return supervision.Supervisor(Path(args.socket))
     return supervision.Supervisor(supervision.socket_path(_layout()))
 
 
-def _layout():
+def _layout() -> Layout:
     """The storage root's layout, whatever its schema: these commands talk only to supervisord,
     so a ledger behind the code (after a rollback) must not lock the operator out of them."""
-    from worker.runtime import Runtime
-
-    runtime = Runtime.open(check_schema=False)
+    runtime = supervisor_runtime()
     runtime.close()
     return runtime.layout
 
 
-def _rows(programs) -> None:
-    from worker.fleet import supervision
-
+def _rows(programs: Sequence[supervision.ProgramInfo]) -> None:
     output.table(
         [
             (
@@ -58,8 +49,6 @@ def _rows(programs) -> None:
 
 
 def cmd_supervisor(args: argparse.Namespace) -> int:
-    from worker.fleet import supervision
-
     action = args.supervisor_command
     if action == "render":
         return _render(args)
@@ -73,7 +62,7 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
                 "supervisord runs no Seer program (removed? locally `seer up` adds them back; "
                 "a system supervisord: install the program file, `supervisorctl update`)"
             )
-            return NOT_RUNNING
+            return ExitCode.NOT_RUNNING
         if action in supervision.ACTIONS:
             for p in programs:
                 # The console's Worker keys call the same function.
@@ -84,23 +73,23 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
                 output.emit_json([p.__dict__ for p in after])
             else:
                 _rows(after)
-        return 0 if all(p.state == "RUNNING" for p in after) or action == "stop" else NOT_RUNNING
+        if all(p.running for p in after) or action == "stop":
+            return ExitCode.OK
+        return ExitCode.NOT_RUNNING
     except supervision.SupervisorError as exc:
         hint = ""
-        if "SPAWN_ERROR" in str(exc):
+        if exc.fault == Faults.SPAWN_ERROR:
             hint = " (it exited at once; its log says why: `seer supervisorctl tail PROGRAM`)"
         print(f"seer: {exc}{hint}", file=sys.stderr)
-        return UNREACHABLE if "cannot reach" in str(exc) else 1
+        return ExitCode.UNREACHABLE if exc.unreachable else ExitCode.FAILED
 
 
-def _remove(sup) -> int:
+def _remove(sup: supervision.Supervisor) -> int:
     """The task card's `supervisorctl remove seer-postmaster`: stop, then remove both."""
-    from worker.fleet import supervision
-
     groups = supervision.program_groups(sup.programs())
     if not groups:
         print("supervisord runs no Seer program: nothing to remove")
-        return 0
+        return ExitCode.OK
     for group in groups:
         # Waits for the graceful stop: parcels in flight finish first.
         sup.stop_group(group)
@@ -110,21 +99,15 @@ def _remove(sup) -> int:
         "for good: delete its program file too (sudo rm /etc/supervisor/conf.d/"
         "seer-postmaster.conf), or `supervisorctl update` (locally: `seer up`) brings it back"
     )
-    return 0
+    return ExitCode.OK
 
 
 def cmd_supervisorctl(args: argparse.Namespace) -> int:
     """supervisorctl itself against the local supervisord, its file and socket filled in."""
-    from worker.fleet import supervision
-
     return supervision.supervisorctl(_layout(), list(args.args))
 
 
 def _render(args: argparse.Namespace) -> int:
-    from worker.fleet import supervision
-    from worker.settings import load_settings
-
-    cli = _cli()
     settings = load_settings()
     directory = Path(args.dir or Path.cwd()).absolute()
     venv = Path(args.venv or Path(sys.executable).parent.parent).absolute()
@@ -144,7 +127,7 @@ def _render(args: argparse.Namespace) -> int:
             env_file=env_file,
         )
     except supervision.SupervisorError as exc:
-        raise cli.UserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     if not env_file.is_file():
         print(
             f"seer: warning: the settings file {env_file} does not exist yet; the workers "
@@ -152,17 +135,18 @@ def _render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sys.stdout.write(text)
-    return 0
+    return ExitCode.OK
 
 
-def add_supervisor_commands(sub: Any, add: Any) -> None:
+def register(sub: Any, add: AddCommand) -> None:
     sup = add(
         "supervisor",
         cmd_supervisor,
         "the worker under supervisord: status, start, stop, restart, remove, render",
     )
-    ssub = sup.add_subparsers(dest="supervisor_command", metavar="ACTION", parser_class=type(sup))
+    ssub = sup.add_subparsers(dest="supervisor_command", metavar="ACTION", parser_class=Parser)
     ssub.required = True
+    p: argparse.ArgumentParser
     for name, text in (
         ("status", "state of seer-postmaster and seer-scheduler (exit 3 if one is not running)"),
         ("start", "start a program (or both)"),

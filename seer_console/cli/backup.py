@@ -1,25 +1,33 @@
 """`seer backup DEST` and `seer restore SRC`: a consistent copy of a running root, and back.
 
-Registered by seer_console.cli through add_backup_commands; the CLI's helpers are imported
-inside the functions because cli.py imports this module. Neither command checks the schema
-version: a backup is what one takes before migrating, and a restored root may be behind.
+Neither command checks the schema version: a backup is what one takes before migrating, and a
+restored root may be behind.
 """
 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from seer_console import output
+from seer_console.cli.common import (
+    DATABASE_ERRORS,
+    AddCommand,
+    ExitCode,
+    Failure,
+    UserError,
+    plural,
+)
 from worker.layout import Layout
 from worker.ledger import migrations
 from worker.ledger.sqlite import check_supported
 from worker.ops import backup as backups
 from worker.settings import load_settings
+
+# A disk or a database failing under a copy: the command says so in one line.
+COPY_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 
 def _layout() -> tuple[Layout, str]:
@@ -30,31 +38,21 @@ def _layout() -> tuple[Layout, str]:
 
 
 def _as_cli_error(exc: backups.BackupError) -> Exception:
-    from seer_console.cli import Failure, UserError
-
     # A refusal is the caller's to fix (exit 2); a damaged backup or store is a failure (1).
     if isinstance(exc, backups.BackupRefused):
         return UserError(str(exc))
     return Failure(str(exc))
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
     layout, key = _layout()
     if args.sign and not key:
-        from seer_console.cli import UserError
-
         raise UserError("--sign needs a key: set SEER_BACKUP_KEY (16 characters or more)")
     try:
         manifest = backups.backup(layout, Path(args.dest), key=key)
     except backups.BackupError as exc:
         raise _as_cli_error(exc) from None
-    except (OSError, sqlite3.Error) as exc:
-        from seer_console.cli import Failure
-
+    except COPY_ERRORS as exc:
         raise Failure(f"backup failed, nothing kept in {args.dest}: {exc}") from None
     checked = None
     if args.verify:
@@ -64,21 +62,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
             raise _as_cli_error(exc) from None
     if args.json:
         output.emit_json({**manifest.as_dict(), "verified": checked is not None})
-        return 0
+        return ExitCode.OK
     print(f"backup of {manifest.source_root} in {manifest.path}")
     for db in manifest.databases:
         print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 {db.sha256}")
     print(
-        f"  CAS       {output.size(manifest.blob_bytes):>10}  {_plural(manifest.blobs, 'blob')}: "
+        f"  CAS       {output.size(manifest.blob_bytes):>10}  {plural(manifest.blobs, 'blob')}: "
         f"{manifest.cloned} cloned (reflink), {manifest.copied} copied"
     )
     print(
         f"  ledger    schema version {manifest.schema_version}, "
-        f"{_plural(manifest.messages, 'message')}, {_plural(manifest.parcels, 'parcel')}"
+        f"{plural(manifest.messages, 'message')}, {plural(manifest.parcels, 'parcel')}"
     )
     if manifest.collected_meanwhile:
         print(
-            f"  {_plural(manifest.collected_meanwhile, 'unreferenced blob')} removed by "
+            f"  {plural(manifest.collected_meanwhile, 'unreferenced blob')} removed by "
             "`seer cas gc` during the backup: left out of it"
         )
     signed = "signed with SEER_BACKUP_KEY" if manifest.signed else "unsigned"
@@ -86,8 +84,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     print(f"took {manifest.duration:.2f}s")
     if checked is not None:
         print(
-            f"verified: {_plural(checked.databases, 'database')} and "
-            f"{_plural(checked.blobs, 'blob')} read back and hash-checked"
+            f"verified: {plural(checked.databases, 'database')} and "
+            f"{plural(checked.blobs, 'blob')} read back and hash-checked"
         )
     if manifest.cloned:
         print(
@@ -95,7 +93,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             f"survive losing that disk, copy {manifest.path} elsewhere (rsync -a, tar)",
             file=sys.stderr,
         )
-    return 0
+    return ExitCode.OK
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -104,22 +102,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
         report = backups.restore(Path(args.src), layout, key)
     except backups.BackupError as exc:
         raise _as_cli_error(exc) from None
-    except (OSError, sqlite3.Error) as exc:
-        from seer_console.cli import Failure
-
+    except COPY_ERRORS as exc:
         raise Failure(f"restore failed, the storage root is left empty: {exc}") from None
     if args.json:
         output.emit_json({**report.as_dict(), "code_schema_version": migrations.LATEST})
-        return 0
+        return ExitCode.OK
     print(f"restored {report.source} into {report.root}")
     print(f"  backup taken {output.when(report.created_at)}")
     for db in report.databases:
         print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 checked")
     print(
-        f"  CAS       {output.size(report.blob_bytes):>10}  {_plural(report.blobs, 'blob')} "
+        f"  CAS       {output.size(report.blob_bytes):>10}  {plural(report.blobs, 'blob')} "
         f"hash-checked: {report.cloned} cloned (reflink), {report.copied} copied"
     )
-    print(f"  ledger    {_plural(report.messages, 'message')}")
+    print(f"  ledger    {plural(report.messages, 'message')}")
     print(f"took {report.duration:.2f}s")
     if report.schema_version != migrations.LATEST:
         direction = "behind" if report.schema_version < migrations.LATEST else "ahead of"
@@ -129,10 +125,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print("next: `seer migrate --status` to check the schema, then `seer up`")
-    return 0
+    return ExitCode.OK
 
 
-def add_backup_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Any, add: AddCommand) -> None:
     """Registers `seer backup DEST` and `seer restore SRC` on the top-level subparsers."""
     p = add(
         "backup",

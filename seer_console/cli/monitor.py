@@ -7,21 +7,24 @@ import sys
 from typing import Any
 
 from seer_console import output
-
-
-def _cli():
-    # Imported late: cli.py imports this module to register the commands.
-    from seer_console import cli
-
-    return cli
+from seer_console.cli.common import (
+    AddCommand,
+    ExitCode,
+    Failure,
+    Parser,
+    UserError,
+    open_runtime,
+    positive_int,
+    warn,
+)
+from worker.monitoring.status import Health
 
 
 def cmd_monitor_storage(args: argparse.Namespace) -> int:
     from worker.alerts import outbox
     from worker.monitoring import monitor
 
-    cli = _cli()
-    runtime = cli._runtime()
+    runtime = open_runtime()
     report = monitor.storage_report(runtime)
     if args.json:
         result: dict[str, Any] = {"report": report.as_dict()}
@@ -78,22 +81,21 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
         result["pending_notifications"] = outbox.pending_count(runtime.ledger)
         output.emit_json(result)
     # The real level, drill or not: the codes of `seer status`, for cron and monitoring.
-    return {"ok": 0, "warning": 1, "critical": 2}[report.level]
+    return Health.of(report.level)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from worker.alerts import alerting, outbox
     from worker.monitoring import monitor
 
-    cli = _cli()
-    runtime = cli._runtime()
+    runtime = open_runtime()
     if args.alerts_command == "test":
         from worker.ops import operations
 
         try:
             report = operations.send_test_alert(runtime, args.channel)
         except LookupError as exc:
-            raise cli.UserError(str(exc)) from None
+            raise UserError(str(exc)) from None
         for outcome in report.channels:
             name, _, rest = outcome.describe().partition(" ")
             print(f"{name:<6} {rest}")
@@ -101,8 +103,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             print(
                 "not every channel took it: `seer alerts list` shows the retries", file=sys.stderr
             )
-            return 1
-        return 0
+            return ExitCode.FAILED
+        return ExitCode.OK
     active = alerting.active(runtime.ledger)
     deliveries = outbox.recent(runtime.ledger, args.limit)
     if args.json:
@@ -113,7 +115,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                 "channels": monitor.channel_names(runtime),
             }
         )
-        return 0
+        return ExitCode.OK
     print(f"channels: {', '.join(monitor.channel_names(runtime))}")
     if not active:
         print("no active alerts")
@@ -139,39 +141,33 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         ],
         ("ID", "CHANNEL", "LEVEL", "ALERT", "STATUS", "TRIES", "SENT / NEXT TRY", "LAST ERROR"),
     )
-    return 0
+    return ExitCode.OK
 
 
 def _bind(text: str) -> tuple[str, int]:
-    cli = _cli()
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise cli.UserError(f"--serve {text!r}: expected [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464")
+        raise UserError(f"--serve {text!r}: expected [HOST:]PORT, e.g. 9464 or 127.0.0.1:9464")
     return host, int(port)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     from worker.monitoring import exporter
 
-    cli = _cli()
-    runtime = cli._runtime()
+    runtime = open_runtime()
     if not args.serve:
         sys.stdout.write(exporter.render(runtime))
-        return 0
+        return ExitCode.OK
     host, port = _bind(args.serve)
     if not exporter.is_loopback(host):
-        print(
-            f"seer: warning: serving metrics on {host}, not loopback: anyone who can reach "
-            "it can read them",
-            file=sys.stderr,
-        )
+        warn(f"serving metrics on {host}, not loopback: anyone who can reach it can read them")
     try:
         server = exporter.serve(
             host, port, lambda: exporter.render(runtime), release=runtime.ledger.close
         )
     except OSError as exc:
-        raise cli.Failure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise Failure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     shown = f"[{host}]" if ":" in host else host
     print(f"serving http://{shown}:{server.server_address[1]}/metrics (ctrl-c stops)", flush=True)
     try:
@@ -180,10 +176,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
-    return 0
+    return ExitCode.OK
 
 
-def add_monitor_commands(sub: Any, add: Any) -> None:
+def register(sub: Any, add: AddCommand) -> None:
     p = add(
         "monitor-storage",
         cmd_monitor_storage,
@@ -204,12 +200,12 @@ def add_monitor_commands(sub: Any, add: Any) -> None:
     p.add_argument("--json", action="store_true")
 
     alerts = add("alerts", cmd_alerts, "active alerts and notification deliveries; test alerts")
-    asub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=type(alerts))
+    asub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=Parser)
     asub.required = True
     p = asub.add_parser("test", help="send a test alert through every channel (or one)")
     p.add_argument("--channel", choices=("slack", "email", "log"))
     p = asub.add_parser("list", help="active alerts and recent deliveries")
-    p.add_argument("--limit", type=_cli().positive_int, default=20)
+    p.add_argument("--limit", type=positive_int, default=20)
     p.add_argument("--json", action="store_true")
 
     p = add("metrics", cmd_metrics, "current metrics in Prometheus text format; --serve to scrape")

@@ -1,8 +1,4 @@
-"""`seer cas`: the content store's usage, verification, reconciliation and garbage collection.
-
-Registered by seer_console.cli through add_cas_commands; the CLI's helpers are imported inside
-the functions because cli.py imports this module.
-"""
+"""`seer cas`: the content store's usage, verification, reconciliation and garbage collection."""
 
 from __future__ import annotations
 
@@ -14,6 +10,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from seer_console import output
+from seer_console.cli.common import (
+    AddCommand,
+    ExitCode,
+    Parser,
+    confirm,
+    duration_arg,
+    open_runtime,
+    plural,
+    warn,
+)
 from worker.cas import tools as cas_tools
 
 LIST_LIMIT = 20
@@ -33,14 +39,6 @@ def _print_list(title: str, lines: Sequence[str]) -> None:
     print(f"{title}:")
     for line in _capped(lines):
         print(f"  {line}")
-
-
-def _warning(text: str) -> None:
-    print(f"seer: warning: {text}", file=sys.stderr)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _missing_lines(missing: Sequence[cas_tools.MissingBlob]) -> list[str]:
@@ -64,24 +62,22 @@ def _resized_lines(resized: Sequence[cas_tools.Resized]) -> list[str]:
 
 
 def _stats_text(s: cas_tools.CasStats) -> str:
-    return f"{output.size(s.bytes)} in {_plural(s.blobs, 'blob')}"
+    return f"{output.size(s.bytes)} in {plural(s.blobs, 'blob')}"
 
 
 # -- commands -----------------------------------------------------------------------------------
 
 
 def cmd_cas_stats(args: argparse.Namespace) -> int:
-    from seer_console.cli import _runtime
-
-    runtime = _runtime()
+    runtime = open_runtime()
     found = cas_tools.stats(runtime.ledger)
     limit = runtime.settings.cas_max_size
     if args.json:
         output.emit_json({"bytes": found.bytes, "blobs": found.blobs, "max_bytes": limit})
-        return 0
+        return ExitCode.OK
     share = f" ({100 * found.bytes / limit:.1f}%)" if limit else ""
     print(f"CAS: {_stats_text(found)}, quota {output.size(limit)}{share}")
-    return 0
+    return ExitCode.OK
 
 
 def _progress() -> Callable[[int, int], None] | None:
@@ -99,9 +95,7 @@ def _progress() -> Callable[[int, int], None] | None:
 
 
 def cmd_cas_verify(args: argparse.Namespace) -> int:
-    from seer_console.cli import _runtime
-
-    runtime = _runtime()
+    runtime = open_runtime()
     progress = None if args.json else _progress()
     report = cas_tools.verify(runtime.ledger, runtime.store, progress=progress)
     if progress is not None:
@@ -113,7 +107,7 @@ def cmd_cas_verify(args: argparse.Namespace) -> int:
     else:
         state = "clean" if report.clean else "DAMAGED"
         print(
-            f"verify {state}: {_plural(report.blobs_checked, 'blob')} "
+            f"verify {state}: {plural(report.blobs_checked, 'blob')} "
             f"({output.size(report.bytes_checked)}) rehashed, {report.rows} rows in the ledger; "
             f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
             f"{len(report.orphaned)} orphaned, in {report.duration:.1f}s"
@@ -123,7 +117,7 @@ def cmd_cas_verify(args: argparse.Namespace) -> int:
         _print_list("orphaned (file, not recorded)", _blob_lines(report.orphaned))
         _print_list("size recorded wrongly", _resized_lines(report.resized))
     if report.orphaned or report.resized:
-        _warning(
+        warn(
             "the accounting does not match the disk: `seer cas reconcile` records orphaned "
             "files and corrects sizes, `seer cas gc` removes old orphans"
         )
@@ -144,16 +138,14 @@ def cmd_cas_verify(args: argparse.Namespace) -> int:
                 print(f"restored    {digest} (from a parcel still holding its content)")
             for digest in fixed.unrecoverable:
                 print(f"LOST        {digest}: no parcel holds its content any more")
-        return 0 if fixed.complete else 1
+        return ExitCode.OK if fixed.complete else ExitCode.FAILED
     elif not report.clean and not args.json:
-        _warning("`seer cas verify --repair` quarantines damaged files and restores what it can")
-    return 0 if report.clean else 1
+        warn("`seer cas verify --repair` quarantines damaged files and restores what it can")
+    return ExitCode.OK if report.clean else ExitCode.FAILED
 
 
 def cmd_cas_reconcile(args: argparse.Namespace) -> int:
-    from seer_console.cli import _runtime
-
-    runtime = _runtime()
+    runtime = open_runtime()
     # The CLI is single-threaded, so the walk may fork: a second core halves it.
     cores = min(2, os.cpu_count() or 1)
     report = cas_tools.reconcile(
@@ -178,20 +170,20 @@ def cmd_cas_reconcile(args: argparse.Namespace) -> int:
         _print_list(f"sizes recorded wrongly ({done} corrected)", _resized_lines(report.resized))
     dangling = sum(len(m.artifacts) for m in report.missing)
     if dangling:
-        _warning(
-            f"{_plural(dangling, 'artifact')} {'points' if dangling == 1 else 'point'} at "
+        warn(
+            f"{plural(dangling, 'artifact')} {'points' if dangling == 1 else 'point'} at "
             "blobs whose file is gone: their content is lost unless a parcel stores the same "
             "bytes again"
         )
-    return 0
+    return ExitCode.OK
 
 
 def _gc_summary(report: cas_tools.GcReport, grace_text: str) -> str:
     verb = "would remove" if report.dry_run else "removed"
     text = (
-        f"gc: {verb} {_plural(len(report.removed), 'unreferenced blob')} "
+        f"gc: {verb} {plural(len(report.removed), 'unreferenced blob')} "
         f"({output.size(report.removed_bytes)}) and "
-        f"{_plural(len(report.orphans_removed), 'orphaned file')} "
+        f"{plural(len(report.orphans_removed), 'orphaned file')} "
         f"({output.size(report.orphan_bytes)}) older than {grace_text}"
     )
     if report.skipped:
@@ -210,33 +202,31 @@ def _print_gc(report: cas_tools.GcReport, grace_text: str, as_json: bool) -> Non
 
 
 def cmd_cas_gc(args: argparse.Namespace) -> int:
-    from seer_console.cli import _confirm, _duration_arg, _runtime
-
-    grace = _duration_arg(args.grace, "--grace")
-    runtime = _runtime()
+    grace = duration_arg(args.grace, "--grace")
+    runtime = open_runtime()
     ledger, store = runtime.ledger, runtime.store
     # One clock for the plan and the run: what was counted is what was agreed to.
     now = time.time()
     if args.dry_run:
         _print_gc(cas_tools.gc(ledger, store, grace, dry_run=True, now=now), args.grace, args.json)
-        return 0
+        return ExitCode.OK
     if not args.yes:
         plan = cas_tools.gc(ledger, store, grace, dry_run=True, now=now)
         count = len(plan.removed) + len(plan.orphans_removed)
         if count == 0:
             _print_gc(plan, args.grace, args.json)
-            return 0
+            return ExitCode.OK
         question = (
-            f"Remove {_plural(len(plan.removed), 'unreferenced blob')} "
+            f"Remove {plural(len(plan.removed), 'unreferenced blob')} "
             f"({output.size(plan.removed_bytes)}) and "
-            f"{_plural(len(plan.orphans_removed), 'orphaned file')} "
+            f"{plural(len(plan.orphans_removed), 'orphaned file')} "
             f"({output.size(plan.orphan_bytes)}) older than {args.grace} for good?"
         )
-        if not _confirm(question, args.yes):
+        if not confirm(question, args.yes):
             print("nothing removed")
-            return 1
+            return ExitCode.FAILED
     _print_gc(cas_tools.gc(ledger, store, grace, now=now), args.grace, args.json)
-    return 0
+    return ExitCode.OK
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -254,11 +244,10 @@ def cmd_cas(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------------
 
 
-def add_cas_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Any, add: AddCommand) -> None:
     """Registers `seer cas stats|verify|reconcile|gc` on the top-level subparsers."""
     cas = add("cas", cmd_cas, "the content store: usage, verify, reconcile, gc")
-    # The same parser class as every other level: one-line usage errors, exit 2.
-    csub = cas.add_subparsers(dest="cas_command", metavar="ACTION", parser_class=type(cas))
+    csub = cas.add_subparsers(dest="cas_command", metavar="ACTION", parser_class=Parser)
     csub.required = True
     p = csub.add_parser("stats", help="bytes and blobs stored, from the counters (instant)")
     p.add_argument("--json", action="store_true")

@@ -1,0 +1,216 @@
+"""`seer send-test-parcel`, `parcel send|show`, `inbox` and `artifacts pull`: parcels in, and
+what they became."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from seer_console import output
+from seer_console.cli.common import (
+    AddCommand,
+    ExitCode,
+    Failure,
+    Parser,
+    UserError,
+    open_runtime,
+    positive_int,
+    warn,
+)
+from worker.cas.artifacts import ArtifactError, artifacts_of_parcel, digest_of
+from worker.fleet import control
+from worker.ops import operations
+from worker.parcels import failures, inbox
+from worker.parcels import intake as parcels
+
+
+def _read_input(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def warn_rung(rung: operations.Rung) -> operations.Rung:
+    """The parcels were queued; a doorbell that did not ring is said, not raised."""
+    if rung.warning:
+        warn(rung.warning)
+    return rung
+
+
+def cmd_parcel_send(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    raw = _read_input(args.file)
+    try:
+        batch = parcels.parse_input(raw, runtime.settings.max_parcel_size)
+    except parcels.ParcelError as exc:
+        raise UserError(f"nothing queued: {exc}") from None
+    rung = warn_rung(operations.send_parcels(runtime, batch))
+    if args.json:
+        output.emit_json(list(rung.ids))
+    else:
+        print("\n".join(rung.ids))
+    return ExitCode.OK
+
+
+def cmd_send_test_parcel(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    rung = warn_rung(operations.send_test_parcel(runtime))
+    print(rung.ids[0])
+    if control.is_paused(runtime.ledger):
+        print(
+            "note: the postmaster queue is paused; it is delivered after `seer queue resume`",
+            file=sys.stderr,
+        )
+    return ExitCode.OK
+
+
+def cmd_parcel_show(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    found = failures.parcel(runtime.ledger, args.id)
+    if found is None:
+        raise Failure(f"no parcel {args.id!r}")
+    message = inbox.message_for_parcel(runtime.ledger, args.id)
+    arts = artifacts_of_parcel(runtime.ledger, args.id)
+    if args.json:
+        if not args.traceback:
+            found.pop("traceback", None)
+        output.emit_json(
+            {**found, "message_id": message["id"] if message else None, "artifacts": arts}
+        )
+        return ExitCode.OK
+    print_parcel(found, message, arts, show_traceback=args.traceback)
+    return ExitCode.OK
+
+
+def print_parcel(
+    found: dict[str, Any],
+    message: dict[str, Any] | None,
+    arts: list[dict[str, Any]],
+    show_traceback: bool = True,
+) -> None:
+    print(f"parcel   {found['id']}")
+    print(f"state    {found['state']}")
+    print(f"agent    {found['to_agent_id']}   task {found['task_id']}   type {found['type']}")
+    print(f"tries    {found['attempts']}   worker deaths {found['crashes']}")
+    print(f"queued   {output.when(found['created_at'])}")
+    print(f"finished {output.when(found['finished_at'])}")
+    if message:
+        print(f"message  {message['id']} in the inbox of {message['to_agent_id']}")
+    for a in arts:
+        print(f"artifact {a['kind']:<10} {a['size']:>9}  {a['uri']}")
+    if found.get("error"):
+        print(f"error    {found['error']}")
+    if show_traceback and found.get("traceback"):
+        print(found["traceback"].rstrip())
+    if found.get("payload") is not None:
+        # failures.parcel() redacted it: the raw copy never leaves the ledger.
+        print("parcel (secrets redacted)")
+        print(json.dumps(found["payload"], indent=2, ensure_ascii=False))
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    if args.agent == "ack":
+        if not args.rest:
+            raise UserError("usage: seer inbox ack MESSAGE_ID")
+        text = args.rest[0]
+        try:
+            message_id = int(text) if len(text) <= 19 else -1
+        except ValueError:
+            message_id = -1
+        if not 0 < message_id < 2**63:
+            raise UserError(
+                f"message id must be a whole number from 1 (see `seer inbox AGENT`), "
+                f"not {output.one_line(text, 40)!r}"
+            )
+        changed = inbox.ack(runtime.ledger, message_id)
+        if changed is None:
+            raise Failure(f"no message {message_id}")
+        print(f"message {message_id} " + ("acknowledged" if changed else "was already read"))
+        return ExitCode.OK
+    if args.rest:
+        raise UserError(f"unexpected argument {args.rest[0]!r}: seer inbox AGENT [--unread]")
+    found = inbox.messages(runtime.ledger, args.agent, unread=args.unread, limit=args.limit)
+    if args.json:
+        output.emit_json(found)
+        return ExitCode.OK
+    rows = [
+        (
+            m["id"],
+            output.when(m["created_at"]),
+            "read" if m["read_at"] else "unread",
+            m["headers"].get("original_type", ""),
+            m["headers"].get("artifact_count", 0),
+            m["parcel_id"],
+        )
+        for m in found
+    ]
+    output.table(rows, ("ID", "DELIVERED", "STATE", "TYPE", "ARTIFACTS", "PARCEL"))
+    if not found:
+        print(f"(no {'unread ' if args.unread else ''}messages for {args.agent})")
+    return ExitCode.OK
+
+
+def cmd_artifacts_pull(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    try:
+        digest = digest_of(args.ref)
+    except ArtifactError as exc:
+        raise UserError(str(exc)) from None
+    if args.output:
+        dest = Path(args.output)
+        if dest.exists() and not args.force:
+            raise UserError(f"{dest} exists: choose another file or pass --force")
+        if not dest.parent.is_dir():
+            raise UserError(f"-o {dest}: there is no directory {dest.parent}")
+        try:
+            # The caller's file, not the group's: 0600, as curl -o or scp would leave it.
+            runtime.store.copy_to(digest, dest, mode=0o600)
+        except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            raise UserError(f"-o {dest}: cannot write there ({exc.strerror})") from None
+        print(f"wrote {dest} ({output.size(dest.stat().st_size)}, sha256 {digest})")
+        return ExitCode.OK
+    data = runtime.store.read(digest)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return ExitCode.OK
+
+
+def register(sub: Any, add: AddCommand) -> None:
+    add("send-test-parcel", cmd_send_test_parcel, "send a test parcel to POSTMASTER_TEST_AGENT")
+
+    parcel = sub.add_parser("parcel", help="send or inspect parcels")
+    psub = parcel.add_subparsers(dest="parcel_command", metavar="ACTION", parser_class=Parser)
+    psub.required = True
+    p = psub.add_parser("send", help="queue one JSON parcel, or JSON Lines of many; prints ids")
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parcel_send)
+    p = psub.add_parser("show", help="a parcel's state, message and artifacts")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--traceback", action="store_true", help="include the last traceback")
+    p.set_defaults(func=cmd_parcel_show)
+
+    p = add("inbox", cmd_inbox, "an agent's messages (`seer inbox ack ID` marks one read)")
+    p.add_argument("agent", metavar="AGENT|ack")
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--unread", action="store_true")
+    p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    art = sub.add_parser("artifacts", help="read artifacts from the CAS")
+    asub = art.add_subparsers(dest="artifacts_command", metavar="ACTION", parser_class=Parser)
+    asub.required = True
+    p = asub.add_parser("pull", help="write an artifact (hash verified) to stdout or -o FILE")
+    p.add_argument("ref", metavar="URI|HASH")
+    p.add_argument("-o", "--output", metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE")
+    p.set_defaults(func=cmd_artifacts_pull)

@@ -1,0 +1,225 @@
+"""`seer init`, `migrate`, `worker`, `up` and `down`: the storage root, its schema, and the
+workers' processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from seer_console import output
+from seer_console.cli.common import (
+    DATABASE_ERRORS,
+    AddCommand,
+    ExitCode,
+    Failure,
+    UserError,
+    confirm,
+    open_runtime,
+    positive_int,
+    supervisor_runtime,
+    warn,
+)
+from worker.fleet import supervision
+from worker.layout import Layout, apply_umask
+from worker.ledger import migrations
+from worker.ledger.sqlite import check_supported, open_ledger
+from worker.ops import operations
+from worker.runtime import Runtime
+from worker.settings import load_settings
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    check_supported(settings)
+    layout = Layout.from_settings(settings)
+    apply_umask(layout)
+    created = layout.create()
+    layout.create_file(layout.ledger_db)
+    layout.create_file(layout.queue_db)
+    applied = migrations.migrate(open_ledger(layout, settings))
+    layout.write_marker()
+    runtime = Runtime.open(settings)
+    runtime.queues.postmaster.storage.initialize_schema()
+    print(f"storage root {layout.root}")
+    print(f"  directories created: {len(created)} (mode {oct(layout.dir_mode)[2:]:0>4})")
+    print(f"  migrations applied: {len(applied)} (schema version {migrations.LATEST})")
+    print("ready: `seer up` starts the workers, `seer status` shows them")
+    return ExitCode.OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    layout = Layout.from_settings(settings)
+    apply_umask(layout)
+    layout.require_initialised()
+    ledger = open_ledger(layout, settings)
+    if args.status:
+        states = migrations.status(ledger)
+        if args.json:
+            output.emit_json([s.__dict__ for s in states])
+            return ExitCode.OK
+        rows = [
+            (s.version, "applied" if s.applied_at else "pending", output.when(s.applied_at), s.name)
+            for s in states
+        ]
+        output.table(rows, ("VERSION", "STATE", "APPLIED", "NAME"))
+        print(f"schema version {migrations.current_version(ledger)}, code {migrations.LATEST}")
+        return ExitCode.OK
+    if args.rollback is not None:
+        try:
+            # Refused while a consumer runs, or without a newer backup: one check, the
+            # console's `m` calls it too.
+            plan = operations.rollback_preview(
+                ledger, layout, args.rollback, force=args.force, to_zero=args.to_zero
+            )
+            print(plan)
+            if plan == operations.NOTHING_TO_ROLL_BACK:
+                return ExitCode.OK
+            if not confirm("Roll back, dropping the above for good?", args.yes):
+                print("nothing rolled back")
+                return ExitCode.FAILED
+            print(
+                operations.migration_rollback(
+                    ledger, layout, args.rollback, force=args.force, to_zero=args.to_zero
+                )
+            )
+        except migrations.SchemaMismatch:
+            raise
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        except RuntimeError as exc:
+            raise Failure(str(exc)) from None
+        return ExitCode.OK
+    applied = migrations.migrate(ledger)
+    for m in applied:
+        print(f"applied {m.version}: {m.name}")
+    if not applied:
+        print(f"nothing to do: schema is at version {migrations.LATEST}")
+    return ExitCode.OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    queue = args.queue
+    module = f"worker.queue.huey_app.{queue}"
+    consumer = Path(sys.executable).parent / "huey_consumer"
+    command = [str(consumer), module, "--workers", "1", "--worker-type", "thread"]
+    # Poll an idle queue at least every second: Huey's default waits up to 10 s for new work.
+    command += ["--delay", "0.1", "--max-delay", "1.0"]
+    if queue == "postmaster":
+        # Only the scheduler consumer enqueues periodic jobs (else they would run twice).
+        command.append("--no-periodic")
+    else:
+        # Two threads: a slow alert channel never holds up the samples and the reaper.
+        command[command.index("--workers") + 1] = "2"
+    runtime.close()
+    sys.stdout.flush()
+    _die_with_parent()
+    # exec, not a child: supervisord's signals must reach the consumer itself.
+    os.execv(command[0], command)
+    return ExitCode.OK  # not reached
+
+
+def _stop_orphans(runtime: Runtime) -> None:
+    """Consumers of this root that supervisord does not run (left when it was killed) are
+    stopped, so that none runs beside the ones it starts."""
+    sup = supervision.Supervisor(supervision.socket_path(runtime.layout))
+    keep = {p.pid for p in sup.programs() if p.pid} if sup.reachable() else set()
+    try:
+        stopped = operations.stop_orphan_consumers(runtime, keep)
+    except DATABASE_ERRORS as exc:  # a ledger without the table (schema behind): cannot tell
+        warn(f"cannot look for orphaned consumers: {exc}")
+        return
+    for queue, pid in stopped:
+        print(f"stopped an orphaned seer-{queue} consumer (pid {pid}, not run by supervisord)")
+
+
+def _die_with_parent() -> None:
+    """Linux: the consumer gets SIGINT (Huey's graceful stop) when its parent dies. A
+    supervisord killed with -9 left its consumers running as orphans, beside the ones the next
+    `seer up` started. The setting survives the exec into huey_consumer."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0) != 0:
+        warn("cannot ask to stop with the parent (prctl)")
+        return
+    if os.getppid() != parent:  # it died before the prctl: no signal will come
+        raise Failure("the parent process exited while the worker was starting")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    runtime = supervisor_runtime()
+    try:
+        migrations.check_schema(runtime.ledger)
+    except migrations.SchemaMismatch as exc:
+        warn(f"the workers refuse to start: {exc}")
+    _stop_orphans(runtime)
+    done = supervision.up(runtime.layout)
+    print(
+        ("started" if done.started else "already running") + f": supervisord on unix://"
+        f"{supervision.socket_path(runtime.layout)}"
+    )
+    if done.added:
+        print(f"added back to supervisord: {', '.join(done.added)}")
+    _print_programs(done.programs)
+    seer = [p for p in done.programs if p.name in supervision.PROGRAMS]
+    everything_runs = len(seer) == len(supervision.PROGRAMS) and all(p.running for p in seer)
+    return ExitCode.OK if everything_runs else ExitCode.FAILED
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    runtime = supervisor_runtime()
+    if supervision.down(runtime.layout):
+        print("stopped supervisord and the workers")
+    else:
+        print("supervisord was not running")
+    _stop_orphans(runtime)
+    return ExitCode.OK
+
+
+def _print_programs(programs: Sequence[supervision.ProgramInfo]) -> None:
+    output.table(
+        [
+            (
+                supervision.full_name(p),
+                p.state,
+                p.pid or "-",
+                output.age(p.uptime) if p.pid else "-",
+            )
+            for p in programs
+        ],
+        ("PROGRAM", "STATE", "PID", "UPTIME"),
+    )
+
+
+def register(sub: Any, add: AddCommand) -> None:
+    add("init", cmd_init, "create the storage root and databases (safe to run again)")
+    p = add("migrate", cmd_migrate, "apply migrations; --status lists them; --rollback N undoes N")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--status", action="store_true", help="list migrations and their state")
+    group.add_argument("--rollback", type=positive_int, metavar="N", help="undo the last N")
+    p.add_argument("--json", action="store_true", help="with --status: JSON output")
+    p.add_argument(
+        "--force", action="store_true", help="with --rollback: even without a newer backup"
+    )
+    p.add_argument("--yes", action="store_true", help="with --rollback: do not ask")
+    p.add_argument(
+        "--to-zero",
+        action="store_true",
+        help="with --rollback: allow undoing every migration (drops every table)",
+    )
+
+    p = add("worker", cmd_worker, "run a consumer in the foreground (exec huey_consumer)")
+    p.add_argument("queue", nargs="?", default="postmaster", choices=("postmaster", "scheduler"))
+    add("up", cmd_up, "start the local supervisord with both consumers (idempotent)")
+    add("down", cmd_down, "stop the local supervisord and both consumers (idempotent)")

@@ -1,0 +1,102 @@
+"""`seer status`: one-shot health for people and for monitoring (exit status: worker's Health),
+and the rendering of the status snapshot that `seer queue status` shares."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from seer_console import output
+from seer_console.cli.common import DATABASE_ERRORS, AddCommand, open_runtime
+from worker.layout import NotInitialised, UnsafeEntry
+from worker.ledger import migrations
+from worker.ledger.errors import LedgerUnavailable
+from worker.monitoring import status
+from worker.monitoring.status import Health
+from worker.settings import SettingsError
+
+
+def queue_lines(snap: status.Snapshot) -> list[str]:
+    q = snap.queue
+    state = "PAUSED" if q.paused else "running"
+    if q.paused:
+        state += f" since {output.when(q.paused_since, snap.taken_at)} by {q.paused_by}"
+    lines = [
+        f"queue      {q.name}: {state}",
+        f"depth      {q.depth} queued, {q.in_flight} in flight, oldest "
+        f"{output.age(q.oldest_queued_age)}",
+    ]
+    if q.backoff_reason:
+        lines.append(f"backoff    {q.backoff_reason} (next try {output.when(q.backoff_until)})")
+    return lines
+
+
+def status_lines(snap: status.Snapshot) -> list[str]:
+    lines = [f"seer ops   {snap.level.upper()}", f"storage    {snap.storage_root}"]
+    lines += queue_lines(snap)
+    p = snap.parcels
+    lines.append(
+        f"parcels    {p['queued']} queued, {p['in_flight']} in flight, {p['delivered']} "
+        f"delivered, {p['failed']} failed ({snap.failed_last_hour} in the last hour)"
+    )
+    if snap.flow:
+        f = snap.flow
+        lines.append(f"last {f.window:.0f}s   {f.delivered} delivered, {f.failed} failed")
+    pct = 100.0 * snap.cas_bytes / snap.cas_quota if snap.cas_quota else 0.0
+    lines.append(
+        f"cas        {output.size(snap.cas_bytes)} in {snap.cas_blobs} blobs, "
+        f"{pct:.1f}% of {output.size(snap.cas_quota)}"
+    )
+    lines.append(f"supervisor {snap.supervisor}")
+    for c in snap.consumers:
+        alive = f"alive (pid {', '.join(map(str, c.pids))})" if c.alive else "NOT RUNNING"
+        sup = f", supervisord: {c.supervisor_state}" if c.supervisor_state else ""
+        restarts = "" if c.restarts is None else f", {c.restarts} restart"
+        restarts += "" if c.restarts in (None, 1) else "s"
+        lines.append(f"consumer   {c.queue}: {alive}{sup}{restarts}")
+        if c.last_exit:
+            lines.append(
+                f"last exit  {c.queue}: {c.last_exit.describe()} at "
+                f"{output.when(c.last_exit.at, snap.taken_at)}"
+            )
+    lines.append("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
+    lines += [f"problem    {text}" for text in snap.problems]
+    return lines
+
+
+def print_status(snap: status.Snapshot) -> None:
+    print("\n".join(status_lines(snap)))
+
+
+# What leaves the health unknown (exit 3) rather than failing the command: a check must
+# always get one of the four answers.
+UNKNOWN_WHEN: tuple[type[Exception], ...] = (
+    SettingsError,
+    NotInitialised,
+    UnsafeEntry,
+    migrations.SchemaMismatch,
+    LedgerUnavailable,
+    *DATABASE_ERRORS,
+)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        runtime = open_runtime()
+        snap = status.snapshot(runtime)
+    except UNKNOWN_WHEN as exc:
+        if args.json:
+            output.emit_json({"level": "unknown", "error": str(exc)})
+        print(f"seer status: UNKNOWN: {exc}", file=sys.stderr)
+        return Health.UNKNOWN
+    if args.json:
+        output.emit_json(snap.as_dict())
+    else:
+        print_status(snap)
+    return snap.exit_code
+
+
+def register(sub: Any, add: AddCommand) -> None:
+    p = add("status", cmd_status, "one-shot health: queue, parcels, failures, consumers")
+    p.add_argument("--json", action="store_true")
