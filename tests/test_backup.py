@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import parcel, wait_for
 from tests.test_cli import one_line_failure
+from worker.cas import store as cas_store
 from worker.cas import tools as cas_tools
 from worker.cas.store import ContentStore
 from worker.layout import Layout
@@ -20,6 +21,7 @@ from worker.ledger import migrations
 from worker.ops import backup as backup_module
 from worker.ops import operations
 from worker.ops.backup import BackupError, BackupRefused, latest_backup
+from worker.ops.backup import blobs as backup_blobs
 from worker.parcels import intake as parcels
 from worker.runtime import Runtime
 from worker.settings import load_settings
@@ -158,15 +160,15 @@ def test_backup_into_an_existing_empty_directory_and_json_output(runtime, cli, t
 def test_blobs_are_copied_when_reflinks_are_not_possible(runtime, cli, tmp_path, monkeypatch):
     filled(runtime, 3)
     tried = []
-    real_ioctl = backup_module.fcntl.ioctl
+    real_ioctl = cas_store.fcntl.ioctl
 
     def no_clone(fd, request, *args):
-        if request != backup_module._FICLONE:
+        if request != cas_store._FICLONE:
             return real_ioctl(fd, request, *args)
         tried.append(fd)
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
-    monkeypatch.setattr(backup_module.fcntl, "ioctl", no_clone)
+    monkeypatch.setattr(cas_store.fcntl, "ioctl", no_clone)
     dest = tmp_path / "copied"
     out = cli("backup", str(dest), "--json").json()
     assert out["cloned"] == 0 and out["copied"] == 6
@@ -320,13 +322,13 @@ def test_restore_refuses_a_backup_missing_a_recorded_blob(
 
 def between_snapshot_and_cas(monkeypatch, action) -> None:
     """Runs `action` after the databases are copied and before the CAS is walked."""
-    original = backup_module._copy_cas
+    original = backup_blobs.copy_recorded
 
     def wrapped(*args, **kwargs):
         action()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(backup_module, "_copy_cas", wrapped)
+    monkeypatch.setattr(backup_blobs, "copy_recorded", wrapped)
 
 
 def test_a_gc_during_the_backup_leaves_out_the_blob_and_its_row(

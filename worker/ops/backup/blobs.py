@@ -1,0 +1,117 @@
+"""Blob placement for backup and restore: the blobs a copied ledger records, from one blob store
+into another, through the store interface only (reflinks where the local store has them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.cas.base import BlobStore
+from worker.cas.errors import BlobNotFound, CorruptBlob
+from worker.ops.backup import sqlite
+from worker.ops.backup.errors import BackupError, DamagedBackup
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What a copy of the CAS did. `recorded`: hash -> size of the blobs it holds."""
+
+    recorded: dict[str, int]
+    # Blobs reflinked (copy-on-write clones: no shared inode) and copied byte by byte.
+    cloned: int
+    copied: int
+    # Rows of blobs removed by `seer cas gc` between the snapshot and the CAS copy.
+    collected: int = 0
+    # Blobs in the source the ledger does not record (stored after the snapshot, orphans).
+    skipped: int = 0
+
+
+class _Counter:
+    def __init__(self, source: BlobStore, target: BlobStore) -> None:
+        self.source = source
+        self.target = target
+        self.cloned = 0
+        self.copied = 0
+
+    def place(self, digest: str) -> None:
+        """Raises BlobNotFound if the source blob is gone, CorruptBlob if it is damaged."""
+        placement = self.source.replicate(digest, self.target)
+        if placement == "cloned":
+            self.cloned += 1
+        elif placement == "copied":
+            self.copied += 1
+
+
+def copy_recorded(source: BlobStore, target: BlobStore, ledger_copy: Path) -> Placed:
+    """Puts every blob the copied ledger records from the live store into the backup's.
+
+    A recorded blob gone from the live store was taken by gc after the snapshot if no
+    artifact references it: its row is dropped from the copy, as gc would have. A referenced
+    one gone is damage, and the backup fails.
+    """
+    recorded = sqlite.recorded_blobs(ledger_copy)
+    counter = _Counter(source, target)
+    pending = set(recorded)
+    skipped = 0
+    for digest, _size in source.iter_blobs():
+        if digest not in pending:
+            skipped += 1  # stored after the snapshot, or an orphan: not part of this backup
+            continue
+        try:
+            counter.place(digest)
+        except BlobNotFound:
+            continue  # removed while we walked: judged below
+        except CorruptBlob as exc:
+            raise BackupError(f"{exc} in the live store: run `seer cas verify`") from None
+        pending.discard(digest)
+    # Recorded in the snapshot, not found in the walk: look once more, then decide.
+    gone: list[str] = []
+    for digest in sorted(pending):
+        try:
+            counter.place(digest)
+        except BlobNotFound:
+            gone.append(digest)
+        except CorruptBlob as exc:
+            raise BackupError(f"{exc} in the live store: run `seer cas verify`") from None
+    used = sqlite.referenced(ledger_copy, gone) if gone else set()
+    lost = [d for d in gone if d in used]
+    collected = [d for d in gone if d not in used]
+    if lost:
+        more = f" and {len(lost) - 1} more" if len(lost) > 1 else ""
+        raise BackupError(
+            f"blob {lost[0]}{more} is used by artifacts in the ledger but its file is missing "
+            "from the live store: `seer cas verify` lists the damage; no backup was written"
+        )
+    if collected:
+        sqlite.drop_collected(ledger_copy, collected)
+        for digest in collected:
+            del recorded[digest]
+    target.sync()
+    return Placed(recorded, counter.cloned, counter.copied, len(collected), skipped)
+
+
+def restore_recorded(source: BlobStore, target: BlobStore, recorded: dict[str, int]) -> Placed:
+    """Puts the recorded blobs from a backup's store into the new root's; every one must be
+    there and intact (DamagedBackup otherwise). `skipped`: valid blobs nothing records."""
+    counter = _Counter(source, target)
+    pending = set(recorded)
+    ignored = 0
+    for digest, _size in source.iter_blobs():
+        if digest not in pending:
+            ignored += 1
+            continue
+        try:
+            counter.place(digest)
+        except CorruptBlob:
+            raise DamagedBackup(
+                f"damaged backup: blob {digest} does not match its SHA-256"
+            ) from None
+        pending.discard(digest)
+    if pending:
+        more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
+        raise DamagedBackup(
+            f"damaged backup: blob {min(pending)}{more} recorded in its ledger is missing "
+            "from its CAS"
+        )
+    target.sync()
+    return Placed(recorded, counter.cloned, counter.copied, skipped=ignored)

@@ -1,0 +1,132 @@
+"""Restoring a backup into an empty (or new) storage root: the databases checked against the
+manifest, every recorded blob hash-checked into place, the root's marker written last."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.cas import open_store
+from worker.cas.base import BlobStore
+from worker.cas.store import ContentStore
+from worker.files import copy_file, fsync_dir
+from worker.layout import Layout, apply_umask
+from worker.ops.backup import blobs, sqlite
+from worker.ops.backup.dirs import clear, is_empty_dir, is_within
+from worker.ops.backup.errors import BackupRefused, DamagedBackup
+from worker.ops.backup.manifest import DatabaseCopy, check_databases, read_manifest
+from worker.ops.backup.registry import record_backup
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    source: Path
+    root: Path
+    created_at: float
+    schema_version: int
+    databases: tuple[DatabaseCopy, ...]
+    blobs: int
+    blob_bytes: int
+    cloned: int
+    copied: int
+    messages: int
+    duration: float
+    # Valid blob files in the backup that its ledger does not record: not restored.
+    ignored: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["source"] = str(self.source)
+        found["root"] = str(self.root)
+        found["databases"] = [asdict(d) for d in self.databases]
+        return found
+
+
+def _check_target(layout: Layout) -> bool:
+    """Refuses a target root that has anything in it; True if the directory exists (empty)."""
+    root = layout.root
+    if layout.is_initialised():
+        raise BackupRefused(
+            f"storage root {root} is initialised: restore only into an empty or new directory "
+            "(point SEER_STORAGE_PATH at one)"
+        )
+    if root.is_symlink() and not root.exists():
+        raise BackupRefused(f"storage root {root} is a dangling symlink")
+    if root.exists() and not root.is_dir():
+        raise BackupRefused(f"storage root {root} exists and is not a directory")
+    if root.is_dir():
+        if not is_empty_dir(root):
+            raise BackupRefused(
+                f"storage root {root} is not empty: restore only into an empty or new directory"
+            )
+        return True
+    return False
+
+
+def restore(
+    src: Path, layout: Layout, key: str = "", *, store: BlobStore | None = None
+) -> RestoreReport:
+    """Puts a backup into an empty (or new) storage root; every blob's hash is checked.
+    `store`: the blob store the root will use, by default its own.
+
+    The schema version is not checked here: the caller says what it is, and Runtime.open
+    refuses a mismatch as it does for any root.
+    """
+    clock = time.monotonic()
+    manifest = read_manifest(src, key)
+    src = manifest.path
+    if is_within(src, layout.root) or is_within(layout.root, src):
+        raise BackupRefused(f"the backup {src} and the storage root {layout.root} overlap")
+    existed = _check_target(layout)
+    check_databases(manifest)
+    apply_umask(layout)
+    source = ContentStore(
+        src / "orchestration" / "cas", file_mode=layout.file_mode, dir_mode=layout.dir_mode
+    )
+    try:
+        layout.create()
+        for db in manifest.databases:
+            written = copy_file(src / db.name, layout.root / db.name, layout.file_mode)
+            if written != db.sha256:
+                raise DamagedBackup(
+                    f"damaged backup: {db.name} changed while it was restored (SHA-256 differs)"
+                )
+        recorded = sqlite.recorded_blobs(layout.ledger_db)
+        facts = sqlite.facts(layout.ledger_db)
+        if len(recorded) != manifest.blobs or sum(recorded.values()) != manifest.blob_bytes:
+            raise DamagedBackup(
+                f"damaged backup: its ledger records {len(recorded)} blobs, the manifest "
+                f"{manifest.blobs}"
+            )
+        target = open_store(layout) if store is None else store
+        try:
+            placed = blobs.restore_recorded(source, target, recorded)
+        finally:
+            if store is None:
+                target.close()
+        fsync_dir(layout.orchestration)
+        fsync_dir(layout.root)
+        # Last: a root with the marker is a complete one.
+        layout.write_marker()
+        fsync_dir(layout.root)
+    except BaseException:
+        clear(layout.root, existed)
+        raise
+    # This root's state is exactly that backup: it counts as one taken of it.
+    record_backup(layout, manifest)
+    return RestoreReport(
+        source=src,
+        root=layout.root,
+        created_at=manifest.created_at,
+        schema_version=facts.schema_version,
+        databases=manifest.databases,
+        blobs=len(recorded),
+        blob_bytes=sum(recorded.values()),
+        cloned=placed.cloned,
+        copied=placed.copied,
+        messages=facts.messages,
+        duration=time.monotonic() - clock,
+        ignored=placed.skipped,
+    )
