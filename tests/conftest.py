@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from seer_console.cli import main
+from tests.helpers import LEDGER_BACKENDS, backend_environment
 from worker.runtime import Runtime
 from worker.settings import SPECS
 
@@ -32,14 +33,30 @@ class Result:
         return json.loads(self.out)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that builds a storage root runs once per ledger backend. With one backend the
+    # test ids stay as they are (no "[sqlite]"), so the console's snapshot files keep their names.
+    if "ledger_backend" in metafunc.fixturenames and len(LEDGER_BACKENDS) > 1:
+        metafunc.parametrize("ledger_backend", LEDGER_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A clean environment whose storage root is tmp_path/storage; cwd is tmp_path."""
+def ledger_backend(request: pytest.FixtureRequest) -> str:
+    """Which ledger implementation the test's storage root uses (tests/helpers.py lists them)."""
+    return getattr(request, "param", LEDGER_BACKENDS[0])
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_backend: str) -> dict[str, str]:
+    """A clean environment whose storage root is tmp_path/storage, its ledger on
+    `ledger_backend`; cwd is tmp_path."""
     for spec in SPECS:
         monkeypatch.delenv(spec.name, raising=False)
     monkeypatch.delenv("SEER_ENV_FILE", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEER_STORAGE_PATH", str(tmp_path / "storage"))
+    for name, value in backend_environment(ledger_backend, tmp_path).items():
+        monkeypatch.setenv(name, value)
     # Tests retry quickly; production waits longer between tries.
     monkeypatch.setenv("POSTMASTER_RETRY_DELAY", "0.2s")
     return dict(os.environ)
@@ -67,7 +84,7 @@ def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def runtime(env: dict[str, str], cli) -> Iterator[Runtime]:
-    """An initialised storage root, opened."""
+    """An initialised storage root (its ledger on `ledger_backend`, through `env`), opened."""
     assert cli("init").code == 0
     rt = Runtime.open()
     yield rt

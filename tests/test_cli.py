@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import os
-import sqlite3
 import stat
 import time
 import uuid
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import parcel
+from tests.helpers import ledger_schema, parcel, sqlite_file_schema
 from worker.fleet import control
 from worker.ledger import migrations
 from worker.parcels import failures
@@ -73,15 +72,12 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def schema(path: Path) -> list[tuple]:
-    conn = sqlite3.connect(path)
+def current_ledger_schema() -> list[tuple]:
+    rt = Runtime.open()
     try:
-        return conn.execute(
-            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
-            "ORDER BY type, name"
-        ).fetchall()
+        return ledger_schema(rt.ledger)
     finally:
-        conn.close()
+        rt.close()
 
 
 @pytest.fixture
@@ -139,12 +135,12 @@ def test_init_twice_is_harmless_and_keeps_data(env, cli, tmp_path):
     out = ok(cli("init"))
     assert f"migrations applied: {len(migrations.MIGRATIONS)}" in out
     (pid,) = send(cli, parcel("agent-1", 1))
-    ledger_schema, queue_schema = schema(root / "ledger.db"), schema(root / "queue.db")
+    schema, queue_schema = current_ledger_schema(), sqlite_file_schema(root / "queue.db")
 
     out = ok(cli("init"))
     assert "migrations applied: 0" in out and "directories created: 0" in out
-    assert schema(root / "ledger.db") == ledger_schema
-    assert schema(root / "queue.db") == queue_schema
+    assert current_ledger_schema() == schema
+    assert sqlite_file_schema(root / "queue.db") == queue_schema
     rt = Runtime.open()
     try:
         assert failures.parcel(rt.ledger, pid)["state"] == "queued"

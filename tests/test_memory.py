@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import other_ledger, wait_for
 from worker.identity import current_owner
 from worker.memory import compaction
 from worker.memory.compaction import Compactor
@@ -153,8 +152,6 @@ def test_a_run_left_running_by_a_dead_worker_is_marked_failed(runtime):
 
 
 def test_compaction_leaves_the_write_lock_to_others_between_short_transactions(runtime):
-    from worker.ledger.sqlite import Ledger
-
     fill(runtime, 4, 50_000, 0.5, T0)
     waits: list[float] = []
     during: list[float] = []  # when each of the other writer's commits ended
@@ -163,7 +160,7 @@ def test_compaction_leaves_the_write_lock_to_others_between_short_transactions(r
     def writer() -> None:
         # A writer as the Postmaster is one: the ledger's own write(), which polls for the
         # lock every 1-2 ms (SQLite's busy handler backs off to 100 ms and misses the gaps).
-        other = Ledger(str(runtime.layout.ledger_db))
+        other = other_ledger(runtime)
         while not done.is_set():
             started = time.monotonic()
             with other.write():
@@ -307,11 +304,14 @@ def test_a_reader_that_sees_the_finished_run_also_sees_its_log_line(runtime, mon
     seen: list[tuple[int, str]] = []
 
     def finished_runs_and_their_lines() -> None:
-        reader = sqlite3.connect(runtime.layout.ledger_db)
+        reader = other_ledger(runtime)
         try:
-            finished = reader.execute(
-                "SELECT id, status FROM compaction_runs WHERE status <> 'running'"
-            ).fetchall()
+            finished = [
+                (r["id"], r["status"])
+                for r in reader.rows(
+                    "SELECT id, status FROM compaction_runs WHERE status <> 'running'"
+                )
+            ]
         finally:
             reader.close()
         lines = log_path.read_text().splitlines() if log_path.exists() else []

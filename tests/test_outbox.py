@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import other_ledger, wait_for
 from tests.peers import SlackPeer, SmtpPeer
 from worker.alerts import outbox
 from worker.alerts.channels import EmailChannel, LogChannel, Notification, SlackChannel
@@ -206,19 +205,19 @@ def test_no_write_transaction_is_held_while_sending(runtime, slack):
     sender.start()
     try:
         wait_for(lambda: slack.posts, timeout=5, what="the webhook to receive the POST")
-        other = sqlite3.connect(runtime.ledger.path, timeout=0.2, isolation_level=None)
+        other = other_ledger(runtime, lock_timeout=0.2)
         try:
-            other.execute("BEGIN IMMEDIATE")
-            # The claim committed before the send began.
-            status = other.execute("SELECT status FROM alert_outbox WHERE id = ?", (row_id,))
-            assert status.fetchone() == ("sending",)
-            other.execute(
-                "INSERT INTO alert_state (rule, level, since, evaluated_at) VALUES (?, ?, ?, ?)",
-                ("cas_size", "warning", T, T),
-            )
-            # Got within its 0.2 s busy timeout, while the send hangs for 2 s: the lock was
+            with other.write():
+                # The claim committed before the send began.
+                status = other.scalar("SELECT status FROM alert_outbox WHERE id = ?", (row_id,))
+                assert status == "sending"
+                other.execute(
+                    "INSERT INTO alert_state (rule, level, since, evaluated_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    ("cas_size", "warning", T, T),
+                )
+            # Got within its 0.2 s lock timeout, while the send hangs for 2 s: the lock was
             # free. (How long the COMMIT's fsync takes on a loaded disk is not the point.)
-            other.execute("COMMIT")
         finally:
             other.close()
         assert sender.is_alive(), "the send should still be hanging"

@@ -317,8 +317,8 @@ def test_a_batch_stops_at_postmaster_batch_bytes(runtime, monkeypatch):
     pm = small.postmaster()
     claimed = pm._claim(time.time(), limit=100)
     # About 3.2 KB each: three fit in 10 KiB, the fourth would not.
-    assert [r["id"] for r in claimed] == ids[:3]
-    assert all(r["payload"] for r in claimed)
+    assert [r.id for r in claimed] == ids[:3]
+    assert all(r.payload for r in claimed)
     pm._release_own()
     # A parcel bigger than the bound still goes, alone.
     monkeypatch.setenv("POSTMASTER_BATCH_BYTES", "1K")

@@ -14,6 +14,7 @@ from seer_console import output
 from seer_console.app import SeerConsole
 from seer_console.screens import FailureScreen
 from seer_console.source import SnapshotSource
+from tests.helpers import ledger_tables
 from worker.parcels import intake as parcels
 from worker.runtime import Runtime
 
@@ -119,8 +120,7 @@ def stored_text(runtime) -> str:
     """Every string in every table of the ledger, and every blob of the CAS."""
     ledger = runtime.ledger
     parts = []
-    tables = [r["name"] for r in ledger.rows("SELECT name FROM sqlite_master WHERE type='table'")]
-    for table in tables:
+    for table in ledger_tables(ledger):
         for row in ledger.rows(f'SELECT * FROM "{table}"'):
             parts.extend(str(v) for v in row.values() if isinstance(v, str | bytes))
     parts.extend(

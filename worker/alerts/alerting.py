@@ -14,8 +14,17 @@ from dataclasses import dataclass
 
 from worker.alerts import outbox
 from worker.alerts.channels import Notification
-from worker.ledger.sqlite import Ledger
-from worker.monitoring.rules import Reading
+from worker.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One rule's level now, as the monitoring rules measured it: what alerting acts on."""
+
+    rule: str
+    level: str
+    value: float
+    summary: str  # one line: what is measured against which line
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.alerts.channels import Channel, Notification, SendResult
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 
 log = logging.getLogger("seer.alerts")
 
@@ -69,12 +69,13 @@ def enqueue(
     ids: list[int] = []
     with ledger.write():
         for channel in dict.fromkeys(channels):
-            cursor = ledger.execute(
-                "INSERT INTO alert_outbox (channel, rule, level, payload, created_at, status,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                (channel, notification.rule, notification.level, payload, now, now),
+            ids.append(
+                ledger.scalar(
+                    "INSERT INTO alert_outbox (channel, rule, level, payload, created_at, status,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
+                    (channel, notification.rule, notification.level, payload, now, now),
+                )
             )
-            ids.append(cursor.lastrowid)
     return ids
 
 

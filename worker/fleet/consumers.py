@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from worker.identity import Owner, current_owner, is_alive
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 
 PREFIX = "consumer:"
 STARTS = "starts:"
@@ -43,7 +43,8 @@ def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
             if old and is_alive(old) is False:
                 ledger.execute("DELETE FROM control WHERE key = ?", (row["key"],))
         ledger.execute(
-            "INSERT OR REPLACE INTO control (key, value, updated_at) VALUES (?, ?, ?)",
+            "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+            "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             (key, json.dumps(value), now),
         )
         # How often each queue's consumer process started: restarts are starts after the first.

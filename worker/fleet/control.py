@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 
 PAUSED = "postmaster.paused"
 BACKOFF = "postmaster.backoff"
@@ -107,7 +107,8 @@ def claim_slot(ledger: Ledger, job: str, slot: int, now: float | None = None) ->
         ).rowcount
         if not claimed:
             claimed = ledger.execute(
-                "INSERT OR IGNORE INTO control (key, value, updated_at) VALUES (?, ?, ?)",
+                "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
                 (key, str(slot), now),
             ).rowcount
     return claimed == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from worker.ledger.sqlite import Ledger
+from worker.ledger.base import Ledger
 
 
 class SchemaMismatch(RuntimeError):
@@ -249,19 +249,14 @@ class MigrationState:
 
 
 def current_version(ledger: Ledger) -> int:
-    exists = ledger.scalar(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    )
-    if not exists:
+    if not ledger.has_table("schema_migrations"):
         return 0
     return ledger.scalar("SELECT coalesce(max(version), 0) FROM schema_migrations") or 0
 
 
 def status(ledger: Ledger) -> list[MigrationState]:
     applied: dict[int, float] = {}
-    if current_version(ledger) or ledger.scalar(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'schema_migrations'"
-    ):
+    if current_version(ledger) or ledger.has_table("schema_migrations"):
         applied = {
             r["version"]: r["applied_at"]
             for r in ledger.rows("SELECT version, applied_at FROM schema_migrations")

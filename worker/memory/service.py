@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import jsondata
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 
 PARTITIONS = ("durable", "ephemeral")
 MAX_KEY_LENGTH = 512

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, fields
 
 from worker.fleet import consumers
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 
 RAW, MINUTE, HOUR = 0, 60, 3600
 
@@ -39,6 +39,10 @@ class Retention:
 
 
 _COLUMNS = [f.name for f in fields(Sample)]
+# A sample taken again for the same (resolution, ts) replaces the first one, whole.
+_REPLACE = "ON CONFLICT (resolution, ts) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _COLUMNS if c != "ts"
+)
 
 
 def counters(ledger: Ledger) -> dict[str, int]:
@@ -116,16 +120,16 @@ def record(ledger: Ledger, sample: Sample) -> None:
     marks = ", ".join("?" * len(_COLUMNS))
     with ledger.write():
         ledger.execute(
-            f"INSERT OR REPLACE INTO metric_samples (resolution, {', '.join(_COLUMNS)}) "
-            f"VALUES (0, {marks})",
+            f"INSERT INTO metric_samples (resolution, {', '.join(_COLUMNS)}) "
+            f"VALUES (0, {marks}) {_REPLACE}",
             [getattr(sample, c) for c in _COLUMNS],
         )
 
 
 # Rolling up: sums for counts per interval, maxima for levels (a spike must stay visible),
 # minima for "up" (a consumer down for part of a minute shows as down for that minute).
-_ROLLUP = """
-INSERT OR REPLACE INTO metric_samples (resolution, ts, queue_depth, oldest_queued_age,
+_ROLLUP = f"""
+INSERT INTO metric_samples (resolution, ts, queue_depth, oldest_queued_age,
     delivered, failed, failed_last_hour, cas_bytes, cas_blobs, postmaster_up, scheduler_up,
     delivered_total, failed_total)
 SELECT :to, CAST(ts / :to AS INTEGER) * :to, max(queue_depth), max(oldest_queued_age),
@@ -133,6 +137,7 @@ SELECT :to, CAST(ts / :to AS INTEGER) * :to, max(queue_depth), max(oldest_queued
     min(postmaster_up), min(scheduler_up), max(delivered_total), max(failed_total)
 FROM metric_samples WHERE resolution = :src AND ts < :cutoff
 GROUP BY CAST(ts / :to AS INTEGER)
+{_REPLACE}
 """
 
 

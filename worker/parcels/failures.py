@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 from worker.redaction import redact_value
 
 _SUMMARY = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import jsondata
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 from worker.redaction import redact_text
 
 ALLOWED_KEYS = ("to_agent_id", "task_id", "stream", "type", "headers", "envelope", "attachments")

@@ -15,13 +15,13 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.cas.artifacts import artifact_uri
 from worker.cas.store import ContentStore, DiskFull
 from worker.fleet import control
 from worker.identity import Owner, current_owner, is_alive
-from worker.ledger.sqlite import Ledger
+from worker.ledger import ClaimedParcel, Ledger
 from worker.parcels.intake import ParcelError, attachments_of, dumps, stored_bytes, validate
 from worker.redaction import redact_key, redact_text, redact_value
 from worker.settings import Settings
@@ -46,19 +46,55 @@ class BatchResult:
     retry_at: float | None = None
 
 
-@dataclass
-class _Delivery:
+class ArtifactRow(NamedTuple):
+    """One row of the artifacts table, in its INSERT's column order (passed as is)."""
+
+    parcel_id: str
+    task_id: str
+    kind: str
+    name: str
+    hash: str
+    filename: str
+    mime_type: str
+    size: int
+    uri: str
+    created_at: float
+
+
+class MessageRow(NamedTuple):
+    """The inbox message a delivery creates, in its INSERT's column order (passed as is)."""
+
+    parcel_id: str
+    to_agent_id: str
+    type: str
+    stream: str
+    headers: str
+    envelope: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A parcel made ready to commit: its blobs (attachments, then the manifest) with their
+    digests in the same order, its artifact rows and its message."""
+
     parcel_id: str
     blobs: list[bytes]
     digests: list[str]
-    artifacts: list[tuple]
-    message: tuple
+    artifacts: list[ArtifactRow]
+    message: MessageRow
+
+
+class Failure(NamedTuple):
+    parcel: ClaimedParcel
+    error: BaseException
+    permanent: bool  # retrying cannot help: failed at once, whatever tries are left
 
 
 @dataclass
 class _Outcome:
-    deliveries: list[_Delivery] = field(default_factory=list)
-    failures: list[tuple[dict[str, Any], BaseException, bool]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -76,41 +112,9 @@ class Postmaster:
 
     # -- claiming ----------------------------------------------------------------------------
 
-    def _claim(self, now: float, limit: int) -> list[dict[str, Any]]:
-        with self.ledger.write():
-            heads = self.ledger.rows(
-                "SELECT seq, size, isolate FROM parcels "
-                "WHERE state = 'queued' AND not_before <= ? ORDER BY seq LIMIT ?",
-                (now, limit),
-            )
-            if not heads:
-                return []
-            if heads[0]["isolate"]:
-                heads = heads[:1]
-            else:
-                cut = next((i for i, r in enumerate(heads) if r["isolate"]), len(heads))
-                heads = heads[:cut]
-            # Bounded by bytes too: only the payloads of the batch are read into memory, and
-            # a batch of 100 parcels of 32 MB is not one batch.
-            taken, total = 1, heads[0]["size"]
-            while taken < len(heads) and total + heads[taken]["size"] <= self.settings.batch_bytes:
-                total += heads[taken]["size"]
-                taken += 1
-            heads = heads[:taken]
-            rows = self.ledger.rows(
-                "SELECT seq, id, payload, size, attempts, isolate FROM parcels "
-                f"WHERE seq IN ({', '.join('?' * len(heads))}) ORDER BY seq",
-                tuple(h["seq"] for h in heads),
-            )
-            self.ledger.executemany(
-                "UPDATE parcels SET state = 'in_flight', owner = ?, claimed_at = ?, "
-                "claim_size = ?, lease_until = ? WHERE seq = ?",
-                [
-                    (self.owner.token, now, len(rows), now + self.settings.lease, r["seq"])
-                    for r in rows
-                ],
-            )
-        return rows
+    def _claim(self, now: float, limit: int) -> list[ClaimedParcel]:
+        s = self.settings
+        return self.ledger.claim_parcels(self.owner.token, now, limit, s.batch_bytes, s.lease)
 
     def _release_own(self) -> int:
         """Gives back parcels this very thread still holds (left by an error mid-batch)."""
@@ -160,21 +164,26 @@ class Postmaster:
         return totals
 
     def _deliver(
-        self, rows: list[dict[str, Any]], now: float, stamp: float | None = None
+        self, rows: list[ClaimedParcel], now: float, stamp: float | None = None
     ) -> BatchResult:
-        """Delivers claimed rows; `stamp` is the time recorded (default: when it commits)."""
+        """Delivers claimed parcels; `stamp` is the time recorded (default: when it commits)."""
         outcome = _Outcome()
-        prepared = []
-        for row in rows:
+        prepared: list[tuple[ClaimedParcel, Delivery]] = []
+        for i, claimed in enumerate(rows):
             try:
-                prepared.append((row, self._prepare(row, now)))
+                delivery = self._prepare(claimed, now)
             except PermanentFailure as exc:
-                outcome.failures.append((row, exc, True))
+                outcome.failures.append(Failure(claimed, exc, True))
+                continue
             except Exception as exc:
-                outcome.failures.append((row, exc, False))
+                outcome.failures.append(Failure(claimed, exc, False))
+                continue
+            # The batch's claims live until it commits: their payloads need not.
+            rows[i] = claimed = claimed.without_payload()
+            prepared.append((claimed, delivery))
         known = self._known_blobs({d for _, p in prepared for d in p.digests})
         in_use = self.ledger.scalar("SELECT value FROM counters WHERE name = 'cas_bytes'") or 0
-        for row, delivery in prepared:
+        for claimed, delivery in prepared:
             new = {
                 d: len(b)
                 for d, b in zip(delivery.digests, delivery.blobs, strict=True)
@@ -186,7 +195,7 @@ class Postmaster:
                     f"CAS quota exceeded: this parcel needs {needed} more bytes, {in_use} of "
                     f"{self.settings.cas_max_size} are in use (ORCHESTRATION_CAS_MAX_SIZE)"
                 )
-                outcome.failures.append((row, exc, True))
+                outcome.failures.append(Failure(claimed, exc, True))
                 continue
             in_use += needed
             known.update(new)
@@ -197,8 +206,10 @@ class Postmaster:
             return self._back_off_disk_full(rows, exc, now)
         except Exception as exc:
             # The store failed for the batch as a whole: a try used by each of its parcels.
-            by_id = {r["id"]: r for r in rows}
-            outcome.failures += [(by_id[d.parcel_id], exc, False) for d in outcome.deliveries]
+            by_id = {r.id: r for r in rows}
+            outcome.failures += [
+                Failure(by_id[d.parcel_id], exc, False) for d in outcome.deliveries
+            ]
             outcome.deliveries = []
         control.clear_backoff(self.ledger)
         return self._commit(rows, outcome, time.time() if stamp is None else stamp)
@@ -217,13 +228,12 @@ class Postmaster:
             )
         return known
 
-    def _prepare(self, row: dict[str, Any], now: float) -> _Delivery:
+    def _prepare(self, claimed: ClaimedParcel, now: float) -> Delivery:
+        parcel_id = claimed.id
         try:
             parcel = validate(
-                json.loads(row["payload"]), self.settings.max_parcel_size, size=row["size"]
+                json.loads(claimed.payload or ""), self.settings.max_parcel_size, size=claimed.size
             )
-            # The batch's rows live until it commits: their payloads need not.
-            row["payload"] = None
         except (ParcelError, TypeError, ValueError) as exc:
             raise PermanentFailure(f"the stored parcel is not valid any more: {exc}") from None
         redact = self.settings.redact_secrets
@@ -233,7 +243,7 @@ class Postmaster:
         task = text(parcel["task_id"])
         blobs: list[bytes] = []
         digests: list[str] = []
-        artifacts: list[tuple] = []
+        artifacts: list[ArtifactRow] = []
         entries: dict[str, dict[str, Any]] = {}
         listed = []
         for attachment in attachments_of(parcel):
@@ -254,8 +264,8 @@ class Postmaster:
             blobs.append(data)
             digests.append(digest)
             artifacts.append(
-                (
-                    row["id"],
+                ArtifactRow(
+                    parcel_id,
                     task,
                     "attachment",
                     name,
@@ -269,7 +279,7 @@ class Postmaster:
             )
         manifest = dumps(
             {
-                "parcel_id": row["id"],
+                "parcel_id": parcel_id,
                 "task_id": task,
                 "to_agent_id": parcel["to_agent_id"],
                 "artifacts": listed,
@@ -280,8 +290,8 @@ class Postmaster:
         blobs.append(manifest)
         digests.append(manifest_digest)
         artifacts.append(
-            (
-                row["id"],
+            ArtifactRow(
+                parcel_id,
                 task,
                 "manifest",
                 "manifest.json",
@@ -298,15 +308,15 @@ class Postmaster:
         headers = redact_value(parcel["headers"]) if redact else dict(parcel["headers"])
         headers.update(
             {
-                "parcel_id": row["id"],
+                "parcel_id": parcel_id,
                 "task_id": task,
                 "original_type": text(parcel["type"]),
                 "artifact_count": len(entries),
                 "manifest_uri": manifest_uri,
             }
         )
-        message = (
-            row["id"],
+        message = MessageRow(
+            parcel_id,
             parcel["to_agent_id"],
             MESSAGE_TYPE,
             text(parcel["stream"]),
@@ -314,17 +324,17 @@ class Postmaster:
             dumps(envelope),
             now,
         )
-        return _Delivery(row["id"], blobs, digests, artifacts, message)
+        return Delivery(parcel_id, blobs, digests, artifacts, message)
 
-    def _commit(self, rows: list[dict[str, Any]], outcome: _Outcome, now: float) -> BatchResult:
+    def _commit(self, rows: list[ClaimedParcel], outcome: _Outcome, now: float) -> BatchResult:
         token = self.owner.token
         delivered = retried = failed = 0
         retry_at: float | None = None
-        with self.ledger.write():
-            conn = self.ledger.db.connection()
+        ledger = self.ledger
+        with ledger.write():
             for d in outcome.deliveries:
                 # Only while we still own it: if we were taken for dead, someone else delivers.
-                if not conn.execute(
+                if not ledger.execute(
                     "UPDATE parcels SET state = 'delivered', payload = NULL, owner = NULL, "
                     "lease_until = NULL, finished_at = ?, attempts = attempts + 1, error = NULL, "
                     "traceback = NULL WHERE id = ? AND state = 'in_flight' AND owner = ?",
@@ -336,52 +346,54 @@ class Postmaster:
                         # `seer cas gc` removed it between our deduplicating put and now; gc
                         # deletes under this same write lock, so with it held, write it again.
                         self.store.put(data)
-                conn.execute(
+                ledger.execute(
                     "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, "
                     "envelope, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     d.message,
                 )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO blobs (hash, size, created_at) VALUES (?, ?, ?)",
+                ledger.executemany(
+                    "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (hash) DO NOTHING",
                     [(h, len(b), now) for h, b in zip(d.digests, d.blobs, strict=True)],
                 )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO artifacts (parcel_id, task_id, kind, name, hash, "
+                ledger.executemany(
+                    "INSERT INTO artifacts (parcel_id, task_id, kind, name, hash, "
                     "filename, mime_type, size, uri, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (parcel_id, kind, name) DO NOTHING",
                     d.artifacts,
                 )
                 delivered += 1
-            for row, exc, permanent in outcome.failures:
-                attempts = row["attempts"] + 1
+            for claimed, exc, permanent in outcome.failures:
+                attempts = claimed.attempts + 1
                 error = _error_text(exc)
                 trace = redact_text("".join(traceback.format_exception(exc)))[:20000]
                 if permanent or attempts >= self.settings.tries:
-                    changed = conn.execute(
+                    changed = ledger.execute(
                         "UPDATE parcels SET state = 'failed', owner = NULL, lease_until = NULL, "
                         "attempts = ?, finished_at = ?, error = ?, traceback = ? "
                         "WHERE id = ? AND state = 'in_flight' AND owner = ?",
-                        (attempts, now, error, trace, row["id"], token),
+                        (attempts, now, error, trace, claimed.id, token),
                     ).rowcount
                     failed += changed
                     if changed:
                         log.warning(
-                            "parcel %s failed after %d tries: %s", row["id"], attempts, error
+                            "parcel %s failed after %d tries: %s", claimed.id, attempts, error
                         )
                 else:
                     due = now + self.settings.retry_delay * 2 ** (attempts - 1)
-                    changed = conn.execute(
+                    changed = ledger.execute(
                         "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL, "
                         "attempts = ?, not_before = ?, error = ?, traceback = ? "
                         "WHERE id = ? AND state = 'in_flight' AND owner = ?",
-                        (attempts, due, error, trace, row["id"], token),
+                        (attempts, due, error, trace, claimed.id, token),
                     ).rowcount
                     retried += changed
                     if changed:
                         retry_at = due if retry_at is None else min(retry_at, due)
                         log.info(
                             "parcel %s try %d failed, retry at %.0f: %s",
-                            row["id"],
+                            claimed.id,
                             attempts,
                             due,
                             error,
@@ -390,7 +402,9 @@ class Postmaster:
             done = outcome.deliveries
             if len(done) == 1:
                 log.info(
-                    "delivered parcel %s to %s", done[0].parcel_id, redact_text(done[0].message[1])
+                    "delivered parcel %s to %s",
+                    done[0].parcel_id,
+                    redact_text(done[0].message.to_agent_id),
                 )
             else:
                 log.info(
@@ -402,7 +416,7 @@ class Postmaster:
         return BatchResult(len(rows), delivered, retried, failed, False, retry_at)
 
     def _back_off_disk_full(
-        self, rows: list[dict[str, Any]], exc: DiskFull, now: float
+        self, rows: list[ClaimedParcel], exc: DiskFull, now: float
     ) -> BatchResult:
         # A full disk is nobody's parcel's fault: give them back without using up a try.
         self._release_own()
@@ -459,7 +473,7 @@ def recover(
                 failed += ledger.execute(
                     "UPDATE parcels SET state = 'failed', owner = NULL, lease_until = NULL, "
                     "crashes = ?, finished_at = ?, error = ?, traceback = NULL "
-                    "WHERE id = ? AND state = 'in_flight' AND owner IS ?",
+                    "WHERE id = ? AND state = 'in_flight' AND owner IS NOT DISTINCT FROM ?",
                     (
                         crashes,
                         now,
@@ -472,7 +486,8 @@ def recover(
             else:
                 requeued += ledger.execute(
                     "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL, "
-                    "crashes = ?, isolate = 1 WHERE id = ? AND state = 'in_flight' AND owner IS ?",
+                    "crashes = ?, isolate = 1 WHERE id = ? AND state = 'in_flight' "
+                    "AND owner IS NOT DISTINCT FROM ?",
                     (crashes, row["id"], row["owner"]),
                 ).rowcount
     if requeued or failed:
