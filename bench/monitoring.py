@@ -308,12 +308,12 @@ def cpu_since(before: tuple[float, float], now: tuple[float, float]) -> tuple[fl
 def list_only(store: Any) -> int:
     """The scan's walk without its stat calls: the same opens, scandir and name checks (is_file
     comes from the directory entry's type), so scan minus this is the per-file fstatat."""
-    from worker.cas import tools as cas_tools
+    from worker.cas.base import PREFIXES
 
     root_fd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
     names = 0
     try:
-        for prefix in cas_tools._FANOUTS:
+        for prefix in PREFIXES:
             try:
                 fd = os.open(prefix, os.O_RDONLY | os.O_DIRECTORY, dir_fd=root_fd)
             except FileNotFoundError:
