@@ -164,7 +164,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         warn(f"serving metrics on {host}, not loopback: anyone who can reach it can read them")
     try:
         server = exporter.serve(
-            host, port, lambda: exporter.render(runtime), release=runtime.ledger.close
+            host, port, exporter.SeerCollector(runtime), release=runtime.ledger.close
         )
     except OSError as exc:
         raise Failure(f"cannot listen on {host}:{port}: {exc.strerror}") from None

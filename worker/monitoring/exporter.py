@@ -1,5 +1,6 @@
-"""The current metrics in Prometheus' text exposition format, and a small loopback server for
-Prometheus to scrape (the task card recommends Prometheus and Grafana)."""
+"""The current metrics for Prometheus (the task card recommends Prometheus and Grafana): a
+prometheus_client collector over the ledger's counters, and a small loopback server to scrape
+it, in the classic text format or OpenMetrics, as the scraper asks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from worker.alerts import alerting, outbox
 from worker.fleet import consumers, control
@@ -16,135 +22,152 @@ from worker.memory import compaction
 from worker.monitoring import metrics, rules
 from worker.runtime import Runtime
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+def _gauge(name: str, help: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help, value=value)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _gauges(name: str, help: str, label: str, values: dict[str, float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
 
 
-def _number(value: float) -> str:
-    """Exactly: an integer in full (a 100 GiB quota is 107374182400, not 1.07374e+11), a float
-    with every digit it has (repr is the shortest text that reads back the same)."""
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "+Inf" if value > 0 else "-Inf"
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
-
-
-class _Text:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def metric(
-        self, name: str, kind: str, help: str, samples: list[tuple[dict[str, str], float]]
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            shown = f"{{{label_text}}}" if label_text else ""
-            self.lines.append(f"{name}{shown} {_number(value)}")
-
-    def one(self, name: str, kind: str, help: str, value: float) -> None:
-        self.metric(name, kind, help, [({}, value)])
-
-
-def render(runtime: Runtime, now: float | None = None) -> str:
-    """Every figure from counters and indexes: cheap enough to scrape every few seconds."""
+def families(runtime: Runtime, now: float | None = None) -> list[Metric]:
+    """Every figure from counters and indexes: cheap enough to scrape every few seconds. All
+    is read before anything is returned, so a ledger that cannot be read fails the whole."""
     now = time.time() if now is None else now
     ledger = runtime.ledger
     counts = metrics.counters(ledger)
     settings = runtime.settings
-    out = _Text()
-    out.one("seer_queue_depth", "gauge", "Parcels queued.", counts.get("parcels_queued", 0))
-    out.one(
-        "seer_queue_in_flight",
-        "gauge",
-        "Parcels being delivered.",
-        counts.get("parcels_in_flight", 0),
-    )
-    age = metrics.oldest_queued_age(ledger, now)
-    out.one("seer_queue_oldest_age_seconds", "gauge", "Age of the oldest queued parcel.", age or 0)
-    out.one(
-        "seer_queue_paused",
-        "gauge",
-        "1 while the postmaster queue is paused.",
-        1 if control.is_paused(ledger) else 0,
-    )
-    out.metric(
-        "seer_parcels",
-        "gauge",
-        "Parcels in the ledger by state.",
-        [
-            ({"state": s}, counts.get(f"parcels_{s}", 0))
-            for s in ("queued", "in_flight", "delivered", "failed")
-        ],
-    )
-    out.one(
-        "seer_parcels_delivered_total",
-        "counter",
-        "Parcels delivered.",
-        counts.get("delivered_total", 0),
-    )
-    out.one(
-        "seer_parcels_failed_total",
-        "counter",
-        "Parcels that landed in the failed store.",
-        counts.get("failed_total", 0),
-    )
-    out.one(
-        "seer_parcels_failed_last_hour",
-        "gauge",
-        "Parcels failed in the last hour.",
-        metrics.failed_since(ledger, now - 3600),
-    )
     warning, critical = rules.cas_lines(settings)
-    out.one("seer_cas_bytes", "gauge", "Bytes in the CAS.", counts.get("cas_bytes", 0))
-    out.one("seer_cas_blobs", "gauge", "Blobs in the CAS.", counts.get("cas_blobs", 0))
-    out.one("seer_cas_quota_bytes", "gauge", "ORCHESTRATION_CAS_MAX_SIZE.", settings.cas_max_size)
-    out.one("seer_cas_warning_bytes", "gauge", "CAS warning line.", warning)
-    out.one("seer_cas_critical_bytes", "gauge", "CAS critical line.", critical)
     growth = metrics.growth_per_day(ledger, now)
-    out.one(
-        "seer_cas_growth_bytes_per_day",
-        "gauge",
-        "CAS growth over the last day (NaN if too little history).",
-        float("nan") if growth is None else growth,
-    )
     live = consumers.consumers(ledger)
-    out.metric(
-        "seer_consumer_up",
-        "gauge",
-        "1 if a consumer of the queue is alive.",
-        [
-            ({"queue": q}, 1 if any(c.queue == q and consumers.is_up(c) for c in live) else 0)
-            for q in (settings.postmaster_queue, settings.scheduler_queue)
-        ],
-    )
-    out.one(
-        "seer_compaction_failures_24h",
-        "gauge",
-        "Failed memory compactions in 24 hours.",
-        compaction.failures_per_day(ledger, now),
-    )
     levels = {s.rule: s.level for s in alerting.states(ledger).values()}
-    out.metric(
-        "seer_alert_level",
-        "gauge",
-        "Alert rule level: 0 ok, 1 warning, 2 critical.",
-        [({"rule": r}, rules.LEVELS.index(levels.get(r, "ok"))) for r in rules.RULES],
-    )
-    out.one(
-        "seer_alert_outbox_pending",
-        "gauge",
-        "Notifications waiting to be sent.",
-        outbox.pending_count(ledger),
-    )
-    return "\n".join(out.lines) + "\n"
+    return [
+        _gauge("seer_queue_depth", "Parcels queued.", counts.get("parcels_queued", 0)),
+        _gauge(
+            "seer_queue_in_flight", "Parcels being delivered.", counts.get("parcels_in_flight", 0)
+        ),
+        _gauge(
+            "seer_queue_oldest_age_seconds",
+            "Age of the oldest queued parcel.",
+            metrics.oldest_queued_age(ledger, now) or 0,
+        ),
+        _gauge(
+            "seer_queue_paused",
+            "1 while the postmaster queue is paused.",
+            1 if control.is_paused(ledger) else 0,
+        ),
+        _gauges(
+            "seer_parcels",
+            "Parcels in the ledger by state.",
+            "state",
+            {
+                s: counts.get(f"parcels_{s}", 0)
+                for s in ("queued", "in_flight", "delivered", "failed")
+            },
+        ),
+        # The family is named without `_total`: prometheus_client adds it to the sample (and,
+        # in the classic format, to HELP and TYPE), so the exposed name is unchanged.
+        CounterMetricFamily(
+            "seer_parcels_delivered", "Parcels delivered.", value=counts.get("delivered_total", 0)
+        ),
+        CounterMetricFamily(
+            "seer_parcels_failed",
+            "Parcels that landed in the failed store.",
+            value=counts.get("failed_total", 0),
+        ),
+        _gauge(
+            "seer_parcels_failed_last_hour",
+            "Parcels failed in the last hour.",
+            metrics.failed_since(ledger, now - 3600),
+        ),
+        _gauge("seer_cas_bytes", "Bytes in the CAS.", counts.get("cas_bytes", 0)),
+        _gauge("seer_cas_blobs", "Blobs in the CAS.", counts.get("cas_blobs", 0)),
+        _gauge("seer_cas_quota_bytes", "ORCHESTRATION_CAS_MAX_SIZE.", settings.cas_max_size),
+        _gauge("seer_cas_warning_bytes", "CAS warning line.", warning),
+        _gauge("seer_cas_critical_bytes", "CAS critical line.", critical),
+        _gauge(
+            "seer_cas_growth_bytes_per_day",
+            "CAS growth over the last day (NaN if too little history).",
+            float("nan") if growth is None else growth,
+        ),
+        _gauges(
+            "seer_consumer_up",
+            "1 if a consumer of the queue is alive.",
+            "queue",
+            {
+                q: 1 if any(c.queue == q and consumers.is_up(c) for c in live) else 0
+                for q in (settings.postmaster_queue, settings.scheduler_queue)
+            },
+        ),
+        _gauge(
+            "seer_compaction_failures_24h",
+            "Failed memory compactions in 24 hours.",
+            compaction.failures_per_day(ledger, now),
+        ),
+        _gauges(
+            "seer_alert_level",
+            "Alert rule level: 0 ok, 1 warning, 2 critical.",
+            "rule",
+            {r: rules.LEVELS.index(levels.get(r, "ok")) for r in rules.RULES},
+        ),
+        _gauge(
+            "seer_alert_outbox_pending",
+            "Notifications waiting to be sent.",
+            outbox.pending_count(ledger),
+        ),
+    ]
+
+
+class SeerCollector(Collector):
+    """Seer's metrics as a prometheus_client collector, read afresh on every collect."""
+
+    def __init__(self, runtime: Runtime, now: float | None = None) -> None:
+        self.runtime, self.now = runtime, now
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.runtime, self.now)
+
+
+def registry(collector: Collector) -> CollectorRegistry:
+    """A registry of this collector alone: not prometheus_client's global one, so neither its
+    process and platform collectors nor anything an imported library registers is exposed."""
+    found = CollectorRegistry(auto_describe=False)
+    found.register(collector)
+    return found
+
+
+def exact_integers(text: str) -> str:
+    """prometheus_client writes every value as a Python float, 7 as "7.0" and a 100 GiB quota
+    as "1.073741824e+11". Both read back the same, but people and raw dashboard views read the
+    integer, as this exporter always wrote it: integral values go back to integer form."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")  # no timestamps: the value is the last field
+        number = float(value)
+        if number.is_integer():
+            lines[i] = f"{head} {int(number)}"
+    return "\n".join(lines)
+
+
+def encode(collector: Collector, accept: str = "") -> tuple[bytes, str]:
+    """The exposition the Accept header asks for (OpenMetrics or the classic text format, as
+    prometheus_client chooses), and its content type."""
+    encoder, content_type = choose_encoder(accept)
+    body = encoder(registry(collector))
+    if content_type.startswith(OPENMETRICS.split(";")[0]):
+        return body, content_type
+    return exact_integers(body.decode("utf-8")).encode("utf-8"), content_type
+
+
+def render(runtime: Runtime, now: float | None = None) -> str:
+    """`seer metrics`: the classic text format."""
+    return exact_integers(generate_latest(registry(SeerCollector(runtime, now))).decode("utf-8"))
 
 
 def is_loopback(host: str) -> bool:
@@ -166,27 +189,28 @@ REQUEST_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16
 
 
-class _Cached:
-    """One rendering shared by every scrape within CACHE_SECONDS; `release` runs after each
-    render in the rendering thread (the ledger's per-thread connection is closed there)."""
+class _Cached(Collector):
+    """A collector read at most once per CACHE_SECONDS, whatever the number of scrapes; `release`
+    runs after each read in the reading thread (the ledger's per-thread connection is closed
+    there)."""
 
-    def __init__(self, make: Callable[[], str], release: Callable[[], None] | None) -> None:
-        self.make, self.release = make, release
+    def __init__(self, source: Collector, release: Callable[[], None] | None) -> None:
+        self.source, self.release = source, release
         self.lock = threading.Lock()
-        self.text: str | None = None
+        self.families: list[Metric] | None = None
         self.at = 0.0
 
-    def get(self) -> str:
+    def collect(self) -> list[Metric]:
         with self.lock:
             now = time.monotonic()
-            if self.text is None or now - self.at >= CACHE_SECONDS:
+            if self.families is None or now - self.at >= CACHE_SECONDS:
                 try:
-                    self.text = self.make()
+                    self.families = list(self.source.collect())
                 finally:
                     if self.release is not None:
                         self.release()
                 self.at = now
-            return self.text
+            return self.families
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -220,13 +244,13 @@ class _Server(http.server.ThreadingHTTPServer):
 def serve(
     host: str,
     port: int,
-    make_text: Callable[[], str],
+    collector: Collector,
     ready: threading.Event | None = None,
     release: Callable[[], None] | None = None,
     max_connections: int = MAX_CONNECTIONS,
 ) -> http.server.ThreadingHTTPServer:
     """Serves GET /metrics; returns the server (call serve_forever, or shutdown)."""
-    cached = _Cached(make_text, release)
+    cached = _Cached(collector, release)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         timeout = REQUEST_TIMEOUT
@@ -236,17 +260,17 @@ def serve(
                 self.send_error(404, "only /metrics is served")
                 return
             try:
-                body = cached.get().encode("utf-8")
+                body, content_type = encode(cached, self.headers.get("Accept", ""))
             except Exception as exc:  # the scrape fails, the exporter stays up
                 self.send_error(503, f"cannot read the ledger: {type(exc).__name__}")
                 return
             self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args) -> None:
+        def log_message(self, format: str, *args: object) -> None:
             pass  # a scrape every 15 s would flood the terminal
 
     server = _Server((host, port), Handler, max_connections)
