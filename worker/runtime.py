@@ -14,8 +14,7 @@ from typing import Any
 from worker.cas.store import ContentStore
 from worker.fleet import control
 from worker.layout import Layout, apply_umask
-from worker.ledger import migrations
-from worker.ledger.sqlite import Ledger, check_supported, open_ledger
+from worker.ledger import Ledger, check_database_supported, migrations, open_ledger
 from worker.memory.compaction import Compactor
 from worker.memory.service import MemoryService
 from worker.parcels.postmaster import Postmaster
@@ -34,7 +33,7 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
         settings = settings or load_settings()
-        check_supported(settings)
+        check_database_supported(settings)
         check_queue_supported(settings)
         layout = Layout.from_settings(settings)
         apply_umask(layout)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from worker.files import append_json_line
 from worker.identity import Owner, current_owner, is_alive
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 
 log = logging.getLogger("seer.compaction")
 
@@ -152,11 +152,11 @@ class Compactor:
         owner = current_owner()
         started = time.time()
         with self.ledger.write():
-            run_id = self.ledger.execute(
+            run_id = self.ledger.scalar(
                 "INSERT INTO compaction_runs (trigger, agent_id, dry_run, started_at, status, "
-                "owner) VALUES (?, ?, ?, ?, 'running', ?)",
+                "owner) VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
                 (trigger, agent, int(dry_run), started, owner.token),
-            ).lastrowid
+            )
         agents_touched = keys = 0
         status, error = "ok", None
         try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import peewee
 
 from worker.fleet import control
+from worker.ledger.errors import LedgerError
 from worker.parcels import failures
 from worker.parcels import intake as parcels
 from worker.runtime import Runtime
@@ -185,7 +186,7 @@ def running_consumers(ledger, layout) -> list[str]:
     )
     try:
         registered = consumers.consumers(ledger)
-    except (peewee.DatabaseError, sqlite3.DatabaseError):
+    except LedgerError:
         registered = []  # a ledger rolled back past migration 2 has no control table
     running.update(f"seer-{c.queue}" for c in registered if c.alive)
     return sorted(running)
