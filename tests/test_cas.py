@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import multiprocessing
 import os
+import pickle
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from worker import files
 from worker.cas import errors as cas_errors
 from worker.cas import store as cas
+from worker.cas.base import BlobStat, BlobStore
 from worker.cas.store import (
     BlobNotFound,
     CasError,
@@ -605,3 +608,112 @@ def test_an_intact_blob_is_not_rewritten_by_a_put(store: ContentStore) -> None:
     inode = os.stat(store.path_for(digest)).st_ino
     assert not store.put(data).created and not store.put_many([data])[0].created
     assert os.stat(store.path_for(digest)).st_ino == inode
+
+
+# -- the BlobStore interface, with a second backend ---------------------------------------------
+
+
+class MemoryStore(BlobStore):
+    """A backend with no paths at all, as an object store would be: only the abstract methods,
+    so everything else runs on the interface's generic versions."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.modified: dict[str, float] = {}
+        self.now = now
+
+    def put_many(self, items: Sequence[bytes]) -> list[PutResult]:
+        results = []
+        for data in items:
+            digest = sha(data)
+            created = digest not in self.blobs
+            self.blobs[digest] = bytes(data)
+            self.modified[digest] = self.now
+            results.append(PutResult(digest, len(data), created))
+        return results
+
+    def open(self, digest: str) -> io.BytesIO:
+        try:
+            return io.BytesIO(self.blobs[validate_digest(digest)])
+        except KeyError:
+            raise BlobNotFound(f"no blob {digest}") from None
+
+    def exists(self, digest: str) -> bool:
+        return validate_digest(digest) in self.blobs
+
+    def stat(self, digest: str) -> BlobStat | None:
+        data = self.blobs.get(validate_digest(digest))
+        return None if data is None else BlobStat(len(data), self.modified[digest])
+
+    def iter_blobs(self, prefix: str | None = None) -> Iterator[tuple[str, int]]:
+        for digest in sorted(self.blobs):
+            if prefix is None or digest.startswith(prefix):
+                yield digest, len(self.blobs[digest])
+
+    def remove(self, digest: str) -> bool:
+        self.modified.pop(validate_digest(digest), None)
+        return self.blobs.pop(digest, None) is not None
+
+
+def test_generic_reads_verify_on_any_backend(tmp_path: Path) -> None:
+    memory = MemoryStore()
+    first, again = memory.put_many([b"one", b"one"])
+    assert first.created and not again.created
+    assert memory.read(first.digest) == b"one" and memory.size_of(first.digest) == 3
+    assert memory.check(first.digest) is True and memory.check(GOOD) is None
+    assert memory.sizes() == {first.digest: 3} == memory.sizes([first.digest[:2]])
+    memory.copy_to(first.digest, tmp_path / "out.bin", mode=0o600)
+    assert (tmp_path / "out.bin").read_bytes() == b"one"
+    assert mode_of(tmp_path / "out.bin") == 0o600
+    memory.blobs[first.digest] = b"two"
+    assert memory.check(first.digest) is False
+    with pytest.raises(CorruptBlob):
+        memory.read(first.digest)
+    with pytest.raises(CorruptBlob):
+        memory.copy_to(first.digest, tmp_path / "bad.bin")
+    assert not (tmp_path / "bad.bin").exists()
+    assert memory.move_out(first.digest, tmp_path / "quarantined.blob")
+    assert (tmp_path / "quarantined.blob").read_bytes() == b"two"
+    assert not memory.exists(first.digest) and not memory.move_out(first.digest, tmp_path / "x")
+    with pytest.raises(BlobNotFound):
+        memory.size_of(first.digest)
+
+
+def test_replicate_between_backends(store: ContentStore, tmp_path: Path) -> None:
+    memory = MemoryStore()
+    local = store.put(b"from disk").digest
+    remote = memory.put(b"from memory").digest
+    assert store.replicate(local, memory) == "copied"
+    assert memory.read(local) == b"from disk"
+    assert memory.replicate(remote, store) == "copied"
+    assert store.read(remote) == b"from memory"
+    assert memory.replicate(remote, store) == "present"
+    # Local to local: a reflink where the filesystem has them, else a copy; never a hard link.
+    other = ContentStore(tmp_path / "other", file_mode=0o640)
+    assert store.replicate(local, other) in ("cloned", "copied")
+    other.sync()
+    assert other.read(local) == b"from disk"
+    assert os.stat(other.path_for(local)).st_nlink == 1
+    assert mode_of(other.path_for(local)) == 0o640
+    assert not list((tmp_path / "other").rglob("*.tmp"))
+    flip_first_byte(store.path_for(remote))
+    with pytest.raises(CorruptBlob):
+        store.replicate(remote, other)
+    with pytest.raises(BlobNotFound):
+        store.replicate(GOOD, other)
+    assert not list((tmp_path / "other").rglob("*.tmp"))
+
+
+def test_content_store_travels_to_a_forked_walker_as_its_configuration(
+    tmp_path: Path,
+) -> None:
+    store = ContentStore(tmp_path / "cas", file_mode=0o640, dir_mode=0o750, base=tmp_path)
+    digest = store.put(b"pickled").digest
+    copy = pickle.loads(pickle.dumps(store))
+    assert (copy.root, copy.file_mode, copy.dir_mode, copy.base) == (
+        store.root,
+        0o640,
+        0o750,
+        tmp_path,
+    )
+    assert copy.sizes() == store.sizes() == {digest: 7}

@@ -15,6 +15,7 @@ import pytest
 from seer_console import cli as cli_module
 from seer_console.cli.cas import register as add_cas_commands
 from tests.helpers import parcel
+from tests.test_cas import MemoryStore
 from worker.cas import tools as cas_tools
 from worker.cas.tools import BlobInfo, CasStats
 from worker.parcels import intake as parcels
@@ -576,3 +577,40 @@ def test_verify_repair_quarantines_and_restores_from_a_parcel_still_holding_the_
     # Run again: nothing more to quarantine, the lost one is still said to be lost.
     again = cli("cas", "verify", "--repair", "--json")
     assert again.code == 1 and again.json()["repair"]["unrecoverable"] == [lost]
+
+
+# -- through the interface only -----------------------------------------------------------------
+
+
+def test_the_tools_need_nothing_but_the_blob_store_interface(runtime, tmp_path):
+    """verify, repair, reconcile and gc on a backend without paths (as an object store)."""
+    filled(runtime)
+    memory = MemoryStore(now=OLD)
+    for digest, _ in runtime.store.iter_blobs():
+        assert runtime.store.replicate(digest, memory) == "copied"
+    assert cas_tools.verify(runtime.ledger, memory).clean
+    assert cas_tools.reconcile(runtime.ledger, memory, repair=False).in_step
+
+    damaged = attachment_hash(0)
+    memory.blobs[damaged] = b"notes X"
+    # A parcel still queued holds the same bytes: repair takes them from it.
+    parcels.queue_parcels(
+        runtime.ledger,
+        [parcels.validate(parcel("agent-9", 9, attachment="notes 0"), 1 << 20)],
+    )
+    report = cas_tools.verify(runtime.ledger, memory)
+    assert [b.hash for b in report.corrupt] == [damaged]
+    fixed = cas_tools.repair(
+        runtime.ledger, memory, report, tmp_path / "quarantine", redact=True, now=NOW
+    )
+    assert fixed.restored == (damaged,) and fixed.complete
+    assert Path(fixed.quarantined[0]).read_bytes() == b"notes X"
+    assert memory.read(damaged) == b"notes 0"
+
+    age_all(runtime, OLD)
+    dropped = attachment_hash(1)
+    unreference(runtime, dropped)
+    done = cas_tools.gc(runtime.ledger, memory, grace=DAY, now=NOW)
+    assert done.removed == (BlobInfo(dropped, len(b"notes 1")),)
+    assert not memory.exists(dropped)
+    assert cas_tools.reconcile(runtime.ledger, memory).in_step
