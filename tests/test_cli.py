@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import json
@@ -868,3 +869,52 @@ def test_every_manual_monitor_storage_run_but_a_dry_run_logs_its_report(runtime,
         assert len(reports()) == logged, flags
     # The drill logs the real report, not the pretended usage.
     assert reports()[-1]["level"] == "ok" and reports()[-1]["cas_bytes"] == 0
+
+
+# -- layers and exit codes ----------------------------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _trees(folder: str):
+    for path in sorted((PROJECT / folder).rglob("*.py")):
+        yield path, ast.parse(path.read_text(), str(path))
+
+
+def test_cli_modules_import_no_private_name_of_another():
+    for path, tree in _trees("seer_console/cli"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("seer_console"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_the_domain_neither_prints_nor_imports_the_console():
+    for path, tree in _trees("worker"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id != "print", f"{path}:{node.lineno} prints"
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not [n for n in names if n.split(".")[0] == "seer_console"], path
+
+
+def test_exit_codes_are_named_and_keep_their_values():
+    from seer_console.cli import ExitCode
+    from worker.monitoring.status import Health
+
+    assert [(h.name, int(h)) for h in Health] == [
+        ("OK", 0),
+        ("WARNING", 1),
+        ("CRITICAL", 2),
+        ("UNKNOWN", 3),
+    ]
+    assert Health.of("warning") is Health.WARNING and Health.of("no such level") is Health.UNKNOWN
+    assert (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE) == (0, 1, 2)
+    # supervisorctl's own, for `seer supervisor`.
+    assert (ExitCode.NOT_RUNNING, ExitCode.UNREACHABLE) == (3, 4)

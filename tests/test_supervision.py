@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import psutil
+import pytest
+from supervisor.states import ProcessStates, getProcessStateDescription
+from supervisor.xmlrpc import Faults
 
 from tests.helpers import wait_for
 from worker.fleet import supervision
@@ -64,3 +67,51 @@ def test_up_runs_both_consumers_idempotently_and_down_stops_them(runtime, cli):
 def test_supervisor_unreachable_is_reported_in_status(runtime, cli):
     result = cli("status")
     assert "supervisor not reachable" in result.out
+
+
+def _program(code: int) -> supervision.ProgramInfo:
+    name = getProcessStateDescription(code)
+    return supervision.ProgramInfo(
+        "seer-postmaster", "seer-postmaster", name, 42, 100.0, 160.0, 0, "", "", code=code
+    )
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def start(self, name: str) -> None:
+        self.calls.append(("start", name))
+
+    def stop(self, name: str) -> None:
+        self.calls.append(("stop", name))
+
+
+def test_control_reads_supervisors_own_states():
+    """STARTING and BACKOFF count as started, as supervisord's ALREADY_STARTED does; only
+    RUNNING has an uptime."""
+    for code in (ProcessStates.STARTING, ProcessStates.BACKOFF, ProcessStates.RUNNING):
+        info, sup = _program(code), _Recorder()
+        assert info.started and not info.stopped
+        assert "already running" in supervision.control(sup, info, "start")
+        assert sup.calls == []
+        assert info.uptime == (60.0 if code == ProcessStates.RUNNING else 0.0)
+    for code in (ProcessStates.STOPPED, ProcessStates.EXITED, ProcessStates.FATAL):
+        info, sup = _program(code), _Recorder()
+        assert info.stopped and not info.started
+        supervision.control(sup, info, "restart")
+        assert sup.calls == [("start", "seer-postmaster")]
+
+
+def test_a_refusal_carries_supervisors_fault_code(runtime, cli):
+    try:
+        assert cli("up").code == 0
+        sup = supervision.Supervisor(supervision.socket_path(runtime.layout))
+        with pytest.raises(supervision.SupervisorError) as refused:
+            sup.start("seer-postmaster")
+        assert refused.value.fault == Faults.ALREADY_STARTED and not refused.value.unreachable
+    finally:
+        cli("down")
+    with pytest.raises(supervision.SupervisorError) as unreachable:
+        sup.start("seer-postmaster")
+    assert unreachable.value.unreachable and unreachable.value.fault is None
