@@ -7,7 +7,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from worker.cas.errors import validate_digest
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 from worker.redaction import redact_value
 
 SCHEME = "fe://artifacts/by-task/"

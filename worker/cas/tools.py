@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from worker.cas.base import PREFIXES, BlobStat, BlobStore
 from worker.cas.errors import is_valid_digest
 from worker.files import CHUNK_SIZE, make_dir
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 
 # Small write transactions: the Postmaster commits between them instead of waiting on us.
 BATCH_SIZE = 500
