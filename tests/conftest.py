@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ class Consumer:
 
 
 @pytest.fixture
-def consumers(env: dict[str, str], tmp_path: Path) -> Iterator[callable]:
+def consumers(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Consumer]]:
     started: list[Consumer] = []
 
     def start(queue: str = "postmaster") -> Consumer:

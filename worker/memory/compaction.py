@@ -219,6 +219,8 @@ class Compactor:
 
     def get(self, run_id: int) -> Run:
         row = self.ledger.row(f"SELECT {_COLUMNS} FROM compaction_runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise LookupError(f"no compaction run {run_id}")
         return _run(row)
 
     def recent(self, limit: int = 20) -> list[Run]:

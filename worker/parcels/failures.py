@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from worker.ledger import Ledger
 from worker.redaction import redact_value
@@ -23,7 +23,7 @@ def list_failed(ledger: Ledger, limit: int = 100) -> list[dict[str, Any]]:
         f"SELECT {_SUMMARY} FROM parcels WHERE state = 'failed' ORDER BY finished_at DESC LIMIT ?",
         (limit,),
     )
-    return [redact_value(row) for row in rows]
+    return [cast(dict[str, Any], redact_value(row)) for row in rows]
 
 
 def parcel(ledger: Ledger, parcel_id: str) -> dict[str, Any] | None:
@@ -39,7 +39,7 @@ def parcel(ledger: Ledger, parcel_id: str) -> dict[str, Any] | None:
         return None
     if row["payload"] is not None:
         row["payload"] = json.loads(row["payload"])
-    return redact_value(row)
+    return cast(dict[str, Any], redact_value(row))
 
 
 def retry(ledger: Ledger, parcel_id: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from worker.ledger import Ledger
 from worker.redaction import redact_value
@@ -20,7 +20,7 @@ def _message(row: dict[str, Any]) -> dict[str, Any]:
         "headers": json.loads(row["headers"]),
         "envelope": json.loads(row["envelope"]),
     }
-    return redact_value(message)
+    return cast(dict[str, Any], redact_value(message))
 
 
 def messages(

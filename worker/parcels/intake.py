@@ -70,6 +70,7 @@ def validate(parcel: Any, max_size: int, size: int | None = None) -> dict[str, A
             f"unknown field {unknown[0]!r}: a parcel has only " + ", ".join(ALLOWED_KEYS)
         )
     to_agent = _short_id(parcel.get("to_agent_id"), "to_agent_id", required=True)
+    assert to_agent is not None  # required: refused, never None
     shown = redact_text(to_agent)
     if shown != to_agent:
         # An inbox is addressed by it, so it cannot be redacted on the way: it is refused.
@@ -185,8 +186,8 @@ def parse_input(raw: bytes, max_size: int) -> list[dict[str, Any]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ParcelError(f"line {line}: not valid UTF-8 (byte {exc.start})") from None
+        at = raw[: exc.start].count(b"\n") + 1
+        raise ParcelError(f"line {at}: not valid UTF-8 (byte {exc.start})") from None
     if not text.strip():
         raise ParcelError("no parcel given: the input is empty")
     try:

@@ -15,7 +15,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from worker.cas.artifacts import artifact_uri
 from worker.cas.store import ContentStore, DiskFull
@@ -191,11 +191,11 @@ class Postmaster:
             }
             needed = sum(new.values())
             if in_use + needed > self.settings.cas_max_size:
-                exc = PermanentFailure(
+                over = PermanentFailure(
                     f"CAS quota exceeded: this parcel needs {needed} more bytes, {in_use} of "
                     f"{self.settings.cas_max_size} are in use (ORCHESTRATION_CAS_MAX_SIZE)"
                 )
-                outcome.failures.append(Failure(claimed, exc, True))
+                outcome.failures.append(Failure(claimed, over, True))
                 continue
             in_use += needed
             known.update(new)
@@ -250,9 +250,9 @@ class Postmaster:
             data = stored_bytes(attachment, redact)
             digest = hashlib.sha256(data).hexdigest()
             filename = text(attachment.filename)
-            name = redact_key(attachment.name, entries) if redact else attachment.name
+            name = cast(str, redact_key(attachment.name, entries)) if redact else attachment.name
             uri = artifact_uri(task, digest, filename)
-            entry = {
+            entry: dict[str, Any] = {
                 "uri": uri,
                 "hash": digest,
                 "size": len(data),
@@ -303,9 +303,14 @@ class Postmaster:
                 now,
             )
         )
-        envelope = redact_value(parcel["envelope"]) if redact else dict(parcel["envelope"])
+        envelope = cast(
+            dict[str, Any],
+            redact_value(parcel["envelope"]) if redact else dict(parcel["envelope"]),
+        )
         envelope["attachments"] = entries
-        headers = redact_value(parcel["headers"]) if redact else dict(parcel["headers"])
+        headers = cast(
+            dict[str, Any], redact_value(parcel["headers"]) if redact else dict(parcel["headers"])
+        )
         headers.update(
             {
                 "parcel_id": parcel_id,
