@@ -12,14 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.peers import WEBHOOK_PATH, SlackPeer, SmtpPeer
-from worker.alerts.channels import (
-    EmailChannel,
-    LogChannel,
-    Notification,
-    SendResult,
-    SlackChannel,
-    channels_from_settings,
-)
+from worker.alerts.channels import LogChannel, Notification, SendResult, channels_from_settings
+from worker.alerts.channels.mail import EmailChannel
+from worker.alerts.channels.slack import SlackChannel
 from worker.layout import Layout
 from worker.settings import load_settings
 

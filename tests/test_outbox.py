@@ -10,7 +10,9 @@ import pytest
 from tests.helpers import other_ledger, wait_for
 from tests.peers import SlackPeer, SmtpPeer
 from worker.alerts import outbox
-from worker.alerts.channels import EmailChannel, LogChannel, Notification, SlackChannel
+from worker.alerts.channels import LogChannel, Notification
+from worker.alerts.channels.mail import EmailChannel
+from worker.alerts.channels.slack import SlackChannel
 from worker.alerts.outbox import DeliveryReport, deliver_due, enqueue
 
 T = 1_700_000_000.0

@@ -425,12 +425,13 @@ def test_a_webhook_url_that_cannot_be_sent_to_is_refused_at_load(
 
 def test_a_channel_that_cannot_be_built_never_stops_the_others(runtime, monkeypatch):
     from worker.alerts import channels, outbox
+    from worker.alerts.channels import slack
     from worker.monitoring import monitor
 
     def broken(*args, **kwargs):
         raise ValueError("Invalid IPv6 URL")
 
-    monkeypatch.setattr(channels, "SlackChannel", broken)
+    monkeypatch.setattr(slack, "SlackChannel", broken)
     monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", "https://hooks.example.com/services/x")
     from worker.runtime import Runtime
 
