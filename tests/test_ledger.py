@@ -1,0 +1,100 @@
+"""The ledger interface's promises (worker/ledger/base.py), on every backend the fixtures run."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.helpers import other_ledger
+from worker.ledger import LedgerBusy, LedgerCorrupt, LedgerError
+from worker.ledger.base import ParcelHead, batch_of
+
+
+def counter(ledger, name: str = "cas_bytes") -> int:
+    return ledger.scalar("SELECT value FROM counters WHERE name = ?", (name,))
+
+
+def test_a_read_sees_one_snapshot_whatever_commits_meanwhile(runtime):
+    ledger = runtime.ledger
+    writer = other_ledger(runtime)
+    try:
+        with ledger.read():
+            before = counter(ledger)
+            with writer.write():
+                writer.execute("UPDATE counters SET value = value + 5 WHERE name = 'cas_bytes'")
+            assert counter(ledger) == before
+            with ledger.read():  # reentrant: the same snapshot
+                assert counter(ledger) == before
+        assert counter(ledger) == before + 5
+    finally:
+        writer.close()
+
+
+def test_nothing_is_written_inside_a_read(runtime):
+    ledger = runtime.ledger
+    with ledger.read():
+        with pytest.raises(LedgerError, match="read"), ledger.write():
+            pass
+        with pytest.raises(LedgerError):
+            ledger.execute("UPDATE counters SET value = 1 WHERE name = 'cas_bytes'")
+    assert counter(ledger) == 0
+    # Afterwards the connection writes again, and a read inside a write is that write.
+    with ledger.write():
+        ledger.execute("UPDATE counters SET value = 2 WHERE name = 'cas_bytes'")
+        with ledger.read():
+            assert counter(ledger) == 2
+
+
+def test_insert_returning_commits_inside_a_write(runtime):
+    ledger = runtime.ledger
+    with ledger.write():
+        first = ledger.scalar(
+            "INSERT INTO compaction_runs (trigger, started_at, status) "
+            "VALUES ('manual', 1, 'ok') RETURNING id"
+        )
+        second = ledger.scalar(
+            "INSERT INTO compaction_runs (trigger, started_at, status) "
+            "VALUES ('manual', 2, 'ok') RETURNING id"
+        )
+    assert second == first + 1
+    assert ledger.scalar("SELECT count(*) FROM compaction_runs") == 2
+
+
+def test_driver_errors_come_out_as_ledger_errors(runtime):
+    ledger = runtime.ledger
+    with pytest.raises(LedgerError, match="no such table: nowhere") as raised:
+        ledger.rows("SELECT * FROM nowhere")
+    assert not isinstance(raised.value, sqlite3.Error)
+    with pytest.raises(LedgerError, match="UNIQUE"), ledger.write():
+        ledger.execute("INSERT INTO counters (name, value) VALUES ('cas_bytes', 1)")
+    assert ledger.has_table("parcels") and not ledger.has_table("nowhere")
+
+
+def test_a_lock_held_too_long_is_ledger_busy(runtime):
+    impatient = other_ledger(runtime, lock_timeout=0.05)
+    try:
+        with runtime.ledger.write(), pytest.raises(LedgerBusy), impatient.write():
+            pass
+        with impatient.write():  # free again
+            pass
+    finally:
+        impatient.close()
+
+
+def test_a_damaged_ledger_is_ledger_corrupt(runtime):
+    runtime.close()
+    runtime.layout.ledger_db.write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        runtime.layout.ledger_db.with_name("ledger.db" + suffix).unlink(missing_ok=True)
+    with pytest.raises(LedgerCorrupt):
+        runtime.ledger.scalar("SELECT 1 FROM counters")
+
+
+def test_a_claim_takes_an_isolated_parcel_alone_and_stops_at_the_byte_bound():
+    heads = [ParcelHead(1, 10, 0), ParcelHead(2, 10, 0), ParcelHead(3, 10, 1)]
+    assert [h.seq for h in batch_of(heads, 100)] == [1, 2]
+    assert [h.seq for h in batch_of(heads, 15)] == [1]
+    assert [h.seq for h in batch_of(heads[2:], 100)] == [3]
+    assert [h.seq for h in batch_of([ParcelHead(4, 500, 0)], 100)] == [4]
+    assert batch_of([], 100) == []
