@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
 
 from tests.helpers import parcel, wait_for
-from worker.monitoring import metrics
+from worker.monitoring import exporter, metrics
 from worker.parcels import intake as parcels
 from worker.schedules import Every
 
@@ -125,3 +130,40 @@ def test_two_scheduler_consumers_sample_once_per_slot(runtime, consumers, monkey
     slots_spanned = (max(taken) - min(taken)) / 5 + 1
     assert len(taken) <= slots_spanned + 1, (len(taken), slots_spanned)
     assert first.proc.poll() is None and second.proc.poll() is None
+
+
+def test_exporter_speaks_openmetrics_when_asked_with_the_same_names(runtime):
+    collector = exporter.SeerCollector(runtime, now=1000.0)
+    classic, content_type = exporter.encode(collector)
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert classic.decode() == exporter.render(runtime, now=1000.0)
+    assert (
+        "# TYPE seer_parcels_delivered_total counter\nseer_parcels_delivered_total 0\n"
+        in classic.decode()
+    )
+    scraper = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    body, content_type = exporter.encode(collector, scraper)
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    assert "# TYPE seer_parcels_delivered counter\nseer_parcels_delivered_total 0.0\n" in text
+    # A registry of its own: no process_ or python_ metrics of prometheus_client's default one.
+    samples = [line for line in text.splitlines() if not line.startswith("#")]
+    assert samples and all(line.startswith("seer_") for line in samples)
+
+
+def test_exporter_answers_503_when_the_ledger_cannot_be_read():
+    class Unreadable:
+        def collect(self):
+            raise OSError("the ledger is gone")
+
+    server = exporter.serve("127.0.0.1", 0, Unreadable())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 503
+    finally:
+        server.shutdown()
+        server.server_close()
