@@ -10,14 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The no-follow helpers live with the other file helpers; importers of this module keep them.
-from worker.files import (  # noqa: F401
-    UnsafeEntry,
-    append_json_line,
-    link_refused,
-    open_child_dir,
-    open_dir_below,
-)
+# UnsafeEntry lives with the file helpers; it is imported from here too.
+from worker.files import UnsafeEntry, append_json_line, link_refused, open_child_dir
 from worker.settings import Settings
 
 MARKER = ".seer-root"
