@@ -10,7 +10,7 @@ from typing import Protocol
 from worker.alerts import alerting, outbox
 from worker.alerts.channels import Notification, channels_from_settings
 from worker.layout import Layout
-from worker.ledger.sqlite import Ledger
+from worker.ledger import Ledger
 from worker.monitoring import metrics, rules
 from worker.settings import Settings
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import humanize
 
-from worker.ledger.sqlite import Ledger
+from worker.alerts.alerting import Reading
+from worker.ledger import Ledger
 from worker.memory import compaction
 from worker.monitoring import metrics
 from worker.settings import Settings
@@ -29,14 +30,6 @@ class Inputs:
     queue_depth: int
     failed_last_hour: int
     compaction_failures_day: int
-
-
-@dataclass(frozen=True)
-class Reading:
-    rule: str
-    level: str
-    value: float
-    summary: str  # one line: what is measured against which line
 
 
 def read_inputs(ledger: Ledger, now: float | None = None) -> Inputs:

@@ -7,7 +7,6 @@ of its own, and `revoke_all` would throw parcels away.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ class SeerSqliteStorage(SqliteStorage):
         self._synchronous = synchronous
         super().__init__(*args, **kwargs)
 
-    def _create_connection(self) -> sqlite3.Connection:
+    def _create_connection(self) -> Any:  # Huey's sqlite3 connection
         conn = super()._create_connection()
         conn.execute(f"pragma synchronous={self._synchronous.upper()}")
         return conn
