@@ -11,7 +11,7 @@ from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
-from worker.cas.store import ContentStore
+from worker.cas import BlobStore, open_store
 from worker.fleet import control
 from worker.layout import Layout, apply_umask
 from worker.ledger import Ledger, check_database_supported, migrations, open_ledger
@@ -28,7 +28,7 @@ class Runtime:
     settings: Settings
     layout: Layout
     ledger: Ledger
-    store: ContentStore
+    store: BlobStore
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
@@ -43,10 +43,7 @@ class Runtime:
         ledger = open_ledger(layout, settings)
         if check_schema:
             migrations.check_schema(ledger)
-        store = ContentStore(
-            layout.cas, file_mode=layout.file_mode, dir_mode=layout.dir_mode, base=layout.root
-        )
-        return cls(settings, layout, ledger, store)
+        return cls(settings, layout, ledger, open_store(layout))
 
     @cached_property
     def queues(self) -> Queues:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 from worker.cas.artifacts import artifact_uri
-from worker.cas.store import ContentStore, DiskFull
+from worker.cas.base import BlobStore
+from worker.cas.errors import DiskFull
 from worker.fleet import control
 from worker.identity import Owner, current_owner, is_alive
 from worker.ledger import ClaimedParcel, Ledger
@@ -103,7 +104,7 @@ def _error_text(exc: BaseException) -> str:
 
 class Postmaster:
     def __init__(
-        self, ledger: Ledger, store: ContentStore, settings: Settings, owner: Owner | None = None
+        self, ledger: Ledger, store: BlobStore, settings: Settings, owner: Owner | None = None
     ) -> None:
         self.ledger = ledger
         self.store = store
