@@ -10,16 +10,16 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import peewee
-
 from seer_console import output
 from worker.ledger.errors import LedgerError
 from worker.runtime import Runtime
 from worker.settings import parse_duration
 
-# Until the ledger turns every driver error into a LedgerError, peewee's and sqlite3's may
-# still surface (the hot paths used sqlite3 directly): this is the one place that names them.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (LedgerError, peewee.DatabaseError, sqlite3.Error)
+# The ledger turns its driver's errors into LedgerError. Two SQLite files are still read
+# around it, and their driver's errors still surface: the queue's (Huey's storage: `seer init`
+# on a damaged queue.db) and backup's online copy of a damaged ledger. This is the one place
+# that names sqlite3; it goes when those raise errors of their own.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
 
 
 class ExitCode(enum.IntEnum):

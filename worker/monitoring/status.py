@@ -8,9 +8,9 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+from worker.alerts.alerting import Reading
 from worker.fleet import consumers, control, supervision
 from worker.monitoring import metrics, rules
-from worker.monitoring.rules import Reading
 from worker.runtime import Runtime
 
 
