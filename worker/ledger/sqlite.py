@@ -163,7 +163,7 @@ class SqliteLedger(Ledger):
             if _is_disk_full(exc) and not isinstance(exc, LedgerDiskFull):
                 raise self._disk_full(exc) from exc
             if isinstance(exc, _DRIVER_ERRORS):
-                # Raw statements of callers not yet moved to execute() (the CAS tools).
+                # Statements run on the raw connection (benches, tests) are translated too.
                 raise self._translated(exc) from exc
             raise
         local.depth = depth
