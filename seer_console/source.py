@@ -121,15 +121,15 @@ def _active_alerts(
         if reading.level == "ok":
             continue
         before = stored.get(reading.rule)
-        same = before is not None and before.level == reading.level
+        kept = before if before is not None and before.level == reading.level else None
         found.append(
             alerting.RuleState(
                 reading.rule,
                 reading.level,
                 reading.value,
                 reading.summary,
-                before.since if same else now,
-                before.notified_at if same else None,
+                kept.since if kept else now,
+                kept.notified_at if kept else None,
                 now,
             )
         )
@@ -153,6 +153,7 @@ class SnapshotSource:
         self._processes: dict[int, psutil.Process] = {}
         self._failures: tuple[FailureRow, ...] = ()
         self._failures_version: tuple[int, int] | None = None
+        self._channels: tuple[object, tuple[str, ...]] | None = None
         self.host = socket.gethostname()
 
     @property
@@ -189,38 +190,49 @@ class SnapshotSource:
 
     def read(self, now: float | None = None, tracked: tuple[str, ...] = ()) -> ConsoleSnapshot:
         from worker.alerts import alerting, outbox
-        from worker.alerts.channels import channels_from_settings
         from worker.ledger import migrations
-        from worker.memory import compaction
         from worker.monitoring import metrics, rules, status
         from worker.parcels import failures
+        from worker.parcels import intake as parcels
 
         now = time.time() if now is None else now
         runtime = self._with_current_settings()
         ledger = runtime.ledger
-        try:
-            migrations.check_schema(ledger)
-        except migrations.SchemaMismatch as exc:
-            found, supervisor = status.consumer_statuses(runtime, with_ledger=False)
-            behind = migrations.current_version(ledger) < migrations.LATEST
-            reason = "schema behind: run seer migrate" if behind else "schema ahead of the code"
-            partial = PartialSnapshot(reason, self._workers(runtime, found, now), supervisor)
-            raise SchemaBehind(f"{reason} ({exc})", partial) from None
-        snap = status.snapshot(runtime, now=now)
-        samples = metrics.history(ledger, now - HISTORY_SECONDS)
-        warning, critical = rules.cas_lines(runtime.settings)
-        # The failure list only changes when a parcel fails, is retried or purged: both
-        # counters tell, so an unchanged list is neither read again nor compared again.
-        version = (snap.parcels["failed"], metrics.counters(ledger).get("failed_total", 0))
-        if version != self._failures_version:
-            self._failures = tuple(
-                FailureRow(
-                    f["id"], f["to_agent_id"], f["error"] or "", f["attempts"], f["failed_at"]
+        # supervisord first, outside the ledger's read transaction: a slow answer must not
+        # hold the snapshot (and the WAL behind it) open.
+        view = status.supervisor_view(runtime.layout)
+        # One read transaction: every figure on screen is of the same moment, and a delivery
+        # committing halfway through cannot show as both queued and delivered.
+        with ledger.read():
+            try:
+                migrations.check_schema(ledger)
+            except migrations.SchemaMismatch as exc:
+                found, supervisor = status.consumer_statuses(runtime, with_ledger=False, view=view)
+                behind = migrations.current_version(ledger) < migrations.LATEST
+                reason = "schema behind: run seer migrate" if behind else "schema ahead of the code"
+                partial = PartialSnapshot(reason, self._workers(runtime, found, now), supervisor)
+                raise SchemaBehind(f"{reason} ({exc})", partial) from None
+            counts = metrics.counters(ledger)
+            inputs = rules.read_inputs(ledger, now, counts=counts)
+            snap = status.snapshot(runtime, now=now, view=view, counts=counts, inputs=inputs)
+            samples = metrics.history(ledger, now - HISTORY_SECONDS)
+            # The failure list only changes when a parcel fails, is retried or purged: both
+            # counters tell, so an unchanged list is neither read again nor compared again.
+            version = (snap.parcels["failed"], counts.get("failed_total", 0))
+            if version != self._failures_version:
+                self._failures = tuple(
+                    FailureRow(
+                        f["id"], f["to_agent_id"], f["error"] or "", f["attempts"], f["failed_at"]
+                    )
+                    for f in failures.list_failed(ledger, FAILURE_ROWS)
                 )
-                for f in failures.list_failed(ledger, FAILURE_ROWS)
-            )
-            self._failures_version = version
-        failed = self._failures
+                self._failures_version = version
+            growth = metrics.growth_per_day(ledger, now)
+            alerts = _active_alerts(snap.readings, alerting.states(ledger), now)
+            deliveries = tuple(outbox.recent(ledger, DELIVERY_ROWS))
+            compactions = tuple(runtime.compactor().recent(COMPACTION_ROWS))
+            states = parcels.states_of(ledger, tracked)
+        warning, critical = rules.cas_lines(runtime.settings)
         return ConsoleSnapshot(
             taken_at=now,
             host=self.host,
@@ -228,25 +240,30 @@ class SnapshotSource:
             status=snap,
             depth_history=tuple(s.queue_depth for s in samples),
             cas_history=tuple(s.cas_bytes for s in samples),
-            growth_per_day=metrics.growth_per_day(ledger, now),
+            growth_per_day=growth,
             warning_bytes=warning,
             critical_bytes=critical,
-            failures=failed,
+            failures=self._failures,
             workers=self._workers(runtime, snap.consumers, now),
             queue_warning=runtime.settings.queue_warning,
             queue_critical=runtime.settings.queue_critical,
-            alerts=_active_alerts(snap.readings, alerting.states(ledger), now),
-            deliveries=tuple(outbox.recent(ledger, DELIVERY_ROWS)),
-            channels=tuple(channels_from_settings(runtime.settings, runtime.layout)),
-            compactions=tuple(runtime.compactor().recent(COMPACTION_ROWS)),
-            compaction_failures_24h=compaction.failures_per_day(ledger, now),
+            alerts=alerts,
+            deliveries=deliveries,
+            channels=self._channel_names(runtime),
+            compactions=compactions,
+            compaction_failures_24h=inputs.compaction_failures_day,
             next_compaction=_next_run(runtime.settings.compaction_cron, now),
-            tracked={
-                pid: row["state"]
-                for pid in tracked
-                if (row := ledger.row("SELECT state FROM parcels WHERE id = ?", (pid,)))
-            },
+            tracked=states,
         )
+
+    def _channel_names(self, runtime: Runtime) -> tuple[str, ...]:
+        """The configured channels, built again only when the settings change."""
+        from worker.alerts.channels import channels_from_settings
+
+        key = (runtime.settings, runtime.layout)
+        if self._channels is None or self._channels[0] != key:
+            self._channels = (key, tuple(channels_from_settings(*key)))
+        return self._channels[1]
 
     def _workers(
         self, runtime: Runtime, found: tuple[status.ConsumerStatus, ...], now: float

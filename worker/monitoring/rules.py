@@ -32,9 +32,12 @@ class Inputs:
     compaction_failures_day: int
 
 
-def read_inputs(ledger: Ledger, now: float | None = None) -> Inputs:
+def read_inputs(
+    ledger: Ledger, now: float | None = None, counts: dict[str, int] | None = None
+) -> Inputs:
+    """What the rules measure; `counts`, the ledger's counters if the caller has read them."""
     now = time.time() if now is None else now
-    counts = metrics.counters(ledger)
+    counts = metrics.counters(ledger) if counts is None else counts
     return Inputs(
         cas_bytes=counts.get("cas_bytes", 0),
         queue_depth=counts.get("parcels_queued", 0),

@@ -7,11 +7,32 @@ import enum
 import os
 import time
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from worker.alerts.alerting import Reading
 from worker.fleet import consumers, control, supervision
+from worker.layout import Layout
+from worker.ledger import Ledger
 from worker.monitoring import metrics, rules
-from worker.runtime import Runtime
+from worker.settings import Settings
+
+
+class _Doorbells(Protocol):
+    def pending_count(self) -> int: ...
+
+
+class Wired(Protocol):
+    """What the status report is given: settings, the storage root, the ledger and the queues
+    (a Runtime is one). Named here, so this module depends on those, not on the wiring."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def layout(self) -> Layout: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def queues(self) -> _Doorbells: ...
 
 
 class Health(enum.IntEnum):
@@ -82,24 +103,32 @@ class Snapshot:
         return asdict(self)
 
 
-def _counters(runtime: Runtime) -> dict[str, int]:
-    return {r["name"]: r["value"] for r in runtime.ledger.rows("SELECT name, value FROM counters")}
+@dataclass(frozen=True)
+class SupervisorView:
+    """supervisord's programs and how each last exited, as one answer read before the ledger."""
+
+    programs: tuple[supervision.ProgramInfo, ...]
+    exits: dict[str, supervision.LastExit]
+    state: str  # "running" or "not reachable"
+
+
+def supervisor_view(layout: Layout) -> SupervisorView:
+    sup = supervision.Supervisor(supervision.socket_path(layout), timeout=2.0)
+    try:
+        listed = sup.programs()
+        return SupervisorView(tuple(listed), sup.last_exits(listed), "running")
+    except supervision.SupervisorError:
+        return SupervisorView((), {}, "not reachable")
 
 
 def consumer_statuses(
-    runtime: Runtime, *, with_ledger: bool = True
+    runtime: Wired, *, with_ledger: bool = True, view: SupervisorView | None = None
 ) -> tuple[tuple[ConsumerStatus, ...], str]:
     """Each queue's consumer as supervisord and the ledger see it, and supervisord's state.
     Without the ledger (a schema behind the code) only supervisord's view is given."""
-    sup = supervision.Supervisor(supervision.socket_path(runtime.layout), timeout=2.0)
-    try:
-        listed = sup.programs()
-        exits = sup.last_exits(listed)
-        sup_state = "running"
-    except supervision.SupervisorError:
-        listed, exits = [], {}
-        sup_state = "not reachable"
-    programs = {p.name: p for p in listed}
+    view = view or supervisor_view(runtime.layout)
+    exits, sup_state = view.exits, view.state
+    programs = {p.name: p for p in view.programs}
     registered = consumers.consumers(runtime.ledger) if with_ledger else []
     restarts = consumers.restarts(runtime.ledger) if with_ledger else None
     found = []
@@ -127,11 +156,11 @@ def consumer_statuses(
 
 # Free space below two of the largest parcels: the next one may not fit in the ledger, the
 # queue and the CAS together.
-def _disk_margin(runtime: Runtime) -> int:
+def _disk_margin(runtime: Wired) -> int:
     return max(2 * runtime.settings.max_parcel_size, 1024**2)
 
 
-def disk_problems(runtime: Runtime) -> list[str]:
+def disk_problems(runtime: Wired) -> list[str]:
     """`disk full: PATH` for each filesystem of the storage root (the root, the CAS) that has
     less free space than a couple of parcels need."""
     import humanize
@@ -157,11 +186,11 @@ def disk_problems(runtime: Runtime) -> list[str]:
     return found
 
 
-def queue_problem(runtime: Runtime) -> str | None:
+def queue_problem(runtime: Wired) -> str | None:
     """What is wrong with the queue's storage, if it cannot be read (a damaged queue.db): no
     consumer can start and no doorbell rings, though every parcel is safe in the ledger."""
     try:
-        runtime.queues.postmaster.pending_count()
+        runtime.queues.pending_count()
     except Exception as exc:
         return (
             f"queue database cannot be read ({exc}): the workers cannot run; stop them, move "
@@ -170,10 +199,34 @@ def queue_problem(runtime: Runtime) -> str | None:
     return None
 
 
-def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
+def snapshot(
+    runtime: Wired,
+    now: float | None = None,
+    *,
+    view: SupervisorView | None = None,
+    counts: dict[str, int] | None = None,
+    inputs: rules.Inputs | None = None,
+) -> Snapshot:
+    """The report, its ledger part read in one read transaction (supervisord asked first).
+    A caller that has read the counters or the rules' inputs in its own transaction (the
+    console) passes them, so nothing is read twice."""
     now = time.time() if now is None else now
     ledger = runtime.ledger
-    counts = _counters(runtime)
+    view = view or supervisor_view(runtime.layout)
+    with ledger.read():
+        return _snapshot(runtime, now, view, counts, inputs)
+
+
+def _snapshot(
+    runtime: Wired,
+    now: float,
+    view: SupervisorView,
+    counts: dict[str, int] | None,
+    inputs: rules.Inputs | None,
+) -> Snapshot:
+    ledger = runtime.ledger
+    counts = metrics.counters(ledger) if counts is None else counts
+    inputs = rules.read_inputs(ledger, now, counts=counts) if inputs is None else inputs
     oldest = ledger.scalar(
         "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"
     )
@@ -181,9 +234,7 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
     backoff = control.backoff_state(ledger)
     if backoff and backoff.until < now - 60:
         backoff = None
-    failed_hour = ledger.scalar(
-        "SELECT count(*) FROM parcels WHERE state = 'failed' AND finished_at >= ?", (now - 3600,)
-    )
+    failed_hour = inputs.failed_last_hour
     queue = QueueStatus(
         runtime.settings.postmaster_queue,
         counts.get("parcels_queued", 0),
@@ -195,7 +246,7 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         backoff.reason if backoff else None,
         backoff.until if backoff else None,
     )
-    found, sup_state = consumer_statuses(runtime)
+    found, sup_state = consumer_statuses(runtime, view=view)
     problems: list[str] = []
     levels: list[str] = []
 
@@ -203,7 +254,7 @@ def snapshot(runtime: Runtime, now: float | None = None) -> Snapshot:
         problems.append(text)
         levels.append(level)
 
-    readings = rules.evaluate(runtime.settings, rules.read_inputs(ledger, now))
+    readings = rules.evaluate(runtime.settings, inputs)
     for reading in readings:
         if reading.level != "ok":
             problem(reading.summary, reading.level)

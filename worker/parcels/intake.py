@@ -261,3 +261,14 @@ def test_parcel(agent: str, now: float | None = None) -> dict[str, Any]:
             "hello.txt": {"content": "Seer Ops test parcel.\n", "mime_type": "text/plain"}
         },
     }
+
+
+def states_of(ledger: Ledger, parcel_ids: tuple[str, ...]) -> dict[str, str]:
+    """Each known parcel's state (queued, in_flight, delivered, failed); unknown ids are left
+    out. The console watches the test parcels it sent with it."""
+    found = {}
+    for parcel_id in parcel_ids:
+        row = ledger.row("SELECT state FROM parcels WHERE id = ?", (parcel_id,))
+        if row:
+            found[parcel_id] = row["state"]
+    return found
