@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from types import SimpleNamespace
-from typing import Any
 
 from worker.cas import BlobStore, open_store
 from worker.fleet import control
@@ -33,8 +31,7 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
         settings = settings or load_settings()
-        check_database_supported(settings)
-        check_queue_supported(settings)
+        check_supported(settings)
         layout = Layout.from_settings(settings)
         apply_umask(layout)
         layout.require_initialised()
@@ -50,14 +47,6 @@ class Runtime:
         queues = build_queues(self.settings, self.layout)
         queues.set_pause_check(lambda: control.is_paused(self.ledger))
         return queues
-
-    @property
-    def tasks(self) -> Any:
-        """Transitional, for callers not yet moved to worker.ops.jobs: registers the jobs."""
-        from worker.ops import jobs
-
-        jobs.register(self)
-        return SimpleNamespace(periodic=jobs.periodic(self.settings))
 
     def memory(self) -> MemoryService:
         s = self.settings
@@ -82,3 +71,9 @@ class Runtime:
     def close(self) -> None:
         self.ledger.close()
         self.store.close()
+
+
+def check_supported(settings: Settings) -> None:
+    """Refuses, as a settings error, a ledger database or a queue connection not built yet."""
+    check_database_supported(settings)
+    check_queue_supported(settings)

@@ -22,8 +22,8 @@ from seer_console.cli.common import (
 )
 from worker.layout import Layout
 from worker.ledger import migrations
-from worker.ledger.sqlite import check_supported
 from worker.ops import backup as backups
+from worker.runtime import check_supported
 from worker.settings import load_settings
 
 # A disk or a database failing under a copy: the command says so in one line.

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import argparse
 import enum
-import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from seer_console import output
 from worker.ledger.errors import LedgerError
+from worker.queue.errors import QueueError
 from worker.runtime import Runtime
 from worker.settings import parse_duration
 
-# The ledger turns its driver's errors into LedgerError. Two SQLite files are still read
-# around it, and their driver's errors still surface: the queue's (Huey's storage: `seer init`
-# on a damaged queue.db) and backup's online copy of a damaged ledger. This is the one place
-# that names sqlite3; it goes when those raise errors of their own.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
+# The ledger, the queue and backup's copy turn their drivers' errors into these: the CLI
+# never sees sqlite3's (or, later, a PostgreSQL or Redis driver's).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (LedgerError, QueueError)
 
 
 class ExitCode(enum.IntEnum):

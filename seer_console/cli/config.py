@@ -9,6 +9,7 @@ from typing import Any
 
 from seer_console import output
 from seer_console.cli.common import AddCommand, ExitCode, Parser, open_runtime
+from worker.ops.jobs import periodic
 from worker.settings import load_settings
 
 
@@ -25,7 +26,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             ),
             "description": j.description,
         }
-        for j in runtime.tasks.periodic
+        for j in periodic(runtime.settings)
     ]
     if args.json:
         output.emit_json(jobs)

@@ -25,10 +25,9 @@ from seer_console.cli.common import (
 )
 from worker.fleet import supervision
 from worker.layout import Layout, apply_umask
-from worker.ledger import migrations
-from worker.ledger.sqlite import check_supported, open_ledger
+from worker.ledger import migrations, open_ledger
 from worker.ops import operations
-from worker.runtime import Runtime
+from worker.runtime import Runtime, check_supported
 from worker.settings import load_settings
 
 
@@ -43,7 +42,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     applied = migrations.migrate(open_ledger(layout, settings))
     layout.write_marker()
     runtime = Runtime.open(settings)
-    runtime.queues.postmaster.storage.initialize_schema()
+    runtime.queues.initialize()
     print(f"storage root {layout.root}")
     print(f"  directories created: {len(created)} (mode {oct(layout.dir_mode)[2:]:0>4})")
     print(f"  migrations applied: {len(applied)} (schema version {migrations.LATEST})")

@@ -22,7 +22,7 @@ from worker.ledger.errors import (
     LedgerError,
     LedgerUnavailable,
 )
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings
 
 if TYPE_CHECKING:
     from worker.layout import Layout
@@ -35,7 +35,6 @@ __all__ = [
     "LedgerError",
     "LedgerUnavailable",
     "SqliteLedger",
-    "check_supported",
     "open_ledger",
 ]
 
@@ -56,17 +55,6 @@ def open_ledger(layout: Layout, settings: Settings) -> Ledger:
     from worker.ledger import open_ledger as chosen
 
     return chosen(layout, settings)
-
-
-def check_supported(settings: Settings) -> None:
-    """Refuses, as a settings error, the scale-out backends that are not built yet."""
-    from worker.ledger import check_database_supported
-
-    check_database_supported(settings)
-    if settings.queue_connection == "redis":
-        raise SettingsError(
-            "QUEUE_CONNECTION='redis' is not allowed yet: Redis is not supported; use sqlite"
-        )
 
 
 class SqliteLedger(Ledger):

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,9 +19,19 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from worker.alerts import alerting, outbox
 from worker.fleet import consumers, control
+from worker.ledger import Ledger
 from worker.memory import compaction
 from worker.monitoring import metrics, rules
-from worker.runtime import Runtime
+from worker.settings import Settings
+
+
+class Wired(Protocol):
+    """What the exporter reads: the settings and the ledger (a Runtime is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def ledger(self) -> Ledger: ...
 
 
 def _gauge(name: str, help: str, value: float) -> GaugeMetricFamily:
@@ -34,7 +45,7 @@ def _gauges(name: str, help: str, label: str, values: dict[str, float]) -> Gauge
     return family
 
 
-def families(runtime: Runtime, now: float | None = None) -> list[Metric]:
+def families(runtime: Wired, now: float | None = None) -> list[Metric]:
     """Every figure from counters and indexes: cheap enough to scrape every few seconds. All
     is read before anything is returned, so a ledger that cannot be read fails the whole."""
     now = time.time() if now is None else now
@@ -125,7 +136,7 @@ def families(runtime: Runtime, now: float | None = None) -> list[Metric]:
 class SeerCollector(Collector):
     """Seer's metrics as a prometheus_client collector, read afresh on every collect."""
 
-    def __init__(self, runtime: Runtime, now: float | None = None) -> None:
+    def __init__(self, runtime: Wired, now: float | None = None) -> None:
         self.runtime, self.now = runtime, now
 
     def collect(self) -> Iterator[Metric]:
@@ -165,7 +176,7 @@ def encode(collector: Collector, accept: str = "") -> tuple[bytes, str]:
     return exact_integers(body.decode("utf-8")).encode("utf-8"), content_type
 
 
-def render(runtime: Runtime, now: float | None = None) -> str:
+def render(runtime: Wired, now: float | None = None) -> str:
     """`seer metrics`: the classic text format."""
     return exact_integers(generate_latest(registry(SeerCollector(runtime, now))).decode("utf-8"))
 

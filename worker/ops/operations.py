@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
-
-import peewee
 
 from worker.fleet import control
 from worker.ledger.errors import LedgerError
 from worker.parcels import failures
 from worker.parcels import intake as parcels
+from worker.queue import QueueDamaged
 from worker.runtime import Runtime
 
 
@@ -30,9 +28,7 @@ def _ring(runtime: Runtime, ids: list[str]) -> Rung:
     try:
         runtime.ring(ids)
     except Exception as exc:
-        if isinstance(exc, sqlite3.DatabaseError | peewee.DatabaseError) and not isinstance(
-            exc, sqlite3.OperationalError | peewee.OperationalError
-        ):
+        if isinstance(exc, QueueDamaged):
             # Not a busy moment: the queue's file is damaged, and no consumer (reaper included)
             # can run on it, so no promise of "within a minute".
             return Rung(
@@ -173,7 +169,7 @@ def running_consumers(ledger, layout) -> list[str]:
     from running code, so it is refused while this is not empty (CLI and console alike)."""
     from worker.fleet import consumers, supervision
 
-    running = set()
+    running: set[str] = set()
     try:
         programs = supervision.Supervisor(supervision.socket_path(layout), timeout=2.0).programs()
     except supervision.SupervisorError:
@@ -230,7 +226,7 @@ def rollback_preview(
     if not undo:
         return NOTHING_TO_ROLL_BACK
     applied = [s for s in migrations.status(ledger) if s.applied_at]
-    last = max(s.applied_at for s in applied)
+    last = max(s.applied_at for s in applied if s.applied_at is not None)
     newest = backup.latest_backup(layout)
     if not force and (newest is None or newest.created_at < last):
         raise RuntimeError(
@@ -285,9 +281,12 @@ def stop_orphan_consumers(
             os.kill(c.pid, signal.SIGINT)
     deadline = time.monotonic() + timeout
     for c in orphans:
-        while time.monotonic() < deadline and is_alive(c.owner) is True:
+        owner = c.owner
+        if owner is None:
+            continue
+        while time.monotonic() < deadline and is_alive(owner) is True:
             time.sleep(0.05)
-        if is_alive(c.owner) is True:
+        if is_alive(owner) is True:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c.pid, signal.SIGKILL)
     return [(c.queue, c.pid) for c in orphans]

@@ -6,8 +6,10 @@ of its own, and `revoke_all` would throw parcels away.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ from huey.consumer import Consumer, Scheduler, Worker
 from huey.storage import BaseStorage, SqliteStorage
 
 from worker.layout import Layout
+from worker.queue.errors import QueueDamaged, QueueError
 from worker.schedules import TICK
 from worker.settings import Settings, SettingsError
 
@@ -79,6 +82,19 @@ def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
             "strict_fifo": True,
         },
     )
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Huey's SQLite storage raises sqlite3's errors; they leave the queue as its own."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # busy, locked, cannot open: not damage
+        raise QueueError(str(exc)) from exc
+    except sqlite3.DatabaseError as exc:
+        raise QueueDamaged(str(exc)) from exc
+    except sqlite3.Error as exc:
+        raise QueueError(str(exc)) from exc
 
 
 class PausableWorker(Worker):
@@ -191,7 +207,12 @@ class Queues:
         self._delivery = job
 
     def ring(self, parcel_ids: list[str], delay: float | None = None) -> None:
-        """One doorbell per parcel id given; with `delay`, each rings that many seconds later."""
+        """One doorbell per parcel id given; with `delay`, each rings that many seconds later.
+        Raises QueueError (QueueDamaged if the storage is damaged)."""
+        with _translated():
+            self._ring(parcel_ids, delay)
+
+    def _ring(self, parcel_ids: list[str], delay: float | None) -> None:
         if delay:
             for parcel_id in parcel_ids:
                 self._deliver.schedule((parcel_id,), delay=delay)
@@ -207,20 +228,24 @@ class Queues:
 
     def pending_count(self) -> int:
         """Doorbells waiting on the parcel queue."""
-        return self.postmaster.pending_count()
+        with _translated():
+            return self.postmaster.pending_count()
 
     def initialize(self) -> None:
         """Creates the queue storage's schema (`seer init`); a no-op where there is none."""
         initialize = getattr(self.postmaster.storage, "initialize_schema", None)
         if initialize is not None:
-            initialize()
+            with _translated():
+                initialize()
 
 
 def build_queues(settings: Settings, layout: Layout) -> Queues:
     choice = queue_storage(settings, layout)
     storage = {"storage_class": choice.storage_class, **choice.options}
-    # results=False: outcomes are recorded in the ledger, not in Huey's result store.
-    postmaster = PostmasterHuey(settings.postmaster_queue, results=False, **storage)
-    # Local time, as cron has it: schedules are read in the server's time zone.
-    scheduler = SchedulerHuey(settings.scheduler_queue, results=False, utc=False, **storage)
+    # Huey's storage creates its tables when it is built: a damaged file fails here.
+    with _translated():
+        # results=False: outcomes are recorded in the ledger, not in Huey's result store.
+        postmaster = PostmasterHuey(settings.postmaster_queue, results=False, **storage)
+        # Local time, as cron has it: schedules are read in the server's time zone.
+        scheduler = SchedulerHuey(settings.scheduler_queue, results=False, utc=False, **storage)
     return Queues(postmaster, scheduler)

@@ -6,14 +6,38 @@ speaks to SQLite directly; a ledger on another engine brings its own strategy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from worker.files import fsync_file
+from worker.ledger.errors import LedgerCorrupt, LedgerError
 from worker.ops.backup.errors import BackupError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(function: Callable[P, R]) -> Callable[P, R]:
+    """sqlite3's errors leave this module as the ledger's (LedgerError, with the same text):
+    callers handle a damaged copy as they handle a damaged ledger, without knowing sqlite3."""
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except sqlite3.OperationalError as exc:  # locked, busy, cannot open: not damage
+            raise LedgerError(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            raise LedgerCorrupt(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise LedgerError(str(exc)) from exc
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -25,6 +49,7 @@ class LedgerFacts:
     parcels: int
 
 
+@_translated
 def copy_database(src: Path, dest: Path, mode: int) -> None:
     """SQLite's online backup in one step: one read transaction, so one consistent snapshot.
 
@@ -90,6 +115,7 @@ def _count(conn: sqlite3.Connection, table: str) -> int:
     return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+@_translated
 def facts(ledger_copy: Path) -> LedgerFacts:
     with _read_only(ledger_copy) as conn:
         version = 0
@@ -100,6 +126,7 @@ def facts(ledger_copy: Path) -> LedgerFacts:
         return LedgerFacts(int(version), _count(conn, "messages"), _count(conn, "parcels"))
 
 
+@_translated
 def recorded_blobs(ledger_copy: Path) -> dict[str, int]:
     """hash -> size of every blob the copied ledger records."""
     with _read_only(ledger_copy) as conn:
@@ -108,6 +135,7 @@ def recorded_blobs(ledger_copy: Path) -> dict[str, int]:
         return dict(conn.execute("SELECT hash, size FROM blobs"))
 
 
+@_translated
 def referenced(ledger_copy: Path, digests: Iterable[str]) -> set[str]:
     """Those of `digests` that an artifact in the copied ledger points at."""
     with _read_only(ledger_copy) as conn:
@@ -121,6 +149,7 @@ def referenced(ledger_copy: Path, digests: Iterable[str]) -> set[str]:
         return found
 
 
+@_translated
 def drop_collected(ledger_copy: Path, digests: list[str]) -> None:
     """Removes rows of blobs gc took after the snapshot; the triggers keep the counters right."""
     conn = sqlite3.connect(ledger_copy)
