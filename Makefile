@@ -32,15 +32,17 @@ stop: install
 status: install
 	@$(BIN)/seer status
 
-## test: lint, format check and the whole suite
+## test: lint, format check, type check and the whole suite
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

@@ -213,7 +213,7 @@ class SeerConsole(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action != "pane":
             return True
-        pane_id, name = parameters
+        pane_id, name = (str(p) for p in parameters)
         panes = self.query(f"#{pane_id}")
         if panes and not panes.first(Pane).available(name):
             return False  # hidden: the same key does the other thing now
@@ -314,7 +314,7 @@ class SeerConsole(App):
     # -- helpers the panes use ---------------------------------------------------------------
 
     def confirm(
-        self, question: str, label: str, then: Callable[[], None], danger: bool = False
+        self, question: str, label: str, then: Callable[[], object], danger: bool = False
     ) -> None:
         if self.read_only:
             self.notify("Read-only console: actions are disabled.", severity="warning")

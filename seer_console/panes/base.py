@@ -72,8 +72,9 @@ class Pane(Vertical, can_focus=True):
         # Lines are fitted to the width (bars, sparklines, what goes on a line of its own): a
         # snapshot that came before the first layout, or a resized terminal, is shown again.
         console = self.console
-        if getattr(console, "snapshot", None) is not None and not console.last_error:
-            self.show(console.snapshot)
+        snapshot = getattr(console, "snapshot", None)
+        if snapshot is not None and not console.last_error:
+            self.show(snapshot)
 
     def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
         """No snapshot: say why briefly; `partial` has what can still be shown, if anything."""
