@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, work
@@ -27,6 +27,9 @@ from seer_console.panes import PANES, Pane, PaneKey
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import ConsoleSnapshot, SnapshotSource
 from worker.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from worker.parcels.failures import ParcelEntry
 
 GLOBAL_KEYS: tuple[tuple[str, str, str, str], ...] = (
     # key, action, footer label, help
@@ -398,8 +401,8 @@ class SeerConsole(App):
         )
 
 
-def _failure_loader(source: Any) -> Callable[[str], Any]:
-    def load(parcel_id: str) -> Any:
+def _failure_loader(source: Any) -> Callable[[str], ParcelEntry | None]:
+    def load(parcel_id: str) -> ParcelEntry | None:
         from worker.parcels import failures
 
         return failures.parcel(source.runtime.ledger, parcel_id)

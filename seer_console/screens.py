@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -15,6 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from seer_console import output
+
+if TYPE_CHECKING:
+    from worker.parcels.failures import ParcelEntry
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -134,11 +137,11 @@ class FailureScreen(ModalScreen[None]):
 DETAIL_LIMIT = 20_000
 
 
-def render_failure(row: dict[str, Any] | None, parcel_id: str, now: float | None = None) -> Text:
+def render_failure(row: ParcelEntry | None, parcel_id: str, now: float | None = None) -> Text:
     """Plain Text, not markup: tracebacks and JSON keep their indentation and brackets."""
     if row is None:
         return Text(f"Parcel {parcel_id} is no longer in the ledger (purged?).")
-    payload = row.get("payload")
+    payload = row.payload
     # failures.parcel() redacted it, ids and keys included. Bounded: a 32 MB parcel laid out
     # in full would hold the UI thread for minutes; the CLI prints it whole.
     shown = json.dumps(payload, indent=2, ensure_ascii=False) if payload else "-"
@@ -154,18 +157,18 @@ def render_failure(row: dict[str, Any] | None, parcel_id: str, now: float | None
         text.append(f"{label} ", style="bold")
         text.append(f"{value}{end}")
 
-    field("Parcel", row["id"])
-    field("state", row["state"], "\n")
-    field("Agent", row["to_agent_id"])
-    field("task", row["task_id"])
-    field("type", row["type"], "\n")
-    field("Tries", row["attempts"])
-    field("worker deaths", row["crashes"], "\n")
-    field("Queued", output.when(row["created_at"], now), "\n")
-    field("Failed", output.when(row["finished_at"], now), "\n\n")
+    field("Parcel", row.id)
+    field("state", row.state, "\n")
+    field("Agent", row.to_agent_id)
+    field("task", row.task_id)
+    field("type", row.type, "\n")
+    field("Tries", row.attempts)
+    field("worker deaths", row.crashes, "\n")
+    field("Queued", output.when(row.created_at, now), "\n")
+    field("Failed", output.when(row.finished_at, now), "\n\n")
     for title, body in (
-        ("Error", row.get("error") or "-"),
-        ("Traceback", (row.get("traceback") or "-").rstrip()),
+        ("Error", row.error or "-"),
+        ("Traceback", (row.traceback or "-").rstrip()),
         ("Parcel (secrets redacted)", shown),
     ):
         text.append(f"{title}\n", style="bold")

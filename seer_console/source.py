@@ -221,9 +221,7 @@ class SnapshotSource:
             version = (snap.parcels["failed"], counts.get("failed_total", 0))
             if version != self._failures_version:
                 self._failures = tuple(
-                    FailureRow(
-                        f["id"], f["to_agent_id"], f["error"] or "", f["attempts"], f["failed_at"]
-                    )
+                    FailureRow(f.id, f.to_agent_id, f.error or "", f.attempts, f.failed_at)
                     for f in failures.list_failed(ledger, FAILURE_ROWS)
                 )
                 self._failures_version = version

@@ -144,7 +144,7 @@ def test_init_twice_is_harmless_and_keeps_data(env, cli, tmp_path):
     assert sqlite_file_schema(root / "queue.db") == queue_schema
     rt = Runtime.open()
     try:
-        assert failures.parcel(rt.ledger, pid)["state"] == "queued"
+        assert failures.parcel(rt.ledger, pid).state == "queued"
         assert pending(rt) == 1
     finally:
         rt.close()
@@ -350,8 +350,8 @@ def test_send_one_parcel_from_file(runtime, cli, tmp_path):
     (pid,) = out.split()
     assert uuid.UUID(pid)
     row = failures.parcel(runtime.ledger, pid)
-    assert row["state"] == "queued" and row["to_agent_id"] == "agent-1"
-    assert row["payload"]["envelope"]["body"] == "parcel 1"
+    assert row.state == "queued" and row.to_agent_id == "agent-1"
+    assert row.payload["envelope"]["body"] == "parcel 1"
     assert pending(runtime) == 1
 
 
@@ -360,7 +360,7 @@ def test_send_json_lines_prints_ids_in_order(runtime, cli):
     out = ok(cli("parcel", "send", "-", stdin="\n" + jsonl(*items) + "\n\n"))
     ids = out.splitlines()
     assert len(ids) == 3
-    agents = [failures.parcel(runtime.ledger, i)["to_agent_id"] for i in ids]
+    agents = [failures.parcel(runtime.ledger, i).to_agent_id for i in ids]
     assert agents == ["agent-0", "agent-1", "agent-2"]
     # One delivery task per batch of POSTMASTER_BATCH_SIZE (100): it delivers all three.
     assert parcel_count(runtime) == 3 and pending(runtime) == 1
@@ -370,7 +370,7 @@ def test_send_json_flag_gives_a_list(runtime, cli):
     result = cli("parcel", "send", "-", "--json", stdin=jsonl(parcel("a", 1), parcel("b", 2)))
     ids = result.json()
     assert isinstance(ids, list) and len(ids) == 2
-    assert {failures.parcel(runtime.ledger, i)["to_agent_id"] for i in ids} == {"a", "b"}
+    assert {failures.parcel(runtime.ledger, i).to_agent_id for i in ids} == {"a", "b"}
 
 
 def test_one_bad_line_rejects_the_whole_batch(runtime, cli):
@@ -435,7 +435,7 @@ def test_bad_input_messages_say_what_is_wrong(runtime, cli):
 def test_valid_base64_attachment_is_accepted(runtime, cli):
     content = base64.b64encode(b"\x00\x01binary").decode()
     (pid,) = send(cli, _attachment(content=content, encoding="base64"))
-    assert failures.parcel(runtime.ledger, pid)["state"] == "queued"
+    assert failures.parcel(runtime.ledger, pid).state == "queued"
 
 
 def test_over_max_parcel_size_is_refused(runtime, cli, monkeypatch):
@@ -484,8 +484,8 @@ def test_send_test_parcel_goes_to_the_test_agent(runtime, cli):
     (pid,) = out.split()
     assert uuid.UUID(pid)
     row = failures.parcel(runtime.ledger, pid)
-    assert row["state"] == "queued" and row["to_agent_id"] == "seer-test"
-    assert row["payload"]["envelope"]["body"] == {"test": True}
+    assert row.state == "queued" and row.to_agent_id == "seer-test"
+    assert row.payload["envelope"]["body"] == {"test": True}
     assert pending(runtime) == 1
     runtime.postmaster().deliver_waiting()
     (msg,) = cli("inbox", "seer-test", "--json").json()
@@ -496,8 +496,8 @@ def test_send_test_parcel_agent_override(runtime, cli, monkeypatch):
     monkeypatch.setenv("POSTMASTER_TEST_AGENT", "ops-probe")
     (pid,) = ok(cli("send-test-parcel")).split()
     row = failures.parcel(runtime.ledger, pid)
-    assert row["to_agent_id"] == "ops-probe"
-    assert row["payload"]["envelope"]["body"] == {"test": True}
+    assert row.to_agent_id == "ops-probe"
+    assert row.payload["envelope"]["body"] == {"test": True}
 
 
 def test_send_test_parcel_while_paused_notes_it(runtime, cli):
@@ -682,9 +682,9 @@ def test_failed_retry_one(runtime, cli):
     out = ok(cli("failed", "retry", ids[0]))
     assert ids[0] in out
     row = failures.parcel(runtime.ledger, ids[0])
-    assert row["state"] == "queued" and row["attempts"] == 0
+    assert row.state == "queued" and row.attempts == 0
     assert pending(runtime) == 1
-    assert failures.parcel(runtime.ledger, ids[1])["state"] == "failed"
+    assert failures.parcel(runtime.ledger, ids[1]).state == "failed"
     # Not failed any more: a second retry finds nothing.
     one_line_failure(cli("failed", "retry", ids[0]), 1)
     one_line_failure(cli("failed", "retry", "nope"), 1)
@@ -696,8 +696,8 @@ def test_failed_retry_all(runtime, cli):
     ids = make_failed(runtime, 3)
     out = ok(cli("failed", "retry", "--all"))
     assert "3" in out
-    assert all(failures.parcel(runtime.ledger, i)["state"] == "queued" for i in ids)
-    assert all(failures.parcel(runtime.ledger, i)["attempts"] == 0 for i in ids)
+    assert all(failures.parcel(runtime.ledger, i).state == "queued" for i in ids)
+    assert all(failures.parcel(runtime.ledger, i).attempts == 0 for i in ids)
     assert pending(runtime) == 1
     assert "0" in ok(cli("failed", "retry", "--all"))
     assert pending(runtime) == 1
@@ -718,7 +718,7 @@ def test_failed_purge(runtime, cli):
 
     out = ok(cli("failed", "purge", "--older-than", "1h", "--yes"))
     assert "purged 2" in out
-    assert [r["id"] for r in failures.list_failed(runtime.ledger)] == new
+    assert [r.id for r in failures.list_failed(runtime.ledger)] == new
     assert all(failures.parcel(runtime.ledger, i) is None for i in old)
     assert "purged 1" in ok(cli("failed", "purge", "--yes"))
     assert failures.count_failed(runtime.ledger) == 0

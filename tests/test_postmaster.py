@@ -31,9 +31,9 @@ def test_delivers_message_artifacts_and_manifest(runtime):
     assert (result.claimed, result.delivered) == (1, 1)
 
     (msg,) = inbox.messages(runtime.ledger, "agent-7")
-    assert msg["type"] == "postmaster.delivery" and msg["parcel_id"] == pid
+    assert msg.type == "postmaster.delivery" and msg.parcel_id == pid
     digest = hashlib.sha256(b"hello").hexdigest()
-    entry = msg["envelope"]["attachments"]["notes.txt"]
+    entry = msg.envelope["attachments"]["notes.txt"]
     assert entry == {
         "uri": f"fe://artifacts/by-task/task-1/{digest}/notes.txt",
         "hash": digest,
@@ -41,8 +41,8 @@ def test_delivers_message_artifacts_and_manifest(runtime):
         "filename": "notes.txt",
         "mime_type": "text/plain",
     }
-    assert "content" not in json.dumps(msg["envelope"]["attachments"])
-    headers = msg["headers"]
+    assert "content" not in json.dumps(msg.envelope["attachments"])
+    headers = msg.headers
     assert headers["original_type"] == "pm.task.created" and headers["artifact_count"] == 1
     manifest_hash = headers["manifest_uri"].split("/")[-2]
     manifest = json.loads(runtime.store.read(manifest_hash))
@@ -51,7 +51,7 @@ def test_delivers_message_artifacts_and_manifest(runtime):
     kinds = sorted(a["kind"] for a in runtime.ledger.rows("SELECT kind FROM artifacts"))
     assert kinds == ["attachment", "manifest"]
     # Delivered: the raw parcel is not kept.
-    assert failures.parcel(runtime.ledger, pid)["payload"] is None
+    assert failures.parcel(runtime.ledger, pid).payload is None
     counters = {r["name"]: r["value"] for r in runtime.ledger.rows("SELECT * FROM counters")}
     assert counters["cas_blobs"] == 2
     assert counters["cas_bytes"] == 5 + len(runtime.store.read(manifest_hash))
@@ -69,12 +69,12 @@ def test_secrets_are_redacted_in_envelope_headers_and_text_attachments(runtime):
     queue(runtime, item)
     runtime.postmaster().deliver_waiting()
     (msg,) = inbox.messages(runtime.ledger, "a")
-    stored = json.dumps(msg)
+    stored = json.dumps(msg.as_dict())
     assert GITHUB not in stored and "abcdefghijklmnop" not in stored
-    text = runtime.store.read(msg["envelope"]["attachments"]["notes.txt"]["hash"])
+    text = runtime.store.read(msg.envelope["attachments"]["notes.txt"]["hash"])
     assert AWS_KEY.encode() not in text and text.startswith(b"key ")
     # Binary attachments are stored as given: redaction is for text.
-    binary = runtime.store.read(msg["envelope"]["attachments"]["bin"]["hash"])
+    binary = runtime.store.read(msg.envelope["attachments"]["bin"]["hash"])
     assert binary == b"\x00\x01" + AWS_KEY.encode()
 
 
@@ -86,7 +86,7 @@ def test_redaction_can_be_turned_off(runtime, monkeypatch):
     queue(plain, parcel("a", 1, attachment=AWS_KEY))
     plain.postmaster().deliver_waiting()
     (msg,) = inbox.messages(plain.ledger, "a")
-    assert plain.store.read(msg["envelope"]["attachments"]["notes.txt"]["hash"]) == AWS_KEY.encode()
+    assert plain.store.read(msg.envelope["attachments"]["notes.txt"]["hash"]) == AWS_KEY.encode()
 
 
 def test_batches_are_delivered_in_order_and_once(runtime):
@@ -123,7 +123,7 @@ def test_failing_parcel_is_retried_then_lands_in_failed_store(runtime):
     # A parcel that no longer validates cannot get better: it fails at once.
     assert result.failed == 1
     row = failures.parcel(runtime.ledger, pid)
-    assert row["state"] == "failed" and "not valid any more" in row["error"]
+    assert row.state == "failed" and "not valid any more" in row.error
 
 
 def test_transient_errors_use_tries_with_backoff(runtime, monkeypatch):
@@ -145,17 +145,17 @@ def test_transient_errors_use_tries_with_backoff(runtime, monkeypatch):
     third = pm.deliver_waiting(now=1001.0)
     assert third.failed == 1
     row = failures.parcel(runtime.ledger, pid)
-    assert row["state"] == "failed" and row["attempts"] == 3
-    assert "storage hiccup" in row["error"] and GITHUB not in row["error"]
-    assert "Traceback" in row["traceback"] and GITHUB not in row["traceback"]
-    assert row["payload"]["attachments"]["notes.txt"]["content"] == "x"
+    assert row.state == "failed" and row.attempts == 3
+    assert "storage hiccup" in row.error and GITHUB not in row.error
+    assert "Traceback" in row.traceback and GITHUB not in row.traceback
+    assert row.payload["attachments"]["notes.txt"]["content"] == "x"
 
     # Retried with its original contents, it is delivered once the store works again.
     monkeypatch.undo()
     assert failures.retry(runtime.ledger, pid)
     assert runtime.postmaster().deliver_waiting().delivered == 1
     (msg,) = inbox.messages(runtime.ledger, "a")
-    assert runtime.store.read(msg["envelope"]["attachments"]["notes.txt"]["hash"]) == b"x"
+    assert runtime.store.read(msg.envelope["attachments"]["notes.txt"]["hash"]) == b"x"
 
 
 def test_quota_fails_the_parcel_without_writing_a_blob(runtime, monkeypatch):
@@ -167,8 +167,8 @@ def test_quota_fails_the_parcel_without_writing_a_blob(runtime, monkeypatch):
     result = small.postmaster().deliver_waiting()
     assert (result.delivered, result.failed) == (1, 1)
     row = failures.parcel(small.ledger, too_big)
-    assert row["state"] == "failed" and "CAS quota exceeded" in row["error"]
-    assert "ORCHESTRATION_CAS_MAX_SIZE" in row["error"]
+    assert row.state == "failed" and "CAS quota exceeded" in row.error
+    assert "ORCHESTRATION_CAS_MAX_SIZE" in row.error
     on_disk = {d for d, _ in small.store.iter_blobs()}
     assert hashlib.sha256(b"y" * 500).hexdigest() not in on_disk
     assert len(on_disk) == small.ledger.scalar("SELECT count(*) FROM blobs") == 2
@@ -188,7 +188,7 @@ def test_disk_full_backs_off_without_using_a_try(runtime, monkeypatch):
     result = pm.deliver_waiting(now=50.0)
     assert result.disk_full and result.retry_at >= 55.0
     row = failures.parcel(runtime.ledger, pid)
-    assert row["state"] == "queued" and row["attempts"] == 0
+    assert row.state == "queued" and row.attempts == 0
     assert "disk full" in control.backoff_state(runtime.ledger).reason
     monkeypatch.undo()
     assert runtime.postmaster().deliver_waiting().delivered == 1
@@ -228,8 +228,8 @@ def test_parcel_that_kills_its_worker_repeatedly_goes_to_failed(runtime):
         assert len(dead._claim(now=float(attempt), limit=10)) == 1
         postmaster.recover(runtime.ledger, runtime.settings)
     row = failures.parcel(runtime.ledger, pid)
-    assert row["state"] == "failed" and row["crashes"] == 3
-    assert "died 3 times" in row["error"]
+    assert row.state == "failed" and row.crashes == 3
+    assert "died 3 times" in row.error
 
 
 def test_live_workers_parcels_are_not_taken(runtime):
@@ -261,7 +261,7 @@ def test_real_full_disk_backs_off_then_delivers_when_space_returns(runtime, tmpf
     result = runtime.postmaster().deliver_waiting(now=10.0)
     assert result.disk_full and result.retry_at == 15.0
     row = failures.parcel(runtime.ledger, pid)
-    assert (row["state"], row["attempts"]) == ("queued", 0)
+    assert (row.state, row.attempts) == ("queued", 0)
     assert "disk full" in control.backoff_state(runtime.ledger).reason
     assert list((cas / "tmp").iterdir()) == []
     # The operator frees space (here: grows the filesystem); the next ring delivers.
@@ -296,7 +296,7 @@ def test_a_parcel_with_the_content_of_a_damaged_blob_heals_it(runtime):
     queue(runtime, parcel("a", 1, attachment="same bytes " * 50))
     runtime.postmaster().deliver_waiting()
     (msg,) = inbox.messages(runtime.ledger, "a")
-    digest = msg["envelope"]["attachments"]["notes.txt"]["hash"]
+    digest = msg.envelope["attachments"]["notes.txt"]["hash"]
     path = runtime.store.path_for(digest)
     raw = bytearray(path.read_bytes())
     raw[0] ^= 0xFF

@@ -165,12 +165,12 @@ def test_a_delivery_puts_no_blob_through_a_link_and_loses_no_parcel(runtime, out
     assert (result.claimed, result.delivered) == (1, 0)
     assert written_outside(outside) == [] and opened_outside == []
     row = failures.parcel(runtime.ledger, pid)
-    assert (row["state"], row["attempts"]) == ("queued", 1)
-    assert f"{link} is a symbolic link" in one_line(row["error"])
+    assert (row.state, row.attempts) == ("queued", 1)
+    assert f"{link} is a symbolic link" in one_line(row.error)
     # Not lost: with the link gone, the next try delivers it.
     link.unlink()
     assert runtime.postmaster().deliver_waiting(now=time.time() + 3600).delivered == 1
-    assert failures.parcel(runtime.ledger, pid)["state"] == "delivered"
+    assert failures.parcel(runtime.ledger, pid).state == "delivered"
     assert written_outside(outside) == []
 
 

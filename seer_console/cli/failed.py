@@ -26,16 +26,16 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     found = failures.list_failed(runtime.ledger, args.limit)
     if args.json:
-        output.emit_json(found)
+        output.emit_json([f.as_dict() for f in found])
         return ExitCode.OK
     output.table(
         [
             (
-                f["id"],
-                f["to_agent_id"],
-                f["attempts"],
-                output.when(f["failed_at"]),
-                output.one_line(f["error"] or "", 60),
+                f.id,
+                f.to_agent_id,
+                f.attempts,
+                output.when(f.failed_at),
+                output.one_line(f.error or "", 60),
             )
             for f in found
         ],
@@ -49,10 +49,10 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
 def cmd_failed_show(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     found = failures.parcel(runtime.ledger, args.id)
-    if found is None or found["state"] != "failed":
+    if found is None or found.state != "failed":
         raise Failure(f"no failed parcel {args.id!r}")
     if args.json:
-        output.emit_json(found)
+        output.emit_json(found.as_dict())
         return ExitCode.OK
     print_parcel(found, None, [], show_traceback=True)
     return ExitCode.OK

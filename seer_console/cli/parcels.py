@@ -20,11 +20,13 @@ from seer_console.cli.common import (
     positive_int,
     warn,
 )
-from worker.cas.artifacts import ArtifactError, artifacts_of_parcel, digest_of
+from worker.cas.artifacts import Artifact, ArtifactError, artifacts_of_parcel, digest_of
 from worker.fleet import control
 from worker.ops import operations
 from worker.parcels import failures, inbox
 from worker.parcels import intake as parcels
+from worker.parcels.failures import ParcelEntry
+from worker.parcels.inbox import Message
 
 
 def _read_input(source: str) -> bytes:
@@ -79,10 +81,15 @@ def cmd_parcel_show(args: argparse.Namespace) -> int:
     message = inbox.message_for_parcel(runtime.ledger, args.id)
     arts = artifacts_of_parcel(runtime.ledger, args.id)
     if args.json:
+        shown = found.as_dict()
         if not args.traceback:
-            found.pop("traceback", None)
+            shown.pop("traceback", None)
         output.emit_json(
-            {**found, "message_id": message["id"] if message else None, "artifacts": arts}
+            {
+                **shown,
+                "message_id": message.id if message else None,
+                "artifacts": [a.as_dict() for a in arts],
+            }
         )
         return ExitCode.OK
     print_parcel(found, message, arts, show_traceback=args.traceback)
@@ -90,29 +97,29 @@ def cmd_parcel_show(args: argparse.Namespace) -> int:
 
 
 def print_parcel(
-    found: dict[str, Any],
-    message: dict[str, Any] | None,
-    arts: list[dict[str, Any]],
+    found: ParcelEntry,
+    message: Message | None,
+    arts: list[Artifact],
     show_traceback: bool = True,
 ) -> None:
-    print(f"parcel   {found['id']}")
-    print(f"state    {found['state']}")
-    print(f"agent    {found['to_agent_id']}   task {found['task_id']}   type {found['type']}")
-    print(f"tries    {found['attempts']}   worker deaths {found['crashes']}")
-    print(f"queued   {output.when(found['created_at'])}")
-    print(f"finished {output.when(found['finished_at'])}")
+    print(f"parcel   {found.id}")
+    print(f"state    {found.state}")
+    print(f"agent    {found.to_agent_id}   task {found.task_id}   type {found.type}")
+    print(f"tries    {found.attempts}   worker deaths {found.crashes}")
+    print(f"queued   {output.when(found.created_at)}")
+    print(f"finished {output.when(found.finished_at)}")
     if message:
-        print(f"message  {message['id']} in the inbox of {message['to_agent_id']}")
+        print(f"message  {message.id} in the inbox of {message.to_agent_id}")
     for a in arts:
-        print(f"artifact {a['kind']:<10} {a['size']:>9}  {a['uri']}")
-    if found.get("error"):
-        print(f"error    {found['error']}")
-    if show_traceback and found.get("traceback"):
-        print(found["traceback"].rstrip())
-    if found.get("payload") is not None:
+        print(f"artifact {a.kind:<10} {a.size:>9}  {a.uri}")
+    if found.error:
+        print(f"error    {found.error}")
+    if show_traceback and found.traceback:
+        print(found.traceback.rstrip())
+    if found.payload is not None:
         # failures.parcel() redacted it: the raw copy never leaves the ledger.
         print("parcel (secrets redacted)")
-        print(json.dumps(found["payload"], indent=2, ensure_ascii=False))
+        print(json.dumps(found.payload, indent=2, ensure_ascii=False))
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
@@ -139,16 +146,16 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         raise UserError(f"unexpected argument {args.rest[0]!r}: seer inbox AGENT [--unread]")
     found = inbox.messages(runtime.ledger, args.agent, unread=args.unread, limit=args.limit)
     if args.json:
-        output.emit_json(found)
+        output.emit_json([m.as_dict() for m in found])
         return ExitCode.OK
     rows = [
         (
-            m["id"],
-            output.when(m["created_at"]),
-            "read" if m["read_at"] else "unread",
-            m["headers"].get("original_type", ""),
-            m["headers"].get("artifact_count", 0),
-            m["parcel_id"],
+            m.id,
+            output.when(m.created_at),
+            "read" if m.read_at else "unread",
+            m.headers.get("original_type", ""),
+            m.headers.get("artifact_count", 0),
+            m.parcel_id,
         )
         for m in found
     ]

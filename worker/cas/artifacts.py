@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -42,12 +43,29 @@ def digest_of(uri_or_hash: str) -> str:
         ) from None
 
 
-def artifacts_of_parcel(ledger: Ledger, parcel_id: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact of a parcel as shown to an operator (names and URIs redacted)."""
+
+    kind: str
+    name: str
+    hash: str
+    filename: str
+    mime_type: str
+    size: int
+    uri: str
+
+    def as_dict(self) -> dict[str, Any]:
+        # The fields' order is the JSON's key order, which tests and docs compare.
+        return asdict(self)
+
+
+def artifacts_of_parcel(ledger: Ledger, parcel_id: str) -> list[Artifact]:
     """The parcel's artifacts as shown to an operator (names and URIs redacted)."""
     rows = ledger.rows(
         "SELECT kind, name, hash, filename, mime_type, size, uri FROM artifacts "
         "WHERE parcel_id = ? ORDER BY id",
         (parcel_id,),
     )
-    # A dict stays a dict with its strings redacted.
-    return [cast(dict[str, Any], redact_value(row)) for row in rows]
+    # A dict stays a dict with its strings redacted, so its keys still name the fields.
+    return [Artifact(**cast(dict[str, Any], redact_value(row))) for row in rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 from worker.ledger import Ledger
@@ -18,15 +19,67 @@ _SUMMARY = (
 )
 
 
-def list_failed(ledger: Ledger, limit: int = 100) -> list[dict[str, Any]]:
+def _shallow(record: FailedParcel | ParcelEntry) -> dict[str, Any]:
+    # Not `asdict`: it would deep-copy a payload as large as the parcel size limit only to
+    # print it. The fields' order is the JSON's key order, which tests and docs compare.
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+@dataclass(frozen=True)
+class FailedParcel:
+    """A line of the failed list (redacted)."""
+
+    id: str
+    to_agent_id: str
+    task_id: str
+    type: str
+    attempts: int
+    crashes: int
+    error: str | None
+    created_at: float
+    # Set by every path to 'failed'.
+    failed_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return _shallow(self)
+
+
+@dataclass(frozen=True)
+class ParcelEntry:
+    """One parcel's ledger entry in any state (redacted). `payload` is the parsed JSON, or
+    None once delivery has dropped it."""
+
+    id: str
+    to_agent_id: str
+    task_id: str
+    type: str
+    stream: str
+    state: str
+    size: int
+    attempts: int
+    crashes: int
+    owner: str | None
+    not_before: float
+    created_at: float
+    claimed_at: float | None
+    finished_at: float | None
+    error: str | None
+    traceback: str | None
+    payload: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return _shallow(self)
+
+
+def list_failed(ledger: Ledger, limit: int = 100) -> list[FailedParcel]:
     rows = ledger.rows(
         f"SELECT {_SUMMARY} FROM parcels WHERE state = 'failed' ORDER BY finished_at DESC LIMIT ?",
         (limit,),
     )
-    return [cast(dict[str, Any], redact_value(row)) for row in rows]
+    return [FailedParcel(**cast(dict[str, Any], redact_value(row))) for row in rows]
 
 
-def parcel(ledger: Ledger, parcel_id: str) -> dict[str, Any] | None:
+def parcel(ledger: Ledger, parcel_id: str) -> ParcelEntry | None:
     """One parcel's ledger entry as an operator sees it, whatever its state: every string
     redacted, the payload (only while it is kept) too."""
     row = ledger.row(
@@ -39,7 +92,7 @@ def parcel(ledger: Ledger, parcel_id: str) -> dict[str, Any] | None:
         return None
     if row["payload"] is not None:
         row["payload"] = json.loads(row["payload"])
-    return cast(dict[str, Any], redact_value(row))
+    return ParcelEntry(**cast(dict[str, Any], redact_value(row)))
 
 
 def retry(ledger: Ledger, parcel_id: str) -> bool:

@@ -8,40 +8,57 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 from worker.ledger import Ledger
 from worker.redaction import redact_value
 
+_COLUMNS = "id, parcel_id, to_agent_id, type, stream, headers, envelope, created_at, read_at"
 
-def _message(row: dict[str, Any]) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Message:
+    """A delivered message as an operator sees it: every string redacted, keys too."""
+
+    id: int
+    parcel_id: str
+    to_agent_id: str
+    type: str
+    stream: str
+    headers: dict[str, Any]
+    envelope: dict[str, Any]
+    created_at: float
+    read_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        # Not `asdict`: it would deep-copy every envelope only to print it. The fields' order
+        # is the JSON's key order, which tests and docs compare.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _message(row: dict[str, Any]) -> Message:
     message = {
         **row,
         "headers": json.loads(row["headers"]),
         "envelope": json.loads(row["envelope"]),
     }
-    return cast(dict[str, Any], redact_value(message))
+    # The whole row through redact_value: keys inside headers and envelope are redacted too.
+    return Message(**cast(dict[str, Any], redact_value(message)))
 
 
-def messages(
-    ledger: Ledger, agent: str, *, unread: bool = False, limit: int = 50
-) -> list[dict[str, Any]]:
+def messages(ledger: Ledger, agent: str, *, unread: bool = False, limit: int = 50) -> list[Message]:
     """The agent's newest messages first."""
     where = "to_agent_id = ?" + (" AND read_at IS NULL" if unread else "")
     rows = ledger.rows(
-        f"SELECT id, parcel_id, to_agent_id, type, stream, headers, envelope, created_at, read_at "
-        f"FROM messages WHERE {where} ORDER BY id DESC LIMIT ?",
+        f"SELECT {_COLUMNS} FROM messages WHERE {where} ORDER BY id DESC LIMIT ?",
         (agent, limit),
     )
     return [_message(r) for r in rows]
 
 
-def message_for_parcel(ledger: Ledger, parcel_id: str) -> dict[str, Any] | None:
-    row = ledger.row(
-        "SELECT id, parcel_id, to_agent_id, type, stream, headers, envelope, created_at, read_at "
-        "FROM messages WHERE parcel_id = ?",
-        (parcel_id,),
-    )
+def message_for_parcel(ledger: Ledger, parcel_id: str) -> Message | None:
+    row = ledger.row(f"SELECT {_COLUMNS} FROM messages WHERE parcel_id = ?", (parcel_id,))
     return _message(row) if row else None
 
 
