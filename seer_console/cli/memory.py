@@ -19,6 +19,7 @@ from seer_console.cli.common import (
 )
 from worker import jsondata
 from worker.memory.service import MemoryError_
+from worker.ops import operations
 
 
 def _value(args: argparse.Namespace) -> Any:
@@ -84,7 +85,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 def cmd_compact_memory(args: argparse.Namespace) -> int:
     runtime = open_runtime()
-    run = runtime.compactor().run("manual", agent=args.agent, dry_run=args.dry_run)
+    # The console's compaction key calls the same function.
+    run = operations.compact_memory(runtime, "manual", agent=args.agent, dry_run=args.dry_run)
     if args.json:
         output.emit_json(run.as_dict())
     else:

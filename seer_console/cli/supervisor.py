@@ -15,6 +15,7 @@ from seer_console import output
 from seer_console.cli.common import AddCommand, ExitCode, Parser, UserError, supervisor_runtime
 from worker.fleet import supervision
 from worker.layout import Layout
+from worker.ops import operations
 from worker.settings import load_settings
 
 
@@ -64,9 +65,9 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
             )
             return ExitCode.NOT_RUNNING
         if action in supervision.ACTIONS:
-            for p in programs:
-                # The console's Worker keys call the same function.
-                print(supervision.control(sup, p, action))
+            # The console's Worker keys call the same function.
+            for said in operations.control(sup, action, args.program):
+                print(said)
         after = supervision.resolve(sup, args.program)
         if action == "status":
             if args.json:

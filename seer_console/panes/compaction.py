@@ -9,6 +9,7 @@ from textual.widgets import Static
 from seer_console import output
 from seer_console.panes.base import Pane, PaneKey
 from seer_console.source import ConsoleSnapshot
+from worker.memory.compaction import Run
 
 
 class CompactionPane(Pane):
@@ -68,7 +69,14 @@ class CompactionPane(Pane):
             "Compact",
             lambda: self.console.perform(
                 "Compaction",
-                lambda ops, rt: ops.compact_memory(rt, "console"),
+                lambda ops, rt: _said(ops.compact_memory(rt, "console")),
                 "{}",
             ),
         )
+
+
+def _said(run: Run) -> str:
+    """A compaction run in one line; a failed one is an error (the console shows it red)."""
+    if run.status != "ok":
+        raise RuntimeError(f"compaction failed: {run.error}")
+    return f"compaction: {run.summary()}"

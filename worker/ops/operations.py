@@ -6,13 +6,18 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from worker.fleet import control
+from worker.fleet import control as flags
 from worker.ledger.errors import LedgerError
+from worker.memory.compaction import Run
 from worker.parcels import failures
 from worker.parcels import intake as parcels
 from worker.queue import QueueDamaged
 from worker.runtime import Runtime
+
+if TYPE_CHECKING:
+    from worker.fleet.supervision import Supervisor
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,11 @@ def send_test_parcel(runtime: Runtime, now: float | None = None) -> Rung:
 
 
 def pause(runtime: Runtime, by: str, now: float | None = None) -> bool:
-    return control.pause(runtime.ledger, by=by, now=now)
+    return flags.pause(runtime.ledger, by=by, now=now)
 
 
 def resume(runtime: Runtime) -> bool:
-    return control.resume(runtime.ledger)
+    return flags.resume(runtime.ledger)
 
 
 def retry_failed(runtime: Runtime, parcel_id: str) -> Rung | None:
@@ -85,12 +90,12 @@ def purge_failed(
     return failures.purge(runtime.ledger, older_than, time.time() if now is None else now)
 
 
-def compact_memory(runtime: Runtime, trigger: str, agent: str | None = None) -> str:
-    """Runs a compaction now and says, in one line, how it went."""
-    run = runtime.compactor().run(trigger, agent=agent)
-    if run.status != "ok":
-        raise RuntimeError(f"compaction failed: {run.error}")
-    return f"compaction: {run.summary()}"
+def compact_memory(
+    runtime: Runtime, trigger: str, agent: str | None = None, dry_run: bool = False
+) -> Run:
+    """Runs a compaction now (recorded, with its trigger) and returns the run; a failed one
+    says so in its status and error."""
+    return runtime.compactor().run(trigger, agent=agent, dry_run=dry_run)
 
 
 @dataclass(frozen=True)
@@ -149,11 +154,19 @@ def _local_supervisor(runtime: Runtime):
     return supervision, supervision.Supervisor(supervision.socket_path(runtime.layout))
 
 
+def control(sup: Supervisor, action: str, program: str | None) -> list[str]:
+    """start, stop (gracefully) or restart one of Seer's programs (None: all of them) of a
+    supervisord; one line a program says how it went."""
+    from worker.fleet import supervision
+
+    return [supervision.control(sup, info, action) for info in supervision.resolve(sup, program)]
+
+
 def control_program(runtime: Runtime, action: str, program: str) -> str:
     """start, stop (gracefully) or restart one program of the local supervisord."""
-    supervision, sup = _local_supervisor(runtime)
-    (info,) = supervision.resolve(sup, program)
-    return supervision.control(sup, info, action)
+    _, sup = _local_supervisor(runtime)
+    (said,) = control(sup, action, program)
+    return said
 
 
 def pause_and_stop(runtime: Runtime, by: str) -> str:
