@@ -152,3 +152,21 @@ def test_the_domain_never_prints() -> None:
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
     ]
     assert not printing, printing
+
+
+def test_the_old_huey_consumer_path_still_loads_the_same_queues(runtime, env) -> None:
+    """A supervisor file of the last release names `worker.huey_app.postmaster`; it keeps
+    working for one release (what huey_consumer does: import the module, take the Huey)."""
+    import subprocess
+    import sys
+
+    check = (
+        "import worker.huey_app as old, worker.queue.huey_app as new\n"
+        "assert old.postmaster is new.postmaster and old.scheduler is new.scheduler\n"
+        "assert old.postmaster.name == 'postmaster' and old.scheduler.name == 'scheduler'\n"
+        "print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
