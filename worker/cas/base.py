@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, NamedTuple, Protocol, Self
 
 from worker.cas.errors import BlobNotFound, corrupt, disk_full_as_error
 from worker.files import CHUNK_SIZE, atomic_file, fsync_dir, write_all
@@ -58,6 +58,14 @@ class BlobStat:
 
     size: int
     modified: float
+
+
+class ListedBlob(NamedTuple):
+    """One blob of a listing. A NamedTuple rather than a dataclass: listings run to millions
+    of blobs, and callers unpack `digest, size`."""
+
+    digest: str
+    size: int
 
 
 class BlobStore(ABC):
@@ -170,9 +178,9 @@ class BlobStore(ABC):
     # -- listing -----------------------------------------------------------------------------
 
     @abstractmethod
-    def iter_blobs(self, prefix: str | None = None) -> Iterator[tuple[str, int]]:
-        """(digest, size) of every blob, or of those whose digest starts with `prefix` (one of
-        PREFIXES), in digest order; anything else the backend holds is skipped."""
+    def iter_blobs(self, prefix: str | None = None) -> Iterator[ListedBlob]:
+        """The digest and size of every blob, or of those whose digest starts with `prefix`
+        (one of PREFIXES), in digest order; anything else the backend holds is skipped."""
 
     def sizes(self, prefixes: Iterable[str] = PREFIXES) -> dict[str, int]:
         """digest -> size of the blobs under `prefixes`: the listing reconcile, verify and gc

@@ -24,7 +24,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker.cas.base import PREFIXES, BlobReader, BlobStat, BlobStore, Placement, PutResult
+from worker.cas.base import (
+    PREFIXES,
+    BlobReader,
+    BlobStat,
+    BlobStore,
+    ListedBlob,
+    Placement,
+    PutResult,
+)
 from worker.cas.errors import (  # noqa: F401 - the errors are imported from here too
     BlobNotFound,
     CasError,
@@ -534,8 +542,8 @@ class ContentStore(BlobStore):
 
     # -- listing -----------------------------------------------------------------------------
 
-    def iter_blobs(self, prefix: str | None = None) -> Iterator[tuple[str, int]]:
-        """Yield (digest, size) for every blob, in digest order; anything else is skipped."""
+    def iter_blobs(self, prefix: str | None = None) -> Iterator[ListedBlob]:
+        """Yield the digest and size of every blob, in digest order; anything else is skipped."""
         if prefix is not None:
             fanouts = [prefix] if _FANOUT_RE.fullmatch(prefix) else []
         else:
@@ -564,7 +572,7 @@ class ContentStore(BlobStore):
                     size = entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue  # removed while we walked
-                yield fanout + entry.name[:-5], size
+                yield ListedBlob(fanout + entry.name[:-5], size)
 
     def sizes(self, prefixes: Iterable[str] = PREFIXES) -> dict[str, int]:
         """digest -> size of the regular files named like blobs in these fan-out directories.
