@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from worker.fleet import control as flags
 from worker.ledger.errors import LedgerError
@@ -270,13 +270,20 @@ def migration_rollback(
     return "\n".join(lines)
 
 
+class Orphan(NamedTuple):
+    """A consumer stopped because supervisord does not run it."""
+
+    queue: str
+    pid: int
+
+
 def stop_orphan_consumers(
     runtime: Runtime, keep: set[int], timeout: float = 30.0
-) -> list[tuple[str, int]]:
+) -> list[Orphan]:
     """Stops the consumers of this storage root on this host whose pid is not in `keep` (the
     pids supervisord runs): an orphan left when supervisord was killed would run beside the
     new ones. SIGINT (finish the running batch), then SIGKILL after `timeout`; the reaper
-    gives back whatever it held. Returns (queue, pid) of each one stopped."""
+    gives back whatever it held. Returns each one stopped."""
     import signal
     import socket
 
@@ -302,4 +309,4 @@ def stop_orphan_consumers(
         if is_alive(owner) is True:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c.pid, signal.SIGKILL)
-    return [(c.queue, c.pid) for c in orphans]
+    return [Orphan(c.queue, c.pid) for c in orphans]
