@@ -358,6 +358,14 @@ class ContentStore(BlobStore):
                 hasher.update(chunk)
             return hasher.hexdigest() == digest
 
+    def _settle(self, temp: _Temp, digest: str, state: bool | None) -> bool:
+        """The bytes just written, in `temp`, take their place: over a damaged blob
+        (`state` False: healed, not created), or as a new one. Returns whether one was created."""
+        if state is False:
+            self._heal(temp, digest)
+            return False
+        return self._place_durably(temp, digest)
+
     def _heal(self, temp: _Temp, digest: str) -> None:
         """Replaces a damaged blob with good bytes, atomically: a reader sees one or the other.
         A link in its place is replaced itself, its target left alone."""
@@ -396,11 +404,7 @@ class ContentStore(BlobStore):
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                if state is False:
-                    self._heal(temp, digest)
-                    created = False
-                else:
-                    created = self._place_durably(temp, digest)
+                created = self._settle(temp, digest, state)
                 temp = None
             except BaseException:
                 if temp is not None:
@@ -440,11 +444,7 @@ class ContentStore(BlobStore):
                 if state:
                     _unlink_temp(temp)
                     return PutResult(digest, size, created=False)
-                if state is False:
-                    self._heal(temp, digest)
-                    created = False
-                else:
-                    created = self._place_durably(temp, digest)
+                created = self._settle(temp, digest, state)
                 temp = None
             except BaseException:
                 if temp is not None:

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,19 +18,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from worker.alerts import alerting, outbox
 from worker.fleet import consumers, control
-from worker.ledger import Ledger
 from worker.memory import compaction
 from worker.monitoring import metrics, rules
-from worker.settings import Settings
-
-
-class Wired(Protocol):
-    """What the exporter reads: the settings and the ledger (a Runtime is one)."""
-
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def ledger(self) -> Ledger: ...
+from worker.monitoring.wiring import Wired
 
 
 def _gauge(name: str, help: str, value: float) -> GaugeMetricFamily:

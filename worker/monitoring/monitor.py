@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Protocol
 
 from worker.alerts import alerting, outbox
 from worker.alerts.channels import Notification, channels_from_settings
-from worker.layout import Layout
-from worker.ledger import Ledger
 from worker.monitoring import metrics, rules
-from worker.settings import Settings
-
-
-class Wired(Protocol):
-    """What these jobs are given: the settings, the storage root and the ledger (a Runtime
-    is one). Named here, so this module depends on the three, not on the wiring."""
-
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def layout(self) -> Layout: ...
-    @property
-    def ledger(self) -> Ledger: ...
+from worker.monitoring.wiring import Wired
 
 
 @dataclass(frozen=True)

@@ -7,32 +7,12 @@ import enum
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Protocol
 
 from worker.alerts.alerting import Reading
 from worker.fleet import consumers, control, supervision
 from worker.layout import Layout
-from worker.ledger import Ledger
 from worker.monitoring import metrics, rules
-from worker.settings import Settings
-
-
-class _Doorbells(Protocol):
-    def pending_count(self) -> int: ...
-
-
-class Wired(Protocol):
-    """What the status report is given: settings, the storage root, the ledger and the queues
-    (a Runtime is one). Named here, so this module depends on those, not on the wiring."""
-
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def layout(self) -> Layout: ...
-    @property
-    def ledger(self) -> Ledger: ...
-    @property
-    def queues(self) -> _Doorbells: ...
+from worker.monitoring.wiring import WiredWithQueue
 
 
 class Health(enum.IntEnum):
@@ -122,7 +102,7 @@ def supervisor_view(layout: Layout) -> SupervisorView:
 
 
 def consumer_statuses(
-    runtime: Wired, *, with_ledger: bool = True, view: SupervisorView | None = None
+    runtime: WiredWithQueue, *, with_ledger: bool = True, view: SupervisorView | None = None
 ) -> tuple[tuple[ConsumerStatus, ...], str]:
     """Each queue's consumer as supervisord and the ledger see it, and supervisord's state.
     Without the ledger (a schema behind the code) only supervisord's view is given."""
@@ -156,11 +136,11 @@ def consumer_statuses(
 
 # Free space below two of the largest parcels: the next one may not fit in the ledger, the
 # queue and the CAS together.
-def _disk_margin(runtime: Wired) -> int:
+def _disk_margin(runtime: WiredWithQueue) -> int:
     return max(2 * runtime.settings.max_parcel_size, 1024**2)
 
 
-def disk_problems(runtime: Wired) -> list[str]:
+def disk_problems(runtime: WiredWithQueue) -> list[str]:
     """`disk full: PATH` for each filesystem of the storage root (the root, the CAS) that has
     less free space than a couple of parcels need."""
     import humanize
@@ -186,7 +166,7 @@ def disk_problems(runtime: Wired) -> list[str]:
     return found
 
 
-def queue_problem(runtime: Wired) -> str | None:
+def queue_problem(runtime: WiredWithQueue) -> str | None:
     """What is wrong with the queue's storage, if it cannot be read (a damaged queue.db): no
     consumer can start and no doorbell rings, though every parcel is safe in the ledger."""
     try:
@@ -200,7 +180,7 @@ def queue_problem(runtime: Wired) -> str | None:
 
 
 def snapshot(
-    runtime: Wired,
+    runtime: WiredWithQueue,
     now: float | None = None,
     *,
     view: SupervisorView | None = None,
@@ -218,7 +198,7 @@ def snapshot(
 
 
 def _snapshot(
-    runtime: Wired,
+    runtime: WiredWithQueue,
     now: float,
     view: SupervisorView,
     counts: dict[str, int] | None,
