@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Static
@@ -9,7 +11,10 @@ from textual.widgets import Static
 from seer_console import output
 from seer_console.panes.base import Pane, PaneKey
 from seer_console.source import ConsoleSnapshot
-from worker.memory.compaction import Run
+
+if TYPE_CHECKING:
+    # Not at start-up: the console's first frame waits for every module imported before it.
+    from worker.memory.compaction import Run
 
 
 class CompactionPane(Pane):

@@ -180,6 +180,8 @@ def running_consumers(ledger, layout) -> list[str]:
     """The consumers that run now: under supervisord, or anywhere the ledger knows of (a
     `seer worker` in a terminal). A migration rollback under them would pull tables away
     from running code, so it is refused while this is not empty (CLI and console alike)."""
+    from supervisor.states import ProcessStates
+
     from worker.fleet import consumers, supervision
 
     running: set[str] = set()
@@ -190,8 +192,7 @@ def running_consumers(ledger, layout) -> list[str]:
     running.update(
         p.name
         for p in programs
-        if p.name in supervision.PROGRAMS
-        and p.state in ("RUNNING", "STARTING", "BACKOFF", "STOPPING")
+        if p.name in supervision.PROGRAMS and (p.started or p.code == ProcessStates.STOPPING)
     )
     try:
         registered = consumers.consumers(ledger)
@@ -277,9 +278,7 @@ class Orphan(NamedTuple):
     pid: int
 
 
-def stop_orphan_consumers(
-    runtime: Runtime, keep: set[int], timeout: float = 30.0
-) -> list[Orphan]:
+def stop_orphan_consumers(runtime: Runtime, keep: set[int], timeout: float = 30.0) -> list[Orphan]:
     """Stops the consumers of this storage root on this host whose pid is not in `keep` (the
     pids supervisord runs): an orphan left when supervisord was killed would run beside the
     new ones. SIGINT (finish the running batch), then SIGKILL after `timeout`; the reaper
