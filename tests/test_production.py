@@ -436,6 +436,34 @@ def test_consumers_die_with_a_killed_supervisord_and_up_starts_them_once(runtime
     assert not {c.pid for c in alive} & set(pids)
 
 
+def test_a_worker_whose_supervisord_died_while_it_started_does_not_run(runtime, env, tmp_path):
+    """supervisord says RUNNING after startsecs, but on a busy host `seer worker` may not
+    have reached its prctl by then: a supervisord killed in between sent no signal, and the
+    worker ran on as an orphan beside the next `seer up`'s (seen in the suite, one core busy).
+    Here the parent is gone before the worker starts; the worker must notice and not run."""
+    log = tmp_path / "orphan.log"
+    launcher = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.argv[1], 'worker', 'postmaster'], stdout=open(sys.argv[2], 'w'),"
+        " stderr=subprocess.STDOUT)\n"
+        "print(p.pid)"
+    )
+    started = subprocess.run(
+        [str(BIN / "python"), "-c", launcher, str(BIN / "seer"), str(log)],
+        env={**env, "SUPERVISOR_PROCESS_NAME": "seer-postmaster"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(started.stdout)
+    try:
+        wait_for(lambda: _gone(pid), 60, "the orphaned worker to give up")
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert "the parent process exited while the worker was starting" in log.read_text()
+
+
 def test_up_and_down_stop_a_consumer_supervisord_does_not_run(runtime, cli, consumers):
     from worker.fleet import consumers as registry
 

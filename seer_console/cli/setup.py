@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from seer_console import output
 from seer_console.cli.common import (
     DATABASE_ERRORS,
@@ -29,6 +31,9 @@ from worker.ledger import migrations, open_ledger
 from worker.ops import operations
 from worker.runtime import Runtime, check_supported
 from worker.settings import load_settings
+
+# As early as the process can know it: the command modules are imported when `seer` starts.
+_PARENT_AT_START = os.getppid()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -102,6 +107,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # First: opening the runtime takes long enough (on a busy host, past supervisord's
+    # startsecs) for a parent killed meanwhile to go unnoticed.
+    _die_with_parent()
     runtime = open_runtime()
     queue = args.queue
     module = f"worker.queue.huey_app.{queue}"
@@ -117,7 +125,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         command[command.index("--workers") + 1] = "2"
     runtime.close()
     sys.stdout.flush()
-    _die_with_parent()
     # exec, not a child: supervisord's signals must reach the consumer itself.
     os.execv(command[0], command)
     return ExitCode.OK  # not reached
@@ -146,14 +153,25 @@ def _die_with_parent() -> None:
     import ctypes
     import signal
 
-    parent = os.getppid()
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0) != 0:
         warn("cannot ask to stop with the parent (prctl)")
         return
-    if os.getppid() != parent:  # it died before the prctl: no signal will come
+    # A parent that died before the prctl sends no signal, and by then the orphan has been
+    # adopted (by init or a subreaper): its parent now is not the one that started it.
+    if os.getppid() != _PARENT_AT_START or (
+        os.environ.get("SUPERVISOR_PROCESS_NAME") in supervision.PROGRAMS
+        and not _parent_is_supervisord()
+    ):
         raise Failure("the parent process exited while the worker was starting")
+
+
+def _parent_is_supervisord() -> bool:
+    try:
+        return any("supervisord" in part for part in psutil.Process(os.getppid()).cmdline())
+    except psutil.Error:
+        return False
 
 
 def cmd_up(args: argparse.Namespace) -> int:
