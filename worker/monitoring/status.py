@@ -170,7 +170,7 @@ def queue_problem(runtime: WiredWithQueue) -> str | None:
     """What is wrong with the queue's storage, if it cannot be read (a damaged queue.db): no
     consumer can start and no doorbell rings, though every parcel is safe in the ledger."""
     try:
-        runtime.queues.pending_count()
+        runtime.queues.check()
     except Exception as exc:
         return (
             f"queue database cannot be read ({exc}): the workers cannot run; stop them, move "

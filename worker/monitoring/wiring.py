@@ -21,7 +21,7 @@ class Wired(Protocol):
 
 
 class Doorbells(Protocol):
-    def pending_count(self) -> int: ...
+    def check(self) -> None: ...
 
 
 class WiredWithQueue(Wired, Protocol):

@@ -231,6 +231,13 @@ class Queues:
         with _translated():
             return self.postmaster.pending_count()
 
+    def check(self) -> None:
+        """Reads the queue's storage (one task at most): raises QueueError, QueueDamaged if it
+        is damaged. Unlike counting, its cost does not grow with the queue (a count of 200,000
+        doorbells took 30 ms of every console poll)."""
+        with _translated():
+            self.postmaster.storage.enqueued_items(limit=1)
+
     def initialize(self) -> None:
         """Creates the queue storage's schema (`seer init`); a no-op where there is none."""
         initialize = getattr(self.postmaster.storage, "initialize_schema", None)
