@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from peewee import PeeweeException, SqliteDatabase
 
@@ -20,23 +20,9 @@ from worker.ledger.errors import (
     LedgerCorrupt,
     LedgerDiskFull,
     LedgerError,
-    LedgerUnavailable,
 )
-from worker.settings import Settings
 
-if TYPE_CHECKING:
-    from worker.layout import Layout
-
-# `Ledger`, the errors and `open_ledger` are still imported from here by callers not yet moved
-# to `worker.ledger`; new code imports them from there.
-__all__ = [
-    "Ledger",
-    "LedgerDiskFull",
-    "LedgerError",
-    "LedgerUnavailable",
-    "SqliteLedger",
-    "open_ledger",
-]
+__all__ = ["SqliteLedger"]
 
 BUSY_TIMEOUT_SECONDS = 10
 LOCK_POLL_MS = 2
@@ -48,13 +34,6 @@ _CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 def _is_disk_full(exc: BaseException) -> bool:
     return "database or disk is full" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
-
-
-def open_ledger(layout: Layout, settings: Settings) -> Ledger:
-    """Kept for callers not yet moved: `worker.ledger.open_ledger` is the one that chooses."""
-    from worker.ledger import open_ledger as chosen
-
-    return chosen(layout, settings)
 
 
 class SqliteLedger(Ledger):
