@@ -79,8 +79,8 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
     # of samples: a backlog that built up and drained twice, the CAS growing steadily.
     cas, blobs = int(8.6 * 1024**3), 182_340
     with ledger.write():
-        ledger.execute("UPDATE counters SET value = ? WHERE name = 'cas_bytes'", (cas,))
-        ledger.execute("UPDATE counters SET value = ? WHERE name = 'cas_blobs'", (blobs,))
+        ledger.set_counter("cas_bytes", cas)
+        ledger.set_counter("cas_blobs", blobs)
     for i in range(480):
         ts = NOW - 7200 + 15 * i
         depth = int(14 + 60 * max(0.0, 1 - abs((i % 160) - 80) / 50)) + (i * 7) % 5

@@ -823,7 +823,7 @@ def test_usage_errors_are_one_line_exit_2(env, cli, tmp_path, args):
 
 def set_cas_bytes(runtime, value: int) -> None:
     with runtime.ledger.write():
-        runtime.ledger.execute("UPDATE counters SET value = ? WHERE name = 'cas_bytes'", (value,))
+        runtime.ledger.set_counter("cas_bytes", value)
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def test_defaults(env):
     assert s.redact_secrets is True
     assert s.cas_max_size == 100 * GIB
     assert s.cas_alert_threshold == 0.8
-    assert s.queue_connection == "sqlite"
+    assert s.queue_connection == "database"
     assert s.max_parcel_size == 32 * 1024**2
     assert s.retry_delay == 10.0 and s.lease == 600.0
     assert s.test_agent == "seer-test"
@@ -259,18 +259,36 @@ def test_bad_value_in_env_file_is_one_line_too(cli, runtime, tmp_path):
     assert "POSTMASTER_TRIES" in line and "many" in line
 
 
-def test_database_url_secret_is_never_echoed(cli, runtime, monkeypatch):
-    # SEER_DATABASE_URL cannot fail parsing (any text); it is refused when used, and its
-    # value (which holds a password) must not appear in the refusal.
-    secret = "postgresql://seer:hunter2-s3cret@db.internal/seer"
-    monkeypatch.setenv("SEER_DATABASE_URL", secret)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://seer:hunter2-s3cret@db.internal/seer",
+        "postgresql://seer:hunter2-s3cret@db.internal:99999/seer",
+        "postgresql://seer:hunter2-s3cret@db.internal:5432/",
+        "hunter2-s3cret",
+    ],
+)
+def test_a_bad_database_url_is_refused_without_its_password(cli, env, monkeypatch, url):
+    monkeypatch.setenv("SEER_DATABASE_URL", url)
     spec = next(s for s in SPECS if s.name == "SEER_DATABASE_URL")
     assert spec.secret
+    # `seer status` is a monitoring check: UNKNOWN (3), as Nagios has it.
     for args, code in ((("status",), 3), (("queue", "status"), 2), (("failed", "list"), 2)):
         result = cli(*args)
-        one_line_failure(result, code)
+        line = one_line_failure(result, code)
         assert "hunter2" not in result.err + result.out
-        assert "SEER_DATABASE_URL" in result.err
+        assert "SEER_DATABASE_URL=(hidden)" in line and "postgresql://" in line
+
+
+def test_an_unreachable_database_is_one_line_naming_host_and_port(cli, env, monkeypatch):
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    monkeypatch.setenv("SEER_DATABASE_URL", "postgresql://seer:hunter2-s3cret@127.0.0.1:9/seer")
+    for args in (("status",), ("queue", "status"), ("failed", "list"), ("init",)):
+        result = cli(*args)
+        assert result.code != 0, args
+        line = result.err.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line, result.err
+        assert "127.0.0.1:9" in line and "hunter2" not in result.err + result.out
 
 
 # -- the .env file --------------------------------------------------------------------------------

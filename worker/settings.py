@@ -202,6 +202,34 @@ def _agent_id(raw: str) -> str:
     return value
 
 
+def _database_url(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return value
+    from urllib.parse import urlsplit
+
+    allowed = "a postgresql:// URL such as postgresql://seer@db.internal:5432/seer"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(allowed) from None
+    if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or parts.query):
+        raise ValueError(allowed)
+    if port == 0:
+        raise ValueError(allowed)
+    if not parts.path.strip("/"):
+        raise ValueError(allowed + " (the database name is missing)")
+    return value
+
+
+def _host_id(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise ValueError("a host name of letters, digits, '.', '_' and '-' (at most 63)")
+    return value
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -360,9 +388,11 @@ class Settings:
     )
     queue_connection: str = _spec(
         "QUEUE_CONNECTION",
-        "sqlite",
+        "database",
         _choice("sqlite", "database", "redis"),
-        "Queue storage: sqlite (embedded; 'database' means the same) or redis (scale-out).",
+        "Queue storage: database (in the ledger's database: the SQLite queue file beside "
+        "ledger.db, or PostgreSQL with SEER_DATABASE_URL), sqlite (the SQLite file always) or "
+        "redis (scale-out).",
     )
     postmaster_queue: str = _spec(
         "POSTMASTER_QUEUE", "postmaster", _queue_name, "Name of the parcel queue."
@@ -376,9 +406,23 @@ class Settings:
     database_url: str = _spec(
         "SEER_DATABASE_URL",
         "",
-        _text,
-        "Ledger database; empty means the SQLite file ledger.db under the storage root.",
+        _database_url,
+        "Ledger database: a postgresql:// URL for many hosts; empty means the SQLite file "
+        "ledger.db under the storage root.",
         secret=True,
+    )
+    heartbeat_timeout: float = _spec(
+        "SEER_HEARTBEAT_TIMEOUT",
+        "30s",
+        lambda raw: _seconds_between(raw, 5, 3600),
+        "A consumer whose heartbeat is this old is dead: any host's reaper gives its parcels "
+        "back (5s to 1h).",
+    )
+    host_id: str = _spec(
+        "SEER_HOST_ID",
+        "",
+        _host_id,
+        "This host's name in the ledger (owners, heartbeats); empty: the machine's host name.",
     )
     backup_key: str = _spec(
         "SEER_BACKUP_KEY",

@@ -37,6 +37,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Queue", ("QUEUE_CONNECTION", "POSTMASTER_QUEUE", "SEER_SCHEDULER_QUEUE")),
+    ("Many hosts (docs/SCALING.md)", ("SEER_HOST_ID", "SEER_HEARTBEAT_TIMEOUT")),
     (
         "Alert rules (thresholds from the task card)",
         (

@@ -145,12 +145,8 @@ class GcReport:
 
 def stats(ledger: Ledger) -> CasStats:
     """Bytes and blobs as the triggers count them: two rows read, whatever the store's size."""
-    values = dict(
-        ledger.execute(
-            "SELECT name, value FROM counters WHERE name IN ('cas_bytes', 'cas_blobs')"
-        ).fetchall()
-    )
-    return CasStats(values.get("cas_bytes", 0), values.get("cas_blobs", 0))
+    with ledger.read():
+        return CasStats(ledger.counter("cas_bytes"), ledger.counter("cas_blobs"))
 
 
 # -- shared helpers -----------------------------------------------------------------------------
@@ -384,13 +380,8 @@ def repair(
 
 
 def _recompute_counters(ledger: Ledger) -> None:
-    ledger.execute(
-        "UPDATE counters SET value = (SELECT coalesce(sum(size), 0) FROM blobs) "
-        "WHERE name = 'cas_bytes'"
-    )
-    ledger.execute(
-        "UPDATE counters SET value = (SELECT count(*) FROM blobs) WHERE name = 'cas_blobs'"
-    )
+    ledger.set_counter("cas_bytes", ledger.scalar("SELECT coalesce(sum(size), 0) FROM blobs"))
+    ledger.set_counter("cas_blobs", ledger.scalar("SELECT count(*) FROM blobs"))
 
 
 def _repair_batch(
@@ -428,10 +419,7 @@ def _repair_batch(
             # No trigger watches UPDATE of size: move the counter with it, so the ledger is
             # consistent after every batch and not only after the final recount.
             ledger.execute("UPDATE blobs SET size = ? WHERE hash = ?", (st.size, digest))
-            ledger.execute(
-                "UPDATE counters SET value = value + ? WHERE name = 'cas_bytes'",
-                (st.size - recorded,),
-            )
+            ledger.add_to_counter("cas_bytes", st.size - recorded)
             done["resized"].append(Resized(digest, recorded, st.size))
     if orphans:
         # Rows a writer committed meanwhile are its own, not adopted orphans. Under the write

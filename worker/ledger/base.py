@@ -14,6 +14,7 @@ driver's exception.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
@@ -142,6 +143,43 @@ class Ledger(abc.ABC):
         statement is run to its end, so `INSERT … RETURNING id` is complete when it returns."""
 
     # -- what differs between engines ------------------------------------------------------
+
+    def now(self) -> float:
+        """The ledger's clock in Unix seconds: what leases, claims, heartbeats and deliveries
+        are stamped with, so hosts whose clocks disagree still agree on the ledger's. SQLite is
+        on this host: its clock is the host's."""
+        return time.time()
+
+    # -- counters --------------------------------------------------------------------------
+    # Counts kept by triggers in the same transaction as the change they count (parcels by
+    # state, running totals, CAS bytes and blobs). How they are stored differs: one row per
+    # name on SQLite (one writer at a time anyway); on PostgreSQL appended deltas, so that
+    # concurrent deliveries never queue on one hot row.
+
+    def counters(self) -> dict[str, int]:
+        """Every counter's value, by name (inside `read()`, from its snapshot)."""
+        return {r["name"]: r["value"] for r in self.rows("SELECT name, value FROM counters")}
+
+    def counter(self, name: str) -> int:
+        """One counter's value (0 if there is none)."""
+        return self.scalar("SELECT value FROM counters WHERE name = ?", (name,)) or 0
+
+    def add_to_counter(self, name: str, delta: int) -> None:
+        """Moves a counter by `delta`, for a change no trigger sees (inside `write()`)."""
+        self.execute("UPDATE counters SET value = value + ? WHERE name = ?", (delta, name))
+
+    def set_counter(self, name: str, value: int) -> None:
+        """Sets a counter outright (a recount; inside `write()`)."""
+        self.execute("UPDATE counters SET value = ? WHERE name = ?", (value, name))
+
+    def fold_counters(self) -> None:
+        """Compacts the counters' storage (PostgreSQL folds its deltas into one row per name);
+        a periodic job calls it. Values are unchanged."""
+
+    def lock(self, name: str) -> None:
+        """Inside `write()`: takes the exclusive lock `name` until the transaction ends, for
+        writers on any host that must not interleave (CAS gc and a delivery's commit, the CAS
+        quota). On SQLite the write transaction already excludes every other writer."""
 
     @abc.abstractmethod
     def has_table(self, name: str) -> bool:

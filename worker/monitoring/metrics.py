@@ -46,7 +46,7 @@ _REPLACE = "ON CONFLICT (resolution, ts) DO UPDATE SET " + ", ".join(
 
 
 def counters(ledger: Ledger) -> dict[str, int]:
-    return {r["name"]: r["value"] for r in ledger.rows("SELECT name, value FROM counters")}
+    return ledger.counters()
 
 
 def failed_since(ledger: Ledger, since: float) -> int:

@@ -183,7 +183,7 @@ class Postmaster:
             rows[i] = claimed = claimed.without_payload()
             prepared.append((claimed, delivery))
         known = self._known_blobs({d for _, p in prepared for d in p.digests})
-        in_use = self.ledger.scalar("SELECT value FROM counters WHERE name = 'cas_bytes'") or 0
+        in_use = self.ledger.counter("cas_bytes")
         for claimed, delivery in prepared:
             new = {
                 d: len(b)
