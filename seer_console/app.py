@@ -105,12 +105,13 @@ class SeerConsole(App):
         *,
         read_only: bool = False,
         refresh: float | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         live: bool = True,
     ) -> None:
         super().__init__()
         self.source = source or SnapshotSource()
         self.read_only = read_only
+        # None: the ledger's clock, read with each snapshot (off the UI thread).
         self.clock = clock
         self.refresh_every = refresh or 1.0
         self.frozen = False
@@ -167,14 +168,15 @@ class SeerConsole(App):
     # -- the snapshot loop -----------------------------------------------------------------
 
     def poll(self) -> None:
-        self._read(self.clock(), tuple(self._tracked))
+        self._read(self.clock() if self.clock else None, tuple(self._tracked))
 
     @work(thread=True, exclusive=True, group="snapshot")
-    def _read(self, now: float, tracked: tuple[str, ...]) -> None:
+    def _read(self, now: float | None, tracked: tuple[str, ...]) -> None:
         try:
             snapshot = self.source.read(now=now, tracked=tracked)
         except Exception as exc:  # any failure is shown in the panes; the console stays up
-            self.post_message(SnapshotFailed(_describe(exc), now, getattr(exc, "partial", None)))
+            at = time.time() if now is None else now
+            self.post_message(SnapshotFailed(_describe(exc), at, getattr(exc, "partial", None)))
         else:
             self.post_message(SnapshotReady(snapshot))
 
@@ -374,9 +376,11 @@ class SeerConsole(App):
     def send_test_parcel(self) -> None:
         if self.read_only:
             return
-        sent_at = self.clock()
+        clock = self.clock
 
         def call(ops, runtime):
+            # On the clock the snapshots are taken on, so that "delivered in 2s" is right.
+            sent_at = clock() if clock else runtime.ledger.now()
             rung = ops.send_test_parcel(runtime)
             self.post_message(ParcelSent(rung.ids[0], sent_at))
             return rung.ids[0][:8] + ("" if rung.notified else f" ({rung.warning})")

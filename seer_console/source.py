@@ -195,9 +195,11 @@ class SnapshotSource:
         from worker.parcels import failures
         from worker.parcels import intake as parcels
 
-        now = time.time() if now is None else now
         runtime = self._with_current_settings()
         ledger = runtime.ledger
+        # The ledger's clock: the ages on screen are of the ledger's times (a host whose clock
+        # is off still shows them right).
+        now = ledger.now() if now is None else now
         # supervisord first, outside the ledger's read transaction: a slow answer must not
         # hold the snapshot (and the WAL behind it) open.
         view = status.supervisor_view(runtime.layout)
@@ -282,7 +284,8 @@ class SnapshotSource:
                         if first:
                             process.cpu_percent(None)
                         rss = process.memory_info().rss
-                        uptime = max(0.0, now - process.create_time())
+                        # The process's start is on this host's clock, not the ledger's.
+                        uptime = max(0.0, time.time() - process.create_time())
                 except psutil.Error:
                     pid = None
             state = queue_status.supervisor_state or (

@@ -206,7 +206,7 @@ def cmd_cas_gc(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     ledger, store = runtime.ledger, runtime.store
     # One clock for the plan and the run: what was counted is what was agreed to.
-    now = time.time()
+    now = ledger.now()
     if args.dry_run:
         _print_gc(cas_tools.gc(ledger, store, grace, dry_run=True, now=now), args.grace, args.json)
         return ExitCode.OK

@@ -98,7 +98,7 @@ def apply(
     now: float | None = None,
 ) -> list[Notification]:
     """Records the readings as rule states; queues the notifications they call for."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     channels = list(channels)
     sent: list[Notification] = []
     with ledger.write():

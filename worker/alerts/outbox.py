@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +63,7 @@ def enqueue(
     Inside a caller's `with ledger.write():` this is a savepoint, so the rows commit (or roll
     back) with whatever else the caller wrote.
     """
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     payload = notification.to_json()
     ids: list[int] = []
     with ledger.write():
@@ -93,7 +92,7 @@ def deliver_due(
     that is not due: a newer alert never overtakes an older one waiting on backoff, and a
     channel that just failed is not tried again for every row behind it.
     """
-    clock: Callable[[], float] = time.time if now is None else (lambda: now)
+    clock: Callable[[], float] = ledger.now if now is None else (lambda: now)
     sent = retried = failed = 0
     budget = limit
     for name, channel in channels.items():
@@ -129,7 +128,7 @@ def deliver_rows(
     For a test alert: it asks whether the channel works now, so it does not wait behind an
     older alert in backoff. A row that fails stays in the outbox and retries as any other.
     """
-    clock: Callable[[], float] = time.time if now is None else (lambda: now)
+    clock: Callable[[], float] = ledger.now if now is None else (lambda: now)
     ids = list(ids)
     for row_id in ids:
         claimed = _claim_row(ledger, row_id, clock(), lease)

@@ -353,7 +353,7 @@ def repair(
 ) -> RepairReport:
     """Moves the corrupt files `report` found into `quarantine` (kept, for a post-mortem), then
     re-creates them, and the missing ones, from any parcel still holding their content."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     quarantine = Path(quarantine)
     moved: list[str] = []
     for blob in report.corrupt:
@@ -450,7 +450,7 @@ def reconcile(
     With repair=False nothing is written and `after` is what a repair would leave.
     """
     started = time.monotonic()
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     before = stats(ledger)
     # The disk walk starts first (in children, with processes > 1) so that reading the table
     # overlaps it.
@@ -596,7 +596,7 @@ def gc(
     A blob is old when both its row's created_at and its file's mtime are before now - grace;
     every candidate is checked again, and deleted, inside a short write transaction.
     """
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     cutoff = now - grace
     removed: list[BlobInfo] = []
     orphans: list[BlobInfo] = []

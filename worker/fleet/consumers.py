@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from dataclasses import dataclass
 
 from worker.identity import Owner, current_owner, is_alive
@@ -25,7 +24,7 @@ class ConsumerInfo:
 
 
 def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     owner = current_owner()
     key = f"{PREFIX}{queue}:{owner.host}:{owner.pid}"
     value = {"queue": queue, "token": owner.token, "started": now}
@@ -50,7 +49,7 @@ def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
         # How often each queue's consumer process started: restarts are starts after the first.
         ledger.execute(
             "INSERT INTO control (key, value, updated_at) VALUES (?, '1', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, updated_at = ?",
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(control.value AS INTEGER) + 1, updated_at = ?",
             (f"{STARTS}{queue}", now, now),
         )
 

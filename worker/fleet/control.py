@@ -4,7 +4,6 @@ slots periodic jobs have claimed."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +48,7 @@ def pause_state(ledger: Ledger) -> PauseState:
 
 def pause(ledger: Ledger, by: str = "cli", now: float | None = None) -> bool:
     """Pauses the postmaster queue; returns False if it was already paused (nothing changed)."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     with ledger.write():
         if is_paused(ledger):
             return False
@@ -97,7 +96,7 @@ SLOT = "slot:"
 def claim_slot(ledger: Ledger, job: str, slot: int, now: float | None = None) -> bool:
     """True for exactly one caller per (job, slot), whichever scheduler asks: two schedulers
     (an orphan left by a dead supervisord, a second host) never both run a periodic job."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     key = SLOT + job
     with ledger.write():
         claimed = ledger.execute(

@@ -118,7 +118,7 @@ def _delete_expired(ledger: Ledger, agents: Iterator[str], now: float) -> dict[s
 
 def compact(ledger: Ledger, agent: str, now: float | None = None) -> int:
     """Deletes the agent's expired ephemeral keys; returns how many (the task card's compact)."""
-    deleted = _delete_expired(ledger, iter([agent]), time.time() if now is None else now)
+    deleted = _delete_expired(ledger, iter([agent]), ledger.now() if now is None else now)
     return deleted.get(agent, 0)
 
 
@@ -147,10 +147,10 @@ class Compactor:
         now: float | None = None,
     ) -> Run:
         """Compacts one agent or all; never raises for a failure: it is recorded as failed."""
-        cutoff = time.time() if now is None else now
+        cutoff = self.ledger.now() if now is None else now
         self.interrupted(now=cutoff)
         owner = current_owner()
-        started = time.time()
+        started = self.ledger.now()
         with self.ledger.write():
             run_id = self.ledger.scalar(
                 "INSERT INTO compaction_runs (trigger, agent_id, dry_run, started_at, status, "
@@ -178,7 +178,7 @@ class Compactor:
             agent_id=agent,
             dry_run=dry_run,
             started_at=started,
-            finished_at=time.time(),
+            finished_at=self.ledger.now(),
             agents=agents_touched,
             keys_deleted=keys,
             status=status,
@@ -201,7 +201,7 @@ class Compactor:
 
     def interrupted(self, now: float | None = None) -> int:
         """Marks runs left 'running' by a worker that died as failed; returns how many."""
-        now = time.time() if now is None else now
+        now = self.ledger.now() if now is None else now
         marked = 0
         for row in self.ledger.rows(
             "SELECT id, owner FROM compaction_runs WHERE status = 'running'"
@@ -251,7 +251,7 @@ class Compactor:
 
 def failures_per_day(ledger: Ledger, now: float | None = None) -> int:
     """Failed runs in the last 24 hours: the rule 'compaction failures > 3 per day' reads it."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     return ledger.scalar(
         "SELECT count(*) FROM compaction_runs WHERE status = 'failed' AND started_at >= ?",
         (now - 86400,),

@@ -6,7 +6,6 @@ An expired key reads as absent at once; compaction (worker/memory/compaction.py)
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +81,7 @@ class MemoryService:
             )
 
     def set_durable(self, agent: str, key: str, value: Any, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.ledger.now() if now is None else now
         self._set(agent, key, value, "durable", None, now)
 
     def set_ephemeral(
@@ -94,7 +93,7 @@ class MemoryService:
         now: float | None = None,
     ) -> float:
         """Stores a key that expires after `ttl` seconds (default the configured TTL)."""
-        now = time.time() if now is None else now
+        now = self.ledger.now() if now is None else now
         ttl = self.ttl if ttl is None else ttl
         if ttl <= 0:
             raise MemoryError_("a TTL must be more than 0 seconds")
@@ -103,7 +102,7 @@ class MemoryService:
         return expires
 
     def entry(self, agent: str, key: str, now: float | None = None) -> Entry | None:
-        now = time.time() if now is None else now
+        now = self.ledger.now() if now is None else now
         row = self.ledger.row(
             "SELECT agent_id, key, partition, value, expires_at, updated_at FROM memory "
             "WHERE agent_id = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
@@ -131,7 +130,7 @@ class MemoryService:
         self, agent: str, partition: str | None = None, now: float | None = None
     ) -> list[Entry]:
         """The agent's live keys (expired ones are left out), in key order."""
-        now = time.time() if now is None else now
+        now = self.ledger.now() if now is None else now
         if partition is not None and partition not in PARTITIONS:
             raise MemoryError_("partition must be durable or ephemeral")
         where = "agent_id = ? AND (expires_at IS NULL OR expires_at > ?)"

@@ -37,7 +37,7 @@ def _gauges(name: str, help: str, label: str, values: dict[str, float]) -> Gauge
 def families(runtime: Wired, now: float | None = None) -> list[Metric]:
     """Every figure from counters and indexes: cheap enough to scrape every few seconds. All
     is read before anything is returned, so a ledger that cannot be read fails the whole."""
-    now = time.time() if now is None else now
+    now = runtime.ledger.now() if now is None else now
     ledger = runtime.ledger
     counts = metrics.counters(ledger)
     settings = runtime.settings

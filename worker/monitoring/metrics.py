@@ -6,7 +6,6 @@ or from an index, so taking a sample costs the same at a thousand parcels or a m
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, fields
 
 from worker.fleet import consumers
@@ -68,7 +67,7 @@ class Flow:
 def flow(ledger: Ledger, now: float | None = None, window: float = 60.0) -> Flow:
     """One range of the (state, finished_at) index per state: it costs what the last minute
     holds, whatever the ledger's size."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     counts = {
         r["state"]: r["n"]
         for r in ledger.rows(
@@ -91,7 +90,7 @@ def measure(
     ledger: Ledger, postmaster_queue: str, scheduler_queue: str, now: float | None = None
 ) -> Sample:
     """Reads the current figures; deltas are against the last raw sample."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     counts = counters(ledger)
     last = ledger.row(
         "SELECT delivered_total, failed_total FROM metric_samples WHERE resolution = 0 "
@@ -143,7 +142,7 @@ GROUP BY CAST(ts / :to AS INTEGER)
 
 def downsample(ledger: Ledger, retention: Retention, now: float | None = None) -> int:
     """Rolls samples past their age into the next resolution; returns rows removed."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     removed = 0
     for source, target, keep in ((RAW, MINUTE, retention.raw), (MINUTE, HOUR, retention.minute)):
         # Cut on a bucket boundary so that no bucket is ever rolled up half-full.
@@ -186,7 +185,7 @@ def history(ledger: Ledger, since: float, resolution: int = RAW, limit: int = 20
 
 def growth_per_day(ledger: Ledger, now: float | None = None, window: float = 86400) -> float | None:
     """CAS bytes per day over the last `window` (any resolution); None without 10 min of data."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     # One indexed lookup per resolution (the key is resolution, ts), never a scan.
     firsts = [
         ledger.row(

@@ -31,7 +31,7 @@ class StorageReport:
 
 
 def storage_report(runtime: Wired, now: float | None = None) -> StorageReport:
-    now = time.time() if now is None else now
+    now = runtime.ledger.now() if now is None else now
     inputs = rules.read_inputs(runtime.ledger, now)
     counts = metrics.counters(runtime.ledger)
     (cas,) = [r for r in rules.evaluate(runtime.settings, inputs) if r.rule == "cas_size"]
@@ -62,7 +62,7 @@ def evaluate(
     runtime: Wired, now: float | None = None, only: tuple[str, ...] | None = None
 ) -> tuple[list[rules.Reading], list[Notification]]:
     """Evaluates the rules (or `only` some) and records their states; queues notifications."""
-    now = time.time() if now is None else now
+    now = runtime.ledger.now() if now is None else now
     readings = rules.evaluate(runtime.settings, rules.read_inputs(runtime.ledger, now))
     if only:
         readings = [r for r in readings if r.rule in only]
@@ -86,7 +86,7 @@ def deliver(runtime: Wired, now: float | None = None) -> outbox.DeliveryReport:
 def simulate_high_usage(runtime: Wired, now: float | None = None) -> Notification:
     """Queues a critical CAS alert as if the store were past the critical line (the rule's
     recorded state is left alone: nothing real is wrong)."""
-    now = time.time() if now is None else now
+    now = runtime.ledger.now() if now is None else now
     _, critical = rules.cas_lines(runtime.settings)
     quota = runtime.settings.cas_max_size
     pretend = max(critical + 1, int(quota * 0.95))
@@ -104,7 +104,7 @@ def queue_test_alert(
 ) -> list[int]:
     """Queues a test notification for one channel or all configured ones; returns the outbox
     row ids, one a channel. LookupError names the setting of a channel that is not set."""
-    now = time.time() if now is None else now
+    now = runtime.ledger.now() if now is None else now
     names = channel_names(runtime)
     if channel is not None:
         if channel not in names:

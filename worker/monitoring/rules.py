@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import humanize
@@ -36,7 +35,7 @@ def read_inputs(
     ledger: Ledger, now: float | None = None, counts: dict[str, int] | None = None
 ) -> Inputs:
     """What the rules measure; `counts`, the ledger's counters if the caller has read them."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     counts = metrics.counters(ledger) if counts is None else counts
     return Inputs(
         cas_bytes=counts.get("cas_bytes", 0),

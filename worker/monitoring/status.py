@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import os
-import time
 from dataclasses import asdict, dataclass
 
 from worker.alerts.alerting import Reading
@@ -190,7 +189,7 @@ def snapshot(
     """The report, its ledger part read in one read transaction (supervisord asked first).
     A caller that has read the counters or the rules' inputs in its own transaction (the
     console) passes them, so nothing is read twice."""
-    now = time.time() if now is None else now
+    now = runtime.ledger.now() if now is None else now
     ledger = runtime.ledger
     view = view or supervisor_view(runtime.layout)
     with ledger.read():

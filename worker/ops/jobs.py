@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,14 +67,14 @@ def build(runtime: Runtime) -> Jobs:
     backoff_until = [0.0]
 
     def deliver(parcel_id: str) -> None:
-        now = time.time()
+        now = runtime.ledger.now()
         if now < backoff_until[0]:
             return  # a doorbell is already scheduled for the end of the backoff
         result = runtime.postmaster().deliver_waiting()
         if result.retry_at is not None:
             if result.disk_full:
                 backoff_until[0] = result.retry_at
-            queues.ring([parcel_id], delay=max(0.0, result.retry_at - time.time()))
+            queues.ring([parcel_id], delay=max(0.0, result.retry_at - runtime.ledger.now()))
         if result.claimed >= runtime.settings.batch_size and queues.pending_count() == 0:
             # A full batch and no doorbell left: more may wait whose doorbell was lost with a
             # killed consumer, so keep going rather than wait for the reaper.

@@ -87,7 +87,7 @@ def retry_all_failed(runtime: Runtime) -> Rung:
 def purge_failed(
     runtime: Runtime, older_than: float | None = None, now: float | None = None
 ) -> int:
-    return failures.purge(runtime.ledger, older_than, time.time() if now is None else now)
+    return failures.purge(runtime.ledger, older_than, now)
 
 
 def compact_memory(
@@ -106,11 +106,12 @@ class ChannelTest:
     status: str  # sent, pending (retries later), failed (given up)
     error: str | None
     next_attempt_at: float
+    checked_at: float  # the ledger's time when the report was made
 
     def describe(self, now: float | None = None) -> str:
         if self.status == "sent":
             return f"{self.channel} sent"
-        now = time.time() if now is None else now
+        now = self.checked_at if now is None else now
         reason = f": {self.error}" if self.error else ""
         if self.status == "failed":
             return f"{self.channel} failed{reason}"
@@ -143,8 +144,11 @@ def send_test_alert(
     ids = monitor.queue_test_alert(runtime, channel, now=now)
     channels = channels_from_settings(runtime.settings, runtime.layout)
     rows = outbox.deliver_rows(runtime.ledger, channels, ids, now=now)
+    checked = runtime.ledger.now() if now is None else now
     return TestAlertReport(
-        tuple(ChannelTest(d.channel, d.status, d.last_error, d.next_attempt_at) for d in rows)
+        tuple(
+            ChannelTest(d.channel, d.status, d.last_error, d.next_attempt_at, checked) for d in rows
+        )
     )
 
 

@@ -7,7 +7,6 @@ ledger, and only a retry (in SQL) uses it.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
@@ -122,7 +121,7 @@ def retry_all(ledger: Ledger) -> list[str]:
 
 
 def count_failed(ledger: Ledger, older_than: float | None = None, now: float | None = None) -> int:
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     cutoff = now - older_than if older_than is not None else None
     if cutoff is None:
         return ledger.scalar("SELECT count(*) FROM parcels WHERE state = 'failed'")
@@ -133,7 +132,7 @@ def count_failed(ledger: Ledger, older_than: float | None = None, now: float | N
 
 def purge(ledger: Ledger, older_than: float | None = None, now: float | None = None) -> int:
     """Deletes failed parcels (optionally only those failed more than `older_than` s ago)."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     with ledger.write():
         if older_than is None:
             return ledger.execute("DELETE FROM parcels WHERE state = 'failed'").rowcount

@@ -7,7 +7,6 @@ what the agent gets, not what an operator's terminal shows.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
@@ -64,7 +63,7 @@ def message_for_parcel(ledger: Ledger, parcel_id: str) -> Message | None:
 
 def ack(ledger: Ledger, message_id: int, now: float | None = None) -> bool | None:
     """Marks a message read. True if it changed, False if it was already read, None if unknown."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     with ledger.write():
         found = ledger.row("SELECT read_at FROM messages WHERE id = ?", (message_id,))
         if found is None:

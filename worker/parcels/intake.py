@@ -223,7 +223,7 @@ def queue_parcels(
     The columns hold the ids redacted (they are listed and backed up); the raw parcel is kept
     in `payload` only until it is delivered, for the Postmaster and a retry.
     """
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     rows = []
     for parcel in parcels:
         payload = dumps(parcel)

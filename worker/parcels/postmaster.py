@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
@@ -139,7 +138,7 @@ class Postmaster:
         self._release_own()
         totals = BatchResult()
         while totals.claimed < limit:
-            started = time.time() if now is None else now
+            started = self.ledger.now() if now is None else now
             rows = self._claim(started, limit - totals.claimed)
             if not rows:
                 break
@@ -213,7 +212,7 @@ class Postmaster:
             ]
             outcome.deliveries = []
         control.clear_backoff(self.ledger)
-        return self._commit(rows, outcome, time.time() if stamp is None else stamp)
+        return self._commit(rows, outcome, self.ledger.now() if stamp is None else stamp)
 
     def _known_blobs(self, digests: set[str]) -> set[str]:
         known: set[str] = set()
@@ -451,7 +450,7 @@ def recover(
     ledger: Ledger, settings: Settings, now: float | None = None, host: str | None = None
 ) -> Recovery:
     """Gives parcels held by dead workers back to the queue (isolated), or fails repeat killers."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     rows = ledger.rows(
         "SELECT id, owner, claim_size, crashes, lease_until FROM parcels WHERE state = 'in_flight'"
     )
@@ -505,7 +504,7 @@ def recover(
 
 def due_parcel(ledger: Ledger, now: float | None = None) -> str | None:
     """The oldest parcel that could be delivered now, if any (what a doorbell rings for)."""
-    now = time.time() if now is None else now
+    now = ledger.now() if now is None else now
     return ledger.scalar(
         "SELECT id FROM parcels WHERE state = 'queued' AND not_before <= ? ORDER BY seq LIMIT 1",
         (now,),
