@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -380,8 +381,7 @@ class SeerRun:
     peak: int
     claimed_min: float  # min(claimed_at) - consumers' start, cross-check
     finished_max: float  # max(finished_at) - consumers' start, cross-check (commit time)
-    logs: list[ConsumerLog]
-    t_start: float
+    holding: dict[str, int]  # host -> polls that saw it hold parcels in flight
     checks: dict[str, int]
     cpu: str
 
@@ -437,6 +437,8 @@ def run_seer(tmp: Path, server: str, url: str, n: int, count: int) -> SeerRun:
         peak = tasks
         pending = tasks
         delivered = 0
+        # Owner tokens begin with the host ("bench-1/pid/…"): which hosts hold parcels, per poll.
+        holding: Counter[str] = Counter()
 
         with consumers(
             [(command, host, log) for host, log in zip(hosts, logs, strict=True)], tmp
@@ -452,8 +454,14 @@ def run_seer(tmp: Path, server: str, url: str, n: int, count: int) -> SeerRun:
                 delivered = counts.get("parcels_delivered", 0)
                 if first_pending is None and pending < peak:
                     first_pending = now
-                if first_flight is None and (counts.get("parcels_in_flight", 0) or delivered):
+                in_flight = counts.get("parcels_in_flight", 0)
+                if first_flight is None and (in_flight or delivered):
                     first_flight = now
+                if in_flight:
+                    owners = ledger.rows(
+                        "SELECT DISTINCT owner FROM parcels WHERE state = 'in_flight'"
+                    )
+                    holding.update({(r["owner"] or "?").split("/")[0] for r in owners})
                 if first is None and (first_pending or first_flight):
                     first = now
                     meter.mark()
@@ -474,7 +482,6 @@ def run_seer(tmp: Path, server: str, url: str, n: int, count: int) -> SeerRun:
                 lambda: f"{delivered} delivered, {pending} tasks left",
             )
         assert first is not None and last is not None
-        read = [read_consumer_log(log) for log in logs]
         # seer.tasks logs "postmaster consumer started: ..., delivering" when its hook rang.
         startup_rings = 0
         for log in logs:
@@ -520,8 +527,7 @@ def run_seer(tmp: Path, server: str, url: str, n: int, count: int) -> SeerRun:
             peak=peak,
             claimed_min=float(times["claimed"]) - t_start,
             finished_max=float(times["finished"]) - t_start,
-            logs=read,
-            t_start=t_start,
+            holding=dict(sorted(holding.items())),
             checks=checks,
             cpu=meter.report(),
         )
@@ -546,7 +552,7 @@ def split(logs: list[ConsumerLog], t_start: float) -> str:
     parts = []
     for i, log in enumerate(logs, 1):
         first = None if log.first_task is None else log.first_task - t_start
-        parts.append(f"#{i} {log.executed} (first at {since(first)}s)")
+        parts.append(f"#{i} {log.executed} (first at {since(first)})")
     return ", ".join(parts)
 
 
@@ -559,9 +565,9 @@ def print_huey(run: HueyRun, n: int) -> float:
         f"first dequeue -> drained {run.busy:6.2f}s | {rate:7.1f} tasks/s"
     )
     print(
-        f"      tasks executed per consumer (log): {split(run.logs, run.t_start)}; "
-        f"last executed {since(None if last is None else last - run.t_start)}s, "
-        f"queue empty seen {run.drained:.2f}s"
+        f"      tasks executed per consumer (log; s after start): "
+        f"{split(run.logs, run.t_start)}; last executed "
+        f"{since(None if last is None else last - run.t_start)}, queue empty seen {run.drained:.2f}"
     )
     print(f"      {run.cpu}")
     return rate
@@ -583,8 +589,9 @@ def print_seer(run: SeerRun, n: int) -> float:
         + f", peak pending seen {run.peak}"
     )
     print(
-        f"      doorbells taken per consumer (log): {split(run.logs, run.t_start)}; queue "
-        f"empty {run.drained - run.last:5.2f}s after the last delivery; verified: "
+        "      polls that saw a host hold parcels in flight: "
+        + (", ".join(f"{h} {k}" for h, k in run.holding.items()) or "none")
+        + f"; queue empty {run.drained - run.last:5.2f}s after the last delivery; verified: "
         + ", ".join(f"{k} {v}" for k, v in run.checks.items())
     )
     print(f"      {run.cpu}")
