@@ -18,7 +18,8 @@ The benchmark of issue 12. In one invocation, on one PostgreSQL server, each run
     per POSTMASTER_BATCH_SIZE parcels), delivered by C real `seer worker postmaster` processes
     with SEER_HOST_ID=bench-1 .. bench-C, so that they are two hosts to the ledger.
 
-All C consumers are started together. Timing, as in bench/parcels.py, is from the bench process
+Per run the order is (s), (a) with 1, (b) with 1, (a) with 2, (b) with 2. All C consumers of
+a measurement are started together. Timing, as in bench/parcels.py, is from the bench process
 polling: the first dequeue is the first poll where the queue holds fewer tasks than its peak (or,
 for (b), a parcel is counted in flight or delivered, whichever is seen first); the end is "queue
 empty" for (a) and "the ledger's parcels_delivered counter reached N" for (b). Rates are
@@ -28,7 +29,13 @@ one is a round trip and a count on the server, which shares the 2 cores with the
 (a) is checked after the consumers have stopped: their logs must show N tasks executed in all
 (Huey logs "... executed in" once per task), with the split between consumers and the log's last
 execution as cross-checks; "queue empty" could otherwise hide tasks taken and never run.
-(b) is checked in the ledger as bench/parcels.py does (messages, deliveries, blobs, counters).
+(b) is checked in the ledger as bench/parcels.py does (messages, deliveries, blobs, counters);
+its polls also note which hosts hold parcels in flight, to show that both consumers worked (Seer
+quiets Huey's per-task log lines, so its logs cannot tell).
+
+Each measurement prints the CPU its consumers and their server backends used over the window,
+and how busy the whole machine was: other sessions share the 2 cores, and a rate, or a scaling
+from 1 to 2 consumers, means little without that.
 
 Databases: one throwaway database `seer_bench_<pid>` for (a) (a queue name per measurement) and
 one per (b) measurement, `seer_bench_<pid>_r<run>c<consumers>`; all are dropped at the end.
@@ -622,25 +629,25 @@ def one_run(
             f"{rate_b / rate_a:.2f} [enqueue {a.send:.2f}s, send {b.send:.2f}s; verified: "
             f"messages {checks['messages']}, blob files {checks['blob files']}]"
         )
+    # Each (b) right after its (a): the other sessions' load on the machine drifts within a
+    # run, and b/a is the figure judged.
     for count in CONSUMER_COUNTS:
         run = run_huey(
             tmp / f"huey-{count}", dbs.server, a_url, f"bench-r{number}-c{count}", n, count
         )
         figures.huey.setdefault(count, []).append(print_huey(run, n))
         sys.stdout.flush()
-    for count in CONSUMER_COUNTS:
         if figures.seer_missing:
-            break
+            continue
         url = dbs.create(f"seer_bench_{os.getpid()}_r{number}c{count}")
         try:
             seer_run = run_seer(tmp / f"seer-{count}", dbs.server, url, n, count)
         except SeerUnavailable as exc:
             figures.seer_missing = str(exc)
             print(f"  (b) postmaster: NOT RUN: {exc}")
-            break
+            continue
         figures.seer.setdefault(count, []).append(print_seer(seer_run, n))
         sys.stdout.flush()
-    sys.stdout.flush()
 
 
 def _fresh(path: Path) -> Path:
