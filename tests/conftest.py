@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from seer_console.cli import main
-from tests.helpers import LEDGER_BACKENDS, backend_environment
+from tests.helpers import LEDGER_BACKENDS, backend_environment, drop_run_database
 from worker.runtime import Runtime
 from worker.settings import SPECS
 
@@ -33,17 +33,44 @@ class Result:
         return json.loads(self.out)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): the ledger backends this test applies to (default: every one); "
+        "for what exists on one engine only, such as a SQLite file's damage",
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Every test that builds a storage root runs once per ledger backend. With one backend the
-    # test ids stay as they are (no "[sqlite]"), so the console's snapshot files keep their names.
-    if "ledger_backend" in metafunc.fixturenames and len(LEDGER_BACKENDS) > 1:
-        metafunc.parametrize("ledger_backend", LEDGER_BACKENDS, indirect=True)
+    # Every test that builds a storage root runs once per ledger backend. Screenshot tests
+    # stay on SQLite with their ids unchanged: the picture is the same, its file name too.
+    if "ledger_backend" not in metafunc.fixturenames or "snap_compare" in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    chosen = [b for b in LEDGER_BACKENDS if marker is None or b in marker.args]
+    metafunc.parametrize("ledger_backend", chosen, indirect=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    # A PostgreSQL test that skips would pass CI having tested nothing: it fails instead.
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("ledger_backend") if callspec else None
+    if report.skipped and backend == "postgresql" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"a PostgreSQL test was skipped: {report.longrepr}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    drop_run_database()
 
 
 @pytest.fixture
 def ledger_backend(request: pytest.FixtureRequest) -> str:
     """Which ledger implementation the test's storage root uses (tests/helpers.py lists them)."""
-    return getattr(request, "param", LEDGER_BACKENDS[0])
+    return getattr(request, "param", "sqlite")
 
 
 @pytest.fixture

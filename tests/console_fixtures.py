@@ -48,10 +48,13 @@ def fill(runtime: Runtime, *, paused: bool = False) -> None:
     ]
     parcels.queue_parcels(ledger, batch, now=NOW - 7200)
     with ledger.write():
-        # Fixed ids, so that the screens are the same on every run.
-        ledger.execute(
-            "UPDATE parcels SET id = printf('%08x-5eed-4000-8000-%012d', seq * 2654435761 "
-            "% 4294967296, seq)"
+        # Fixed ids, so that the screens are the same on every run (and on every engine).
+        ledger.executemany(
+            "UPDATE parcels SET id = ? WHERE seq = ?",
+            [
+                (f"{seq * 2654435761 % 4294967296:08x}-5eed-4000-8000-{seq:012d}", seq)
+                for seq in [r["seq"] for r in ledger.rows("SELECT seq FROM parcels")]
+            ],
         )
     ids = [r["id"] for r in ledger.rows("SELECT id FROM parcels ORDER BY seq")]
     runtime.postmaster().deliver_waiting(now=NOW - 3600, limit=31)

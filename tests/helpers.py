@@ -3,6 +3,8 @@ backends and the few questions about the schema that only a dialect can answer."
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -44,25 +46,104 @@ def parcel(agent: str = "agent-1", n: int = 0, attachment: str | None = None) ->
 # Every fixture that builds a storage root takes `ledger_backend` (tests/conftest.py); a backend
 # is added here, once, with what it needs to know. Only these helpers know a dialect.
 
-LEDGER_BACKENDS: tuple[str, ...] = ("sqlite",)
+KNOWN_BACKENDS = ("sqlite", "postgresql")
+
+
+def _backends() -> tuple[str, ...]:
+    # Both by default: a run that leaves PostgreSQL out says so (SEER_TEST_BACKENDS=sqlite).
+    raw = os.environ.get("SEER_TEST_BACKENDS", ",".join(KNOWN_BACKENDS))
+    chosen = tuple(b.strip() for b in raw.split(",") if b.strip())
+    unknown = [b for b in chosen if b not in KNOWN_BACKENDS]
+    if unknown or not chosen:
+        raise SystemExit(
+            f"SEER_TEST_BACKENDS={raw!r}: expected a comma-separated list of "
+            + ", ".join(KNOWN_BACKENDS)
+        )
+    return chosen
+
+
+LEDGER_BACKENDS: tuple[str, ...] = _backends()
+
+# The PostgreSQL server the tests use (trust auth on this project's machines), and the
+# throwaway database of this test run (tests/conftest.py creates and drops it).
+PG_ADMIN_URL = os.environ.get("SEER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+_schemas = itertools.count(1)
+
+
+def pg_run_database() -> str:
+    """This run's database: one per pytest process (xdist worker), dropped at its end."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"seer_test_{os.getpid()}_{worker}"
+
+
+_created: list[str] = []
+
+
+def ensure_run_database() -> str:
+    """Creates this run's database on first use; an unreachable server fails the test (a
+    PostgreSQL test never silently skips)."""
+    import psycopg
+
+    database = pg_run_database()
+    if not _created:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{database}"')
+        _created.append(database)
+    return database
+
+
+def drop_run_database() -> None:
+    import psycopg
+
+    for database in _created:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    _created.clear()
+
+
+def pg_url(database: str, schema: str | None = None) -> str:
+    """A URL on the tests' server; with `schema`, every connection's search_path is it."""
+    from urllib.parse import quote, urlsplit
+
+    base = urlsplit(PG_ADMIN_URL)._replace(path="/" + database, query="").geturl()
+    if schema is None:
+        return base
+    return base + "?options=" + quote(f"-csearch_path={schema}")
 
 
 def backend_environment(backend: str, tmp_path: Path) -> dict[str, str]:
     """The environment variables that point a storage root's ledger at `backend`."""
     if backend == "sqlite":
         return {}  # the default: ledger.db under the storage root
+    if backend == "postgresql":
+        # A schema of its own per test in the run's database: as isolated as a database of
+        # its own, made in a millisecond instead of a CREATE DATABASE's hundreds.
+        import psycopg
+
+        schema = f"t{next(_schemas)}"
+        database = ensure_run_database()
+        with psycopg.connect(pg_url(database), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.execute(f"CREATE SCHEMA {schema}")
+        return {"SEER_DATABASE_URL": pg_url(database, schema)}
     raise ValueError(f"unknown ledger backend {backend!r}")
 
 
 def other_ledger(runtime: Runtime, lock_timeout: float | None = None) -> Ledger:
     """A second, independent connection to the runtime's ledger (another process, as far as
     the database can tell); `lock_timeout` shortens how long its writes wait for the lock."""
+    from worker.ledger.postgresql import PostgresLedger
     from worker.ledger.sqlite import SqliteLedger
 
     if isinstance(runtime.ledger, SqliteLedger):
         if lock_timeout is None:
             return SqliteLedger(runtime.ledger.path)
         return SqliteLedger(runtime.ledger.path, lock_timeout=lock_timeout)
+    if isinstance(runtime.ledger, PostgresLedger):
+        if lock_timeout is None:
+            return PostgresLedger(runtime.ledger.url)
+        return PostgresLedger(runtime.ledger.url, lock_timeout=lock_timeout)
     raise TypeError(f"no second connection for {type(runtime.ledger).__name__}")
 
 
@@ -74,10 +155,13 @@ def ledger_tables(ledger: Ledger) -> list[str]:
 def ledger_schema(ledger: Ledger) -> list[tuple]:
     """The ledger's schema as (type, name, definition) rows in a stable order: two equal
     schemas give equal lists."""
+    from worker.ledger.postgresql import PostgresLedger
     from worker.ledger.sqlite import SqliteLedger
 
     if isinstance(ledger, SqliteLedger):
         return [tuple(r.values()) for r in ledger.rows(_SQLITE_SCHEMA)]
+    if isinstance(ledger, PostgresLedger):
+        return [tuple(r.values()) for r in ledger.rows(_PG_SCHEMA)]
     raise TypeError(f"no schema listing for {type(ledger).__name__}")
 
 
@@ -90,6 +174,41 @@ def sqlite_file_schema(path: Path) -> list[tuple]:
         conn.close()
 
 
+# Tables (with their columns), indexes, triggers and functions of the current schema, Huey's
+# queue tables left out as SQLite's listing leaves out queue.db.
+_PG_SCHEMA = """
+    SELECT 'table' AS type, c.relname AS name,
+           string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', '
+                      ORDER BY a.attnum) AS sql
+      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+       AND c.relname NOT LIKE 'huey%' AND NOT a.attisdropped
+     GROUP BY c.relname
+    UNION ALL
+    SELECT 'index', indexname, indexdef FROM pg_indexes
+     WHERE schemaname = current_schema() AND tablename NOT LIKE 'huey%'
+    UNION ALL
+    SELECT 'trigger', tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t
+      JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'function', p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
+     WHERE p.pronamespace = current_schema()::regnamespace
+    ORDER BY 1, 2"""
+
 _SQLITE_SCHEMA = (
     "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
 )
+
+
+def lock_waiters(ledger: Ledger) -> int | None:
+    """How many sessions of the ledger's database wait for a lock now (a `Ledger.lock`, a row);
+    None on SQLite, where a writer waits for the write lock in a way nothing can count."""
+    from worker.ledger.postgresql import PostgresLedger
+
+    if isinstance(ledger, PostgresLedger):
+        return ledger.scalar(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    return None

@@ -74,6 +74,8 @@ ENGINES = {
     # (Huey's, whose sqlite3 errors it turns into QueueError).
     "sqlite3": ("worker.ledger", "worker.ops.backup.sqlite", "worker.queue.queues"),
     "peewee": ("worker.ledger",),
+    "psycopg": ("worker.ledger",),
+    "psycopg_pool": ("worker.ledger",),
     "requests": ("worker.alerts.channels.slack",),
     "smtplib": ("worker.alerts.channels.mail",),
     "prometheus_client": ("worker.monitoring.exporter",),

@@ -280,7 +280,7 @@ def test_a_bad_database_url_is_refused_without_its_password(cli, env, monkeypatc
         assert "SEER_DATABASE_URL=(hidden)" in line and "postgresql://" in line
 
 
-def test_an_unreachable_database_is_one_line_naming_host_and_port(cli, env, monkeypatch):
+def test_an_unreachable_database_is_one_line_naming_host_and_port(cli, runtime, monkeypatch):
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
     monkeypatch.setenv("SEER_DATABASE_URL", "postgresql://seer:hunter2-s3cret@127.0.0.1:9/seer")
     for args in (("status",), ("queue", "status"), ("failed", "list"), ("init",)):

@@ -12,7 +12,7 @@ from functools import cached_property
 from worker.cas import BlobStore, open_store
 from worker.fleet import control
 from worker.layout import Layout, apply_umask
-from worker.ledger import Ledger, check_database_supported, migrations, open_ledger
+from worker.ledger import Ledger, migrations, open_ledger
 from worker.memory.compaction import Compactor
 from worker.memory.service import MemoryService
 from worker.parcels.postmaster import Postmaster
@@ -74,6 +74,5 @@ class Runtime:
 
 
 def check_supported(settings: Settings) -> None:
-    """Refuses, as a settings error, a ledger database or a queue connection not built yet."""
-    check_database_supported(settings)
+    """Refuses, as a settings error, a queue connection not built yet."""
     check_queue_supported(settings)

@@ -223,6 +223,19 @@ def _database_url(raw: str) -> str:
     return value
 
 
+def server_address(url: str) -> str:
+    """host:port of a server's URL (postgresql://, redis://), never its user or password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = parts.port or {"redis": 6379, "rediss": 6379}.get(parts.scheme, 5432)
+    except ValueError:
+        return "(an unreadable URL)"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _host_id(raw: str) -> str:
     value = raw.strip()
     if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
@@ -264,7 +277,10 @@ class Spec:
 
 
 def _spec(name: str, default: str, parse: Callable[[str], Any], help: str, **kw: Any) -> Any:
-    return field(metadata={"spec": Spec(name, default, parse, help, **kw)})
+    # A secret stays out of the repr: a traceback's locals or a test's report show Settings.
+    return field(
+        repr=not kw.get("secret", False), metadata={"spec": Spec(name, default, parse, help, **kw)}
+    )
 
 
 @dataclass(frozen=True)
@@ -537,6 +553,11 @@ class Settings:
     @property
     def storage_root(self) -> Path:
         return self.storage_path.absolute()
+
+    @property
+    def database_address(self) -> str:
+        """host:port of SEER_DATABASE_URL, never its password: what every message names."""
+        return server_address(self.database_url)
 
 
 SPECS: tuple[Spec, ...] = tuple(f.metadata["spec"] for f in fields(Settings))

@@ -16,7 +16,7 @@ from worker.ledger.errors import (
     LedgerError,
     LedgerUnavailable,
 )
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings
 
 if TYPE_CHECKING:
     from worker.layout import Layout
@@ -31,23 +31,16 @@ __all__ = [
     "LedgerError",
     "LedgerUnavailable",
     "Params",
-    "check_database_supported",
     "open_ledger",
 ]
 
 
-def check_database_supported(settings: Settings) -> None:
-    """Refuses, as a settings error, a ledger database that has no implementation yet."""
-    if settings.database_url:
-        raise SettingsError(
-            "SEER_DATABASE_URL=(hidden) is not allowed yet: PostgreSQL is not supported; leave it "
-            "empty for the SQLite ledger under the storage root"
-        )
-
-
 def open_ledger(layout: Layout, settings: Settings) -> Ledger:
     """The ledger the settings name: SQLite under the storage root unless SEER_DATABASE_URL."""
-    check_database_supported(settings)
+    if settings.database_url:
+        from worker.ledger.postgresql import PostgresLedger
+
+        return PostgresLedger(settings.database_url)
     from worker.ledger.sqlite import SqliteLedger
 
     return SqliteLedger(str(layout.ledger_db), synchronous=settings.sqlite_synchronous)

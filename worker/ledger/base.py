@@ -85,6 +85,9 @@ class Ledger(abc.ABC):
     latest committed state, and two of them may see different states.
     """
 
+    dialect: str
+    """The engine's name ("sqlite", "postgresql"): which migrations and backups apply."""
+
     # -- transactions ----------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -93,11 +96,15 @@ class Ledger(abc.ABC):
         nothing does if it raises (the exception then propagates, translated if it came from
         the database).
 
-        - It waits for the write lock when it begins (not at its first write), up to the
-          implementation's lock timeout, then raises `LedgerBusy`; so a read-then-write inside
-          it never fails halfway because another writer came first. The wait polls often
-          enough that a writer gets into the short gaps a long job leaves between its
-          transactions.
+        - SQLite: it waits for the one write lock when it begins (not at its first write), up
+          to the lock timeout, then raises `LedgerBusy`; so a read-then-write inside it never
+          fails halfway because another writer came first. The wait polls often enough that a
+          writer gets into the short gaps a long job leaves between its transactions.
+        - PostgreSQL: writers run side by side (READ COMMITTED); a statement waits for the rows
+          it changes, a writer that must exclude others on every host takes `lock(name)`,
+          and any wait longer than the lock timeout raises `LedgerBusy`. Domain SQL is written
+          for both: conditions in the UPDATE itself (`WHERE state = 'in_flight' AND owner =
+          ?`), never a read whose answer a later write relies on without a lock.
         - Nested in another `write()` of the same thread it is a savepoint: its block rolls
           back alone if it raises, and commits only with the outer transaction.
         - A full disk, at any statement or at the commit, raises `LedgerDiskFull` ("disk full:
@@ -172,14 +179,18 @@ class Ledger(abc.ABC):
         """Sets a counter outright (a recount; inside `write()`)."""
         self.execute("UPDATE counters SET value = ? WHERE name = ?", (value, name))
 
+    @abc.abstractmethod
     def fold_counters(self) -> None:
         """Compacts the counters' storage (PostgreSQL folds its deltas into one row per name);
         a periodic job calls it. Values are unchanged."""
 
-    def lock(self, name: str) -> None:
-        """Inside `write()`: takes the exclusive lock `name` until the transaction ends, for
-        writers on any host that must not interleave (CAS gc and a delivery's commit, the CAS
-        quota). On SQLite the write transaction already excludes every other writer."""
+    @abc.abstractmethod
+    def lock(self, name: str, shared: bool = False) -> None:
+        """Inside `write()`: takes the lock `name` until the transaction ends, for writers on
+        any host that must not interleave (CAS gc and a delivery's commit, the CAS quota).
+        Exclusive, or `shared` with other shared holders (deliveries) but not with an
+        exclusive one (gc). Waits at most the lock timeout, then raises `LedgerBusy`. On
+        SQLite the write transaction already excludes every other writer."""
 
     @abc.abstractmethod
     def has_table(self, name: str) -> bool:

@@ -238,7 +238,7 @@ MIGRATIONS += (
 LATEST = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
-    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"""
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"""
 
 
 @dataclass(frozen=True)
@@ -246,6 +246,15 @@ class MigrationState:
     version: int
     name: str
     applied_at: float | None
+
+
+def migrations_of(ledger: Ledger) -> tuple[Migration, ...]:
+    """The migrations in the ledger's own dialect: the same versions on every engine."""
+    if ledger.dialect == "postgresql":
+        from worker.ledger.pg_schema import MIGRATIONS as POSTGRESQL
+
+        return POSTGRESQL
+    return MIGRATIONS
 
 
 def current_version(ledger: Ledger) -> int:
@@ -261,7 +270,9 @@ def status(ledger: Ledger) -> list[MigrationState]:
             r["version"]: r["applied_at"]
             for r in ledger.rows("SELECT version, applied_at FROM schema_migrations")
         }
-    return [MigrationState(m.version, m.name, applied.get(m.version)) for m in MIGRATIONS]
+    return [
+        MigrationState(m.version, m.name, applied.get(m.version)) for m in migrations_of(ledger)
+    ]
 
 
 def migrate(ledger: Ledger, now: float | None = None) -> list[Migration]:
@@ -270,7 +281,7 @@ def migrate(ledger: Ledger, now: float | None = None) -> list[Migration]:
     ledger.execute(_VERSION_TABLE)
     if current_version(ledger) > LATEST:
         check_schema(ledger)
-    for migration in MIGRATIONS:
+    for migration in migrations_of(ledger):
         with ledger.write():
             if current_version(ledger) >= migration.version:
                 continue
@@ -286,7 +297,7 @@ def migrate(ledger: Ledger, now: float | None = None) -> list[Migration]:
 
 def to_undo(ledger: Ledger, steps: int) -> list[Migration]:
     """The migrations a rollback of `steps` would undo, newest first."""
-    by_version = {m.version: m for m in MIGRATIONS}
+    by_version = {m.version: m for m in migrations_of(ledger)}
     version = current_version(ledger)
     if version > LATEST:
         check_schema(ledger)  # refuses: only the release that applied it can undo it
@@ -303,6 +314,8 @@ def rollback_effects(ledger: Ledger, migration: Migration) -> list[str]:
             effects.append(f"table {words[2]} ({rows} rows)")
         elif words[0] == "DROP":
             effects.append(f"{words[1].lower()} {words[2]}")
+        elif words[:4] == ["CREATE", "OR", "REPLACE", "FUNCTION"]:
+            effects.append(f"function {words[4]} back to its previous version")
         else:
             effects.append(" ".join(words))
     return effects
@@ -311,7 +324,7 @@ def rollback_effects(ledger: Ledger, migration: Migration) -> list[str]:
 def rollback(ledger: Ledger, steps: int) -> list[Migration]:
     """Undoes the last `steps` applied migrations, newest first; returns those undone."""
     undone = []
-    by_version = {m.version: m for m in MIGRATIONS}
+    by_version = {m.version: m for m in migrations_of(ledger)}
     for _ in range(steps):
         with ledger.write():
             version = current_version(ledger)

@@ -15,7 +15,7 @@ from typing import Any
 
 from huey import Huey
 from huey.consumer import Consumer, Scheduler, Worker
-from huey.storage import BaseStorage, SqliteStorage
+from huey.storage import BaseStorage, PostgresStorage, SqliteStorage
 
 from worker.layout import Layout
 from worker.queue.errors import QueueDamaged, QueueError
@@ -69,9 +69,26 @@ def check_supported(settings: Settings) -> None:
         )
 
 
+# A dequeue waits this long for a doorbell's NOTIFY before it looks at the pause flag again:
+# a pause takes effect on every host within it.
+POSTGRES_READ_TIMEOUT = 0.5
+
+
 def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
     """The one place the queue's storage is chosen from the settings (QUEUE_CONNECTION)."""
     check_supported(settings)
+    if settings.queue_connection == "database" and settings.database_url:
+        # Huey's own PostgreSQL storage, in the ledger's database: SKIP LOCKED dequeues,
+        # NOTIFY doorbells, and a reconnect after a server restart.
+        return StorageChoice(
+            PostgresStorage,
+            {
+                "dsn": settings.database_url,
+                "read_timeout": POSTGRES_READ_TIMEOUT,
+                "connect_timeout": 5,
+                "application_name": "seer-queue",
+            },
+        )
     return StorageChoice(
         SeerSqliteStorage,
         {
@@ -85,8 +102,8 @@ def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """Huey's SQLite storage raises sqlite3's errors; they leave the queue as its own."""
+def _translated(address: str | None = None) -> Iterator[None]:
+    """Huey's storages raise their drivers' errors; they leave the queue as its own."""
     try:
         yield
     except sqlite3.OperationalError as exc:  # busy, locked, cannot open: not damage
@@ -95,6 +112,16 @@ def _translated() -> Iterator[None]:
         raise QueueDamaged(str(exc)) from exc
     except sqlite3.Error as exc:
         raise QueueError(str(exc)) from exc
+    except Exception as exc:
+        # psycopg's errors, told by module so that a SQLite deployment never imports it.
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        text = str(exc).strip()
+        if type(exc).__name__ in ("OperationalError", "InterfaceError") or "connection" in text:
+            reason = (text.splitlines() or [type(exc).__name__])[0]
+            reason = reason.removeprefix("connection failed: ")
+            raise QueueError(f"cannot reach the queue's database at {address}: {reason}") from exc
+        raise QueueError(text) from exc
 
 
 class PausableWorker(Worker):
@@ -185,7 +212,10 @@ class Queues:
     delivery job that runs when a doorbell is taken (worker.queue.tasks.register).
     """
 
-    def __init__(self, postmaster: PostmasterHuey, scheduler: SchedulerHuey) -> None:
+    def __init__(
+        self, postmaster: PostmasterHuey, scheduler: SchedulerHuey, address: str | None = None
+    ) -> None:
+        self.address = address  # host:port of a queue on a server, for its errors
         self.postmaster = postmaster
         self.scheduler = scheduler
         self._delivery: Callable[[str], None] | None = None
@@ -209,7 +239,7 @@ class Queues:
     def ring(self, parcel_ids: list[str], delay: float | None = None) -> None:
         """One doorbell per parcel id given; with `delay`, each rings that many seconds later.
         Raises QueueError (QueueDamaged if the storage is damaged)."""
-        with _translated():
+        with _translated(self.address):
             self._ring(parcel_ids, delay)
 
     def _ring(self, parcel_ids: list[str], delay: float | None) -> None:
@@ -228,31 +258,32 @@ class Queues:
 
     def pending_count(self) -> int:
         """Doorbells waiting on the parcel queue."""
-        with _translated():
+        with _translated(self.address):
             return self.postmaster.pending_count()
 
     def check(self) -> None:
         """Reads the queue's storage (one task at most): raises QueueError, QueueDamaged if it
         is damaged. Unlike counting, its cost does not grow with the queue (a count of 200,000
         doorbells took 30 ms of every console poll)."""
-        with _translated():
+        with _translated(self.address):
             self.postmaster.storage.enqueued_items(limit=1)
 
     def initialize(self) -> None:
         """Creates the queue storage's schema (`seer init`); a no-op where there is none."""
         initialize = getattr(self.postmaster.storage, "initialize_schema", None)
         if initialize is not None:
-            with _translated():
+            with _translated(self.address):
                 initialize()
 
 
 def build_queues(settings: Settings, layout: Layout) -> Queues:
     choice = queue_storage(settings, layout)
     storage = {"storage_class": choice.storage_class, **choice.options}
+    address = settings.database_address if choice.storage_class is PostgresStorage else None
     # Huey's storage creates its tables when it is built: a damaged file fails here.
-    with _translated():
+    with _translated(address):
         # results=False: outcomes are recorded in the ledger, not in Huey's result store.
         postmaster = PostmasterHuey(settings.postmaster_queue, results=False, **storage)
         # Local time, as cron has it: schedules are read in the server's time zone.
         scheduler = SchedulerHuey(settings.scheduler_queue, results=False, utc=False, **storage)
-    return Queues(postmaster, scheduler)
+    return Queues(postmaster, scheduler, address)
