@@ -244,7 +244,7 @@ def test_status_exit_codes_follow_the_worst_rule(runtime, cli, monkeypatch):
     monkeypatch.setattr(
         status.consumers,
         "consumers",
-        lambda ledger: [
+        lambda ledger, **_: [
             status.consumers.ConsumerInfo(q, "h", 1, 0.0, True) for q in ("postmaster", "scheduler")
         ],
     )

@@ -1,7 +1,9 @@
 """Who holds a parcel in flight, and whether that holder is still alive.
 
-An owner token names the host, the process (pid and start time, so a recycled pid is not
-mistaken for the holder) and the worker thread.
+An owner token names the host (SEER_HOST_ID, else the machine's name), the process (pid and
+start time, so a recycled pid is not mistaken for the holder) and the worker thread. Only a
+holder on this host can be checked by pid; one elsewhere is judged by its heartbeat
+(worker.fleet.consumers).
 """
 
 from __future__ import annotations
@@ -45,15 +47,20 @@ def _start_ticks(pid: int) -> int:
     return int(process.create_time() * 100)
 
 
-def current_owner() -> Owner:
-    return Owner(
-        socket.gethostname(), os.getpid(), _start_ticks(os.getpid()), threading.get_ident()
-    )
+def host_name(host_id: str | None = None) -> str:
+    """This host's name in the ledger: `host_id` (SEER_HOST_ID) when set, else the machine's."""
+    return host_id or socket.gethostname()
+
+
+def current_owner(host_id: str | None = None) -> Owner:
+    """The calling thread as an owner; `host_id`: SEER_HOST_ID (empty: the machine's name)."""
+    return Owner(host_name(host_id), os.getpid(), _start_ticks(os.getpid()), threading.get_ident())
 
 
 def is_alive(owner: Owner, host: str | None = None) -> bool | None:
-    """True or False for a holder on this host; None when it runs elsewhere (use its lease)."""
-    if owner.host != (host or socket.gethostname()):
+    """True or False for a holder on this host (`host`: its SEER_HOST_ID, empty or None: the
+    machine's name); None when it runs elsewhere (its heartbeat, or else its lease, tells)."""
+    if owner.host != host_name(host):
         return None
     try:
         return _start_ticks(owner.pid) == owner.started

@@ -1,16 +1,37 @@
-"""Which consumers are running: each registers itself when it starts, liveness is checked by pid."""
+"""Which consumers are running: each registers itself when it starts and keeps a heartbeat.
+
+A consumer process's entry in the `control` table (`consumer:QUEUE:HOST:PID`) carries its
+owner token; its `updated_at` is its last heartbeat, on the ledger's clock, refreshed by a
+daemon thread every few seconds. A consumer is dead when its pid is (on this host), or when
+its heartbeat is older than SEER_HEARTBEAT_TIMEOUT (on any host: a stopped process, a host
+gone or cut off); the reaper then gives its parcels back.
+"""
 
 from __future__ import annotations
 
 import json
-import socket
+import logging
+import threading
 from dataclasses import dataclass
+from typing import Any
 
-from worker.identity import Owner, current_owner, is_alive
+from worker.identity import Owner, current_owner, host_name, is_alive
 from worker.ledger import Ledger
+
+log = logging.getLogger("seer.consumers")
 
 PREFIX = "consumer:"
 STARTS = "starts:"
+DEFAULT_TIMEOUT = 30.0  # SEER_HEARTBEAT_TIMEOUT's default
+# An entry whose heartbeat stopped this long ago is forgotten (a host taken out of service),
+# so that `seer status` does not list it for ever.
+FORGET_AFTER = 86400.0
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """Seconds between two heartbeats: six a timeout, between 1 and 5 s, so that a beat or
+    two lost to a busy ledger never make a live consumer look dead."""
+    return min(5.0, max(1.0, timeout / 6))
 
 
 @dataclass(frozen=True)
@@ -19,14 +40,41 @@ class ConsumerInfo:
     host: str
     pid: int
     started: float
-    alive: bool | None  # None: on another host, cannot tell from here
+    alive: bool | None  # by its pid; None: on another host, cannot tell from here
     owner: Owner | None = None  # pid and start time: never mistaken for a reused pid
+    heartbeat: float | None = None  # its last heartbeat, on the ledger's clock
+    heartbeat_age: float | None = None  # seconds since then, when it was read
+    stale: bool = False  # silent for longer than SEER_HEARTBEAT_TIMEOUT: dead, whatever its pid
 
 
-def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
+def _key(queue: str, owner: Owner) -> str:
+    return f"{PREFIX}{queue}:{owner.host}:{owner.pid}"
+
+
+def _put(ledger: Ledger, key: str, value: dict[str, Any], now: float) -> None:
+    ledger.execute(
+        "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+        "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (key, json.dumps(value), now),
+    )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A consumer process's entry: its key and what it holds."""
+
+    key: str
+    value: dict[str, Any]
+
+
+def register(
+    ledger: Ledger, queue: str, now: float | None = None, *, host_id: str | None = None
+) -> Registration | None:
+    """Records this consumer process (its heartbeat begins now) and counts a start; None when
+    one of its threads has already registered it."""
     now = ledger.now() if now is None else now
-    owner = current_owner()
-    key = f"{PREFIX}{queue}:{owner.host}:{owner.pid}"
+    owner = current_owner(host_id)
+    key = _key(queue, owner)
     value = {"queue": queue, "token": owner.token, "started": now}
     with ledger.write():
         # The start-up hook runs once per worker thread (the scheduler has two): only the
@@ -35,35 +83,126 @@ def register(ledger: Ledger, queue: str, now: float | None = None) -> None:
         if mine:
             old = Owner.parse(json.loads(mine["value"])["token"])
             if old and old.process_token == owner.process_token:
-                return
+                return None
         # Entries of dead consumers on this host are dropped as a new one registers.
         for row in ledger.rows("SELECT key, value FROM control WHERE key LIKE ?", (PREFIX + "%",)):
             old = Owner.parse(json.loads(row["value"])["token"])
-            if old and is_alive(old) is False:
+            if old and is_alive(old, host_id) is False:
                 ledger.execute("DELETE FROM control WHERE key = ?", (row["key"],))
-        ledger.execute(
-            "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) "
-            "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            (key, json.dumps(value), now),
-        )
+        _put(ledger, key, value, now)
         # How often each queue's consumer process started: restarts are starts after the first.
         ledger.execute(
             "INSERT INTO control (key, value, updated_at) VALUES (?, '1', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = CAST(control.value AS INTEGER) + 1, updated_at = ?",
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, updated_at = ?",
             (f"{STARTS}{queue}", now, now),
         )
+    return Registration(key, value)
 
 
-def consumers(ledger: Ledger) -> list[ConsumerInfo]:
+def beat(ledger: Ledger, registration: Registration, now: float | None = None) -> bool:
+    """Refreshes the heartbeat; an entry that is gone (dropped by a peer that took this
+    consumer for dead, or forgotten) is written again. False when it had to be."""
+    now = ledger.now() if now is None else now
+    with ledger.write():
+        if ledger.execute(
+            "UPDATE control SET updated_at = ? WHERE key = ?", (now, registration.key)
+        ).rowcount:
+            return True
+        _put(ledger, registration.key, registration.value, now)
+    return False
+
+
+class Heartbeat:
+    """The daemon thread that keeps one consumer process's heartbeat (its own ledger
+    connection: the ledger opens one per thread)."""
+
+    def __init__(self, ledger: Ledger, registration: Registration, interval: float) -> None:
+        self.ledger = ledger
+        self.registration = registration
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat {registration.key}", daemon=True
+        )
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        failing = False
+        try:
+            while not self._stopped.wait(self.interval):
+                try:
+                    if not beat(self.ledger, self.registration):
+                        log.warning(
+                            "heartbeat: %s was gone from the ledger (taken for dead?); "
+                            "registered again",
+                            self.registration.key,
+                        )
+                except Exception as exc:  # the ledger out of reach: said once, then retried
+                    if not failing:
+                        log.warning("heartbeat not recorded, retrying: %s", exc)
+                    failing = True
+                    continue
+                if failing:
+                    log.info("heartbeat recorded again")
+                failing = False
+        finally:
+            self.ledger.close()
+
+
+def start(
+    ledger: Ledger,
+    queue: str,
+    *,
+    host_id: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Heartbeat | None:
+    """Registers this consumer process and starts its heartbeat; None when one of its threads
+    has already done so (the start-up hook runs once per worker thread)."""
+    registration = register(ledger, queue, host_id=host_id)
+    if registration is None:
+        return None
+    return Heartbeat(ledger, registration, heartbeat_interval(timeout)).start()
+
+
+def _entries(ledger: Ledger) -> list[tuple[dict[str, Any], Owner, float]]:
     found = []
-    host = socket.gethostname()
     for row in ledger.rows(
-        "SELECT value FROM control WHERE key LIKE ? ORDER BY key", (PREFIX + "%",)
+        "SELECT value, updated_at FROM control WHERE key LIKE ? ORDER BY key", (PREFIX + "%",)
     ):
         value = json.loads(row["value"])
         owner = Owner.parse(value["token"])
-        if owner is None:
-            continue
+        if owner is not None:
+            found.append((value, owner, float(row["updated_at"])))
+    return found
+
+
+def last_heartbeats(ledger: Ledger) -> dict[str, float]:
+    """Each registered consumer process's last heartbeat, by its owner's process token."""
+    return {owner.process_token: at for _, owner, at in _entries(ledger)}
+
+
+def consumers(
+    ledger: Ledger,
+    *,
+    host_id: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    now: float | None = None,
+) -> list[ConsumerInfo]:
+    """Every registered consumer, of every host; `host_id` is this host's SEER_HOST_ID (its
+    consumers are also checked by pid), `timeout` SEER_HEARTBEAT_TIMEOUT."""
+    now = ledger.now() if now is None else now
+    host = host_name(host_id)
+    found = []
+    for value, owner, at in _entries(ledger):
+        age = max(0.0, now - at)
         found.append(
             ConsumerInfo(
                 value["queue"],
@@ -72,6 +211,9 @@ def consumers(ledger: Ledger) -> list[ConsumerInfo]:
                 value["started"],
                 is_alive(owner, host),
                 owner,
+                at,
+                age,
+                age > timeout,
             )
         )
     return found
@@ -79,9 +221,21 @@ def consumers(ledger: Ledger) -> list[ConsumerInfo]:
 
 def is_up(consumer: ConsumerInfo) -> bool:
     """What "the consumer is up" means everywhere (status, metrics, the exporter, the console):
-    not known to be dead. One on another host cannot be checked by pid from here, and counts
-    as up while it is registered; the reaper's heartbeat timeout judges it."""
-    return consumer.alive is not False
+    not dead by its pid (on this host) and heard from within SEER_HEARTBEAT_TIMEOUT. One on
+    another host cannot be checked by pid from here: its heartbeat tells."""
+    return consumer.alive is not False and not consumer.stale
+
+
+def forget(ledger: Ledger, older_than: float = FORGET_AFTER, now: float | None = None) -> int:
+    """Drops the entries of consumers silent for longer than `older_than` seconds."""
+    now = ledger.now() if now is None else now
+    silent = "FROM control WHERE key LIKE ? AND updated_at < ?"
+    params = (PREFIX + "%", now - older_than)
+    # The reaper asks every few seconds: a write only when there is something to drop.
+    if not ledger.scalar(f"SELECT 1 {silent} LIMIT 1", params):
+        return 0
+    with ledger.write():
+        return ledger.execute(f"DELETE {silent}", params).rowcount
 
 
 def starts(ledger: Ledger) -> dict[str, int]:

@@ -43,7 +43,9 @@ def families(runtime: Wired, now: float | None = None) -> list[Metric]:
     settings = runtime.settings
     warning, critical = rules.cas_lines(settings)
     growth = metrics.growth_per_day(ledger, now)
-    live = consumers.consumers(ledger)
+    live = consumers.consumers(
+        ledger, host_id=settings.host_id, timeout=settings.heartbeat_timeout, now=now
+    )
     levels = {s.rule: s.level for s in alerting.states(ledger).values()}
     return [
         _gauge("seer_queue_depth", "Parcels queued.", counts.get("parcels_queued", 0)),

@@ -87,9 +87,17 @@ def oldest_queued_age(ledger: Ledger, now: float) -> float | None:
 
 
 def measure(
-    ledger: Ledger, postmaster_queue: str, scheduler_queue: str, now: float | None = None
+    ledger: Ledger,
+    postmaster_queue: str,
+    scheduler_queue: str,
+    now: float | None = None,
+    *,
+    host_id: str | None = None,
+    heartbeat_timeout: float = consumers.DEFAULT_TIMEOUT,
 ) -> Sample:
-    """Reads the current figures; deltas are against the last raw sample."""
+    """Reads the current figures; deltas are against the last raw sample. A consumer is up
+    as `consumers.is_up` says (`host_id`: SEER_HOST_ID, `heartbeat_timeout`:
+    SEER_HEARTBEAT_TIMEOUT)."""
     now = ledger.now() if now is None else now
     counts = counters(ledger)
     last = ledger.row(
@@ -98,7 +106,10 @@ def measure(
     )
     delivered_total = counts.get("delivered_total", 0)
     failed_total = counts.get("failed_total", 0)
-    live = {c.queue for c in consumers.consumers(ledger) if consumers.is_up(c)}
+    registered = consumers.consumers(
+        ledger, host_id=host_id, timeout=heartbeat_timeout, now=now
+    )
+    live = {c.queue for c in registered if consumers.is_up(c)}
     return Sample(
         ts=now,
         queue_depth=counts.get("parcels_queued", 0),

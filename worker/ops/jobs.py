@@ -18,7 +18,7 @@ from worker.parcels import postmaster
 from worker.queue import Jobs, Periodic
 from worker.queue import register as register_tasks
 from worker.runtime import Runtime
-from worker.schedules import Cron, Every
+from worker.schedules import TICK, Cron, Every
 from worker.settings import Settings
 
 # The consumer's start-up line is read by operators and by bench/parcels.py under this name.
@@ -42,7 +42,12 @@ def periodic(settings: Settings) -> tuple[PeriodicJob, ...]:
             "remove expired ephemeral memory keys (ORCHESTRATION_COMPACTION_CRON)",
         ),
         PeriodicJob(
-            "reap", Every(60), "take back parcels of dead workers; ring for lost deliveries"
+            "reap",
+            # As often as the scheduler checks: a dead consumer's parcels are back within
+            # SEER_HEARTBEAT_TIMEOUT and a few seconds.
+            Every(TICK),
+            "take back parcels of dead workers (pid gone or heartbeat stale); ring for lost "
+            "deliveries",
         ),
         PeriodicJob("evaluate_rules", Every(60), "evaluate the alert rules; queue notifications"),
         PeriodicJob("deliver_alerts", Every(5), "send queued notifications, with retries"),
@@ -80,8 +85,19 @@ def build(runtime: Runtime) -> Jobs:
             # killed consumer, so keep going rather than wait for the reaper.
             ring_if_due(runtime)
 
+    def started(queue: str) -> None:
+        # Registered, and its heartbeat thread started, once per process (the hook runs once
+        # per worker thread).
+        settings = runtime.settings
+        consumers.start(
+            runtime.ledger,
+            queue,
+            host_id=settings.host_id,
+            timeout=settings.heartbeat_timeout,
+        )
+
     def postmaster_started() -> None:
-        consumers.register(runtime.ledger, runtime.settings.postmaster_queue)
+        started(runtime.settings.postmaster_queue)
         recovery = postmaster.recover(runtime.ledger, runtime.settings)
         removed = runtime.store.clean_temp()
         due = ring_if_due(runtime)
@@ -95,11 +111,17 @@ def build(runtime: Runtime) -> Jobs:
         )
 
     def scheduler_started() -> None:
-        consumers.register(runtime.ledger, runtime.settings.scheduler_queue)
+        started(runtime.settings.scheduler_queue)
 
     def sample() -> None:
         settings = runtime.settings
-        taken = metrics.measure(runtime.ledger, settings.postmaster_queue, settings.scheduler_queue)
+        taken = metrics.measure(
+            runtime.ledger,
+            settings.postmaster_queue,
+            settings.scheduler_queue,
+            host_id=settings.host_id,
+            heartbeat_timeout=settings.heartbeat_timeout,
+        )
         metrics.record(runtime.ledger, taken)
         metrics.downsample(
             runtime.ledger,
@@ -133,6 +155,7 @@ def build(runtime: Runtime) -> Jobs:
 
     def reap() -> None:
         postmaster.recover(runtime.ledger, runtime.settings)
+        consumers.forget(runtime.ledger)
         runtime.store.clean_temp()
         # A ring lost between the ledger and the queue (a crash in `seer parcel send`) is
         # found here: due parcels, nothing waiting in the queue, nothing paused.

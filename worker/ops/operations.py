@@ -202,7 +202,11 @@ def running_consumers(ledger, layout) -> list[str]:
         registered = consumers.consumers(ledger)
     except LedgerError:
         registered = []  # a ledger rolled back past migration 2 has no control table
-    running.update(f"seer-{c.queue}" for c in registered if c.alive)
+    # On this host by pid (a stopped process may wake up under the new schema); on another
+    # host, by its heartbeat.
+    running.update(
+        f"seer-{c.queue}" for c in registered if c.alive or (c.alive is None and not c.stale)
+    )
     return sorted(running)
 
 
@@ -288,15 +292,15 @@ def stop_orphan_consumers(runtime: Runtime, keep: set[int], timeout: float = 30.
     new ones. SIGINT (finish the running batch), then SIGKILL after `timeout`; the reaper
     gives back whatever it held. Returns each one stopped."""
     import signal
-    import socket
 
     from worker.fleet import consumers
-    from worker.identity import is_alive
+    from worker.identity import host_name, is_alive
 
-    host = socket.gethostname()
+    host_id = runtime.settings.host_id
+    host = host_name(host_id)
     orphans = [
         c
-        for c in consumers.consumers(runtime.ledger)
+        for c in consumers.consumers(runtime.ledger, host_id=host_id)
         if c.host == host and c.alive and c.owner and c.pid not in keep and c.pid != os.getpid()
     ]
     for c in orphans:
@@ -307,9 +311,9 @@ def stop_orphan_consumers(runtime: Runtime, keep: set[int], timeout: float = 30.
         owner = c.owner
         if owner is None:
             continue
-        while time.monotonic() < deadline and is_alive(owner) is True:
+        while time.monotonic() < deadline and is_alive(owner, host_id) is True:
             time.sleep(0.05)
-        if is_alive(owner) is True:
+        if is_alive(owner, host_id) is True:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c.pid, signal.SIGKILL)
     return [Orphan(c.queue, c.pid) for c in orphans]

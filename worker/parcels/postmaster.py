@@ -3,8 +3,11 @@
 A worker claims the oldest due parcels in the ledger (in flight, owned by it), stores their
 attachments and manifests in the CAS, then records every delivery of the batch in one
 transaction that only succeeds while it still owns them. A worker that dies leaves its parcels
-in flight; `recover` gives them back to the queue, and isolates them so that a parcel which
-kills its worker is caught alone and failed after POSTMASTER_MAX_CRASHES deaths.
+in flight; `recover` (the reaper, on any host) gives them back to the queue, and isolates them
+so that a parcel which kills its worker is caught alone and failed after POSTMASTER_MAX_CRASHES
+deaths. A worker is dead when its pid is, or when its heartbeat is older than
+SEER_HEARTBEAT_TIMEOUT; one taken for dead that wakes up (a pause, a partition) finds its
+commit refused, since it no longer owns the parcels.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, NamedTuple, cast
 from worker.cas.artifacts import artifact_uri
 from worker.cas.base import BlobStore
 from worker.cas.errors import DiskFull
-from worker.fleet import control
+from worker.fleet import consumers, control
 from worker.identity import Owner, current_owner, is_alive
 from worker.ledger import ClaimedParcel, Ledger
 from worker.parcels.intake import ParcelError, attachments_of, dumps, stored_bytes, validate
@@ -108,7 +111,7 @@ class Postmaster:
         self.ledger = ledger
         self.store = store
         self.settings = settings
-        self.owner = owner or current_owner()
+        self.owner = owner or current_owner(settings.host_id)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -334,6 +337,7 @@ class Postmaster:
     def _commit(self, rows: list[ClaimedParcel], outcome: _Outcome, now: float) -> BatchResult:
         token = self.owner.token
         delivered = retried = failed = 0
+        taken_back: list[str] = []
         retry_at: float | None = None
         ledger = self.ledger
         with ledger.write():
@@ -345,6 +349,7 @@ class Postmaster:
                     "traceback = NULL WHERE id = ? AND state = 'in_flight' AND owner = ?",
                     (now, d.parcel_id, token),
                 ).rowcount:
+                    taken_back.append(d.parcel_id)
                     continue
                 for digest, data in zip(d.digests, d.blobs, strict=True):
                     if not self.store.exists(digest):
@@ -381,7 +386,9 @@ class Postmaster:
                         (attempts, now, error, trace, claimed.id, token),
                     ).rowcount
                     failed += changed
-                    if changed:
+                    if not changed:
+                        taken_back.append(claimed.id)
+                    else:
                         log.warning(
                             "parcel %s failed after %d tries: %s", claimed.id, attempts, error
                         )
@@ -394,7 +401,9 @@ class Postmaster:
                         (attempts, due, error, trace, claimed.id, token),
                     ).rowcount
                     retried += changed
-                    if changed:
+                    if not changed:
+                        taken_back.append(claimed.id)
+                    else:
                         retry_at = due if retry_at is None else min(retry_at, due)
                         log.info(
                             "parcel %s try %d failed, retry at %.0f: %s",
@@ -403,6 +412,8 @@ class Postmaster:
                             due,
                             error,
                         )
+        if taken_back:
+            self._say_taken_back(taken_back)
         if delivered:
             done = outcome.deliveries
             if len(done) == 1:
@@ -419,6 +430,23 @@ class Postmaster:
                     done[-1].parcel_id,
                 )
         return BatchResult(len(rows), delivered, retried, failed, False, retry_at)
+
+    def _say_taken_back(self, ids: list[str]) -> None:
+        """One line a batch: the commit found parcels it no longer owns. The reaper gave them
+        back while this consumer was thought dead (its heartbeat stopped: a pause, a partition,
+        a ledger out of reach); another consumer delivers them, so this one did not."""
+        which = ids[0] if len(ids) == 1 else f"{ids[0]} … {ids[-1]}"
+        log.warning(
+            "%d parcel%s (%s) taken back while this consumer was thought dead (no heartbeat "
+            "for SEER_HEARTBEAT_TIMEOUT=%gs): not delivered again by this consumer (host %s, "
+            "pid %d)",
+            len(ids),
+            "" if len(ids) == 1 else "s",
+            which,
+            self.settings.heartbeat_timeout,
+            self.owner.host,
+            self.owner.pid,
+        )
 
     def _back_off_disk_full(
         self, rows: list[ClaimedParcel], exc: DiskFull, now: float
@@ -446,14 +474,35 @@ class Recovery:
     failed: int
 
 
+def owner_alive(
+    owner: Owner, host: str | None, heartbeats: dict[str, float], now: float, timeout: float
+) -> bool | None:
+    """Whether the holder of parcels lives: False when its pid is dead (on this host, `host`
+    its SEER_HOST_ID) or its consumer's heartbeat is older than `timeout` (on any host, on the
+    ledger's clock: a stopped process whose pid lives is dead too); None for a holder on
+    another host that never registered a heartbeat: only its lease tells."""
+    by_pid = is_alive(owner, host)
+    if by_pid is False:
+        return False
+    last = heartbeats.get(owner.process_token)
+    if last is not None:
+        return now - last <= timeout
+    return by_pid  # not a registered consumer (a `seer` command delivering, a test)
+
+
 def recover(
     ledger: Ledger, settings: Settings, now: float | None = None, host: str | None = None
 ) -> Recovery:
-    """Gives parcels held by dead workers back to the queue (isolated), or fails repeat killers."""
+    """Gives parcels held by dead workers back to the queue (isolated), or fails repeat killers.
+    `host`: this host's id (default SEER_HOST_ID, else the machine's name)."""
     now = ledger.now() if now is None else now
+    host = settings.host_id if host is None else host
     rows = ledger.rows(
         "SELECT id, owner, claim_size, crashes, lease_until FROM parcels WHERE state = 'in_flight'"
     )
+    if not rows:
+        return Recovery(0, 0)
+    heartbeats = consumers.last_heartbeats(ledger)
     alive: dict[str, bool | None] = {}
     stale = []
     for row in rows:
@@ -463,7 +512,7 @@ def recover(
             continue
         key = owner.process_token
         if key not in alive:
-            alive[key] = is_alive(owner, host)
+            alive[key] = owner_alive(owner, host, heartbeats, now, settings.heartbeat_timeout)
         state = alive[key]
         if state is False or (state is None and (row["lease_until"] or 0) < now):
             stale.append(row)
