@@ -93,7 +93,9 @@ def register(
         # How often each queue's consumer process started: restarts are starts after the first.
         ledger.execute(
             "INSERT INTO control (key, value, updated_at) VALUES (?, '1', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, updated_at = ?",
+            # `control.value`: PostgreSQL finds a bare `value` ambiguous (control or excluded).
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(control.value AS INTEGER) + 1, "
+            "updated_at = ?",
             (f"{STARTS}{queue}", now, now),
         )
     return Registration(key, value)
