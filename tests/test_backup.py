@@ -1,9 +1,11 @@
-"""`seer backup` and `seer restore`: online copies of a running root, restored and checked."""
+"""`seer backup` and `seer restore`: online copies of a running root, restored and checked, on
+every ledger backend (a PostgreSQL root is restored into a schema of a database of its own)."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import parcel, wait_for
+from tests.helpers import PG_ADMIN_URL, parcel, pg_run_database, pg_url, wait_for
 from tests.test_cli import one_line_failure
 from worker.cas import store as cas_store
 from worker.cas import tools as cas_tools
@@ -54,7 +56,7 @@ def snapshot(runtime: Runtime) -> dict[str, list[tuple]]:
         "artifacts": rows(ledger, "SELECT * FROM artifacts ORDER BY id"),
         "blobs": rows(ledger, "SELECT * FROM blobs ORDER BY hash"),
         "parcels": rows(ledger, "SELECT * FROM parcels ORDER BY seq"),
-        "counters": rows(ledger, "SELECT * FROM counters ORDER BY name"),
+        "counters": sorted(ledger.counters().items()),
     }
 
 
@@ -64,14 +66,73 @@ def blob_hashes(runtime: Runtime) -> list[str]:
 
 def counters_match_table(runtime: Runtime) -> None:
     ledger = runtime.ledger
-    counters = dict(ledger.execute("SELECT name, value FROM counters"))
+    counters = ledger.counters()
     assert counters["cas_bytes"] == ledger.scalar("SELECT coalesce(sum(size), 0) FROM blobs")
     assert counters["cas_blobs"] == ledger.scalar("SELECT count(*) FROM blobs")
 
 
+# -- where a PostgreSQL root is restored ----------------------------------------------------------
+# pg_restore recreates a dump under its own schema's name (then renamed to the target's), and the
+# source's schema is still there in the run's database: targets are schemas of another database.
+
+_targets = itertools.count(1)
+_restore_database: list[str] = []
+
+
+def restore_database() -> str:
+    """This process's database for restore targets, made on first use."""
+    import psycopg
+
+    if not _restore_database:
+        name = f"{pg_run_database()}_restore"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        _restore_database.append(name)
+    return _restore_database[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_restore_database():
+    yield
+    import psycopg
+
+    for name in _restore_database:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _restore_database.clear()
+
+
+def pg_tables(url: str, schema: str | None = None) -> list[str]:
+    """The tables of the URL's schema (or `schema`), Huey's left out."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        found = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = coalesce(%s, current_schema()) "
+            "AND tablename NOT LIKE 'huey%%' ORDER BY 1",
+            (schema,),
+        ).fetchall()
+    return [r[0] for r in found]
+
+
 def use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> Layout:
+    """Points the settings at a new storage root and, on PostgreSQL, a new empty schema."""
     monkeypatch.setenv("SEER_STORAGE_PATH", str(root))
+    if os.environ.get("SEER_DATABASE_URL"):
+        monkeypatch.setenv("SEER_DATABASE_URL", pg_url(restore_database(), f"r{next(_targets)}"))
     return Layout.from_settings(load_settings())
+
+
+def ledger_file(backup: Path) -> Path:
+    """The backup's ledger file (ledger.db, or the PostgreSQL dump)."""
+    return backup / json.loads((backup / "manifest.json").read_text())["databases"][0]["name"]
+
+
+def engine_files(runtime: Runtime) -> list[str]:
+    if runtime.ledger.dialect == "postgresql":
+        return ["ledger.pgdump"]
+    return ["ledger.db", "queue.db"]
 
 
 def sha256(path: Path) -> str:
@@ -111,12 +172,10 @@ def test_backup_of_an_idle_root_then_restore_gives_the_same_ledger_and_blobs(
         assert sha256(dest / db["name"]) == db["sha256"]
         assert (dest / db["name"]).stat().st_size == db["size"]
     # A plain set of files: no WAL left beside the copies, and no marker (not a live root).
-    assert sorted(p.name for p in dest.iterdir()) == [
-        "ledger.db",
-        "manifest.json",
-        "orchestration",
-        "queue.db",
-    ]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [*engine_files(runtime), "manifest.json", "orchestration"]
+    )
+    assert manifest["engine"] == runtime.ledger.dialect
     # No blob shares an inode with the live store: a byte flipped there stays there.
     copy = ContentStore(dest / "orchestration" / "cas")
     for digest in blob_hashes(runtime):
@@ -136,8 +195,9 @@ def test_backup_of_an_idle_root_then_restore_gives_the_same_ledger_and_blobs(
     assert layout.is_initialised()
     for directory in (layout.root, layout.cas, layout.logs, layout.run):
         assert directory.stat().st_mode & 0o777 == layout.dir_mode
-    for file in (layout.ledger_db, layout.queue_db, layout.marker):
-        assert file.stat().st_mode & 0o777 == layout.file_mode
+    kept = engine_files(restored) if restored.ledger.dialect == "sqlite" else []
+    for name in [*kept, layout.marker.name]:
+        assert (layout.root / name).stat().st_mode & 0o777 == layout.file_mode
     # The restored root works: its queue schema is there, and the CLI reads it.
     assert restored.queues.postmaster.pending_count() == 0
     assert cli("migrate", "--status").code == 0
@@ -260,7 +320,7 @@ def test_restore_refuses_a_non_empty_or_initialised_target(
 
 
 def test_restore_refuses_a_damaged_ledger_copy(runtime, taken, cli, tmp_path, monkeypatch):
-    ledger = taken / "ledger.db"
+    ledger = ledger_file(taken)
     data = bytearray(ledger.read_bytes())
     data[len(data) // 2] ^= 0x01
     ledger.write_bytes(bytes(data))
@@ -269,9 +329,11 @@ def test_restore_refuses_a_damaged_ledger_copy(runtime, taken, cli, tmp_path, mo
     result = cli("restore", str(taken))
     assert result.code == 1
     assert result.err.strip() == (
-        "seer: damaged backup: ledger.db does not match the SHA-256 in the manifest"
+        f"seer: damaged backup: {ledger.name} does not match the SHA-256 in the manifest"
     )
     assert not target.exists()
+    if os.environ.get("SEER_DATABASE_URL"):
+        assert pg_tables(os.environ["SEER_DATABASE_URL"]) == []
 
 
 def test_restore_refuses_a_missing_manifest_and_leaves_the_target_alone(
@@ -304,6 +366,11 @@ def test_restore_refuses_a_damaged_blob_and_removes_what_it_wrote(
     assert f"damaged backup: blob {digest} does not match its SHA-256" in result.err
     assert list(target.iterdir()) == []
     assert runtime.store.read(digest) == good
+    if os.environ.get("SEER_DATABASE_URL"):
+        # What pg_restore wrote is gone too: the schema can take a good backup.
+        url = os.environ["SEER_DATABASE_URL"]
+        assert pg_tables(url) == []
+        assert pg_tables(url, json.loads((taken / "manifest.json").read_text())["schema"]) == []
 
 
 def test_restore_refuses_a_backup_missing_a_recorded_blob(
@@ -419,6 +486,126 @@ def test_the_api_raises_refusals_as_backup_errors(runtime, tmp_path):
     assert issubclass(BackupRefused, BackupError)
 
 
+# -- engines ------------------------------------------------------------------------------------
+
+
+def test_a_backup_restores_only_into_a_deployment_on_its_own_engine(
+    runtime, taken, cli, tmp_path, monkeypatch
+):
+    use_root(monkeypatch, tmp_path / "target")
+    if runtime.ledger.dialect == "sqlite":
+        # The same root's settings, the ledger moved to PostgreSQL: refused, and pointed at the
+        # command that moves a SQLite ledger.
+        monkeypatch.setenv("SEER_DATABASE_URL", pg_url(restore_database(), "unused"))
+        line = one_line_failure(cli("restore", str(taken)), 2)
+        assert "backup of a SQLite ledger" in line and "ledger is PostgreSQL" in line
+        assert "`seer migrate-backend --to postgresql://…`" in line
+    else:
+        monkeypatch.delenv("SEER_DATABASE_URL")
+        line = one_line_failure(cli("restore", str(taken)), 2)
+        assert "backup of a PostgreSQL ledger" in line and "ledger is SQLite" in line
+        assert "SEER_DATABASE_URL" in line
+    assert not (tmp_path / "target").exists()
+
+
+@pytest.mark.backends("postgresql")
+def test_restore_refuses_a_database_that_already_has_a_ledger(
+    runtime, taken, cli, tmp_path, monkeypatch
+):
+    live_url = os.environ["SEER_DATABASE_URL"]
+    before = snapshot(runtime)
+    use_root(monkeypatch, tmp_path / "target")
+    monkeypatch.setenv("SEER_DATABASE_URL", live_url)  # the live ledger's own schema
+    line = one_line_failure(cli("restore", str(taken)), 2)
+    assert "already has a ledger in schema" in line and "127.0.0.1:5432" in line
+    assert not (tmp_path / "target").exists()
+    assert snapshot(runtime) == before
+
+
+def drop_schema(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+
+
+@pytest.mark.backends("postgresql")
+def test_a_lost_schema_is_restored_under_its_own_name(runtime, taken, cli, tmp_path, monkeypatch):
+    # The disaster the backup is for: the ledger's schema is gone (made again, empty), the
+    # storage root too. The same settings restore both.
+    url = os.environ["SEER_DATABASE_URL"]
+    before = snapshot(runtime)
+    runtime.close()
+    drop_schema(url)
+    monkeypatch.setenv("SEER_STORAGE_PATH", str(tmp_path / "new-root"))
+    result = cli("restore", str(taken))
+    assert result.code == 0, result.err
+    assert "and the database at 127.0.0.1:5432" in result.out
+    restored = Runtime.open()
+    assert snapshot(restored) == before
+    assert cas_tools.verify(restored.ledger, restored.store).clean
+    restored.close()
+
+
+@pytest.mark.backends("postgresql")
+def test_a_dump_is_restored_into_an_existing_empty_schema_of_another_name(
+    runtime, taken, cli, tmp_path, monkeypatch
+):
+    import psycopg
+
+    before = snapshot(runtime)
+    source_schema = json.loads((taken / "manifest.json").read_text())["schema"]
+    use_root(monkeypatch, tmp_path / "target")
+    url = os.environ["SEER_DATABASE_URL"]
+    with psycopg.connect(pg_url(restore_database()), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {url.rsplit('%3D', 1)[1]}")
+    restored, _ = restored_runtime(monkeypatch, tmp_path, cli, taken, name="target")
+    assert snapshot(restored) == before
+    # Everything was moved in, nothing left under the dump's own name.
+    assert pg_tables(pg_url(restore_database()), source_schema) == []
+    with restored.ledger.write():  # the triggers work where they are now
+        restored.ledger.execute("DELETE FROM artifacts")
+        restored.ledger.execute("DELETE FROM blobs")
+    assert restored.ledger.counters()["cas_blobs"] == 0
+    restored.close()
+
+
+@pytest.mark.backends("postgresql")
+def test_the_database_password_never_shows(runtime, cli, tmp_path, monkeypatch):
+    # Trust authentication: the server ignores the password, so it can be any word.
+    with_password = os.environ["SEER_DATABASE_URL"].replace("postgres@", "postgres:hunter2@")
+    monkeypatch.setenv("SEER_DATABASE_URL", with_password)
+    filled(runtime, 2)
+    dest = tmp_path / "b"
+    said = [cli("backup", str(dest), "--verify"), cli("backup", str(tmp_path / "j"), "--json")]
+    assert all(r.code == 0 for r in said), said
+    use_root(monkeypatch, tmp_path / "target")
+    target = os.environ["SEER_DATABASE_URL"].replace("postgres@", "postgres:hunter2@")
+    monkeypatch.setenv("SEER_DATABASE_URL", target)
+    said += [cli("restore", str(dest), "--json")]
+    assert said[-1].code == 0, said[-1].err
+    # A tool that fails and prints everything it was given: the command line and its
+    # environment's password; neither reaches the operator.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "pg_dump"
+    fake.write_text('#!/bin/sh\necho "pg_dump: error: args $* password $PGPASSWORD" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.setenv("SEER_DATABASE_URL", with_password)
+    monkeypatch.setenv("SEER_STORAGE_PATH", str(runtime.layout.root))
+    failed = cli("backup", str(tmp_path / "fails"))
+    line = one_line_failure(failed, 1)
+    assert "at 127.0.0.1:5432 failed (pg_dump)" in line and "password ***" in line
+    said.append(failed)
+    for result in said:
+        assert "hunter2" not in result.out + result.err
+    for found in (tmp_path / "b" / "manifest.json", tmp_path / "j" / "manifest.json"):
+        assert "hunter2" not in found.read_text()
+
+
 # -- under load ---------------------------------------------------------------------------------
 
 BATCHES = 10
@@ -432,9 +619,7 @@ def test_a_backup_taken_under_load_restores_a_consistent_point_in_time(
     monkeypatch.setenv("POSTMASTER_BATCH_SIZE", "5")
     live_consumer = consumers("postmaster")
     live = runtime
-    delivered = lambda rt: rt.ledger.scalar(  # noqa: E731
-        "SELECT value FROM counters WHERE name = 'parcels_delivered'"
-    )
+    delivered = lambda rt: rt.ledger.counter("parcels_delivered")  # noqa: E731
     snapshot_taken = threading.Event()
     errors: list[BaseException] = []
 
@@ -553,7 +738,8 @@ def test_backup_verify_reads_back_what_it_wrote(runtime, cli, tmp_path):
     dest = tmp_path / "verified"
     result = cli("backup", str(dest), "--verify")
     assert result.code == 0, result.err
-    assert "verified: 2 databases and 6 blobs read back and hash-checked" in result.out
+    databases = "1 database" if runtime.ledger.dialect == "postgresql" else "2 databases"
+    assert f"verified: {databases} and 6 blobs read back and hash-checked" in result.out
     assert cli("backup", str(tmp_path / "v2"), "--verify", "--json").json()["verified"] is True
     # Damage after the fact is found, and named.
     digest = blob_hashes(runtime)[1]
@@ -580,12 +766,13 @@ def test_a_signed_backup_restores_and_a_tampered_one_is_refused(
     forged = tmp_path / "forged"
     assert cli("backup", str(forged)).code == 0
     manifest = json.loads((forged / "manifest.json").read_text())
-    with open(forged / "ledger.db", "ab") as f:
+    ledger = ledger_file(forged)
+    with open(ledger, "ab") as f:
         f.write(b"\0" * 4096)
     for db in manifest["databases"]:
-        if db["name"] == "ledger.db":
-            db["size"] = (forged / "ledger.db").stat().st_size
-            db["sha256"] = sha256(forged / "ledger.db")
+        if db["name"] == ledger.name:
+            db["size"] = ledger.stat().st_size
+            db["sha256"] = sha256(ledger)
     (forged / "manifest.json").write_text(json.dumps(manifest))
     use_root(monkeypatch, tmp_path / "target")
     line = one_line_failure(cli("restore", str(forged)), 1)

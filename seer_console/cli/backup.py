@@ -1,4 +1,5 @@
-"""`seer backup DEST` and `seer restore SRC`: a consistent copy of a running root, and back.
+"""`seer backup DEST` and `seer restore SRC`: a consistent copy of a running root (and of its
+ledger's database, whichever engine holds it), and back.
 
 Neither command checks the schema version: a backup is what one takes before migrating, and a
 restored root may be behind.
@@ -24,17 +25,24 @@ from worker.layout import Layout
 from worker.ledger import migrations
 from worker.ops import backup as backups
 from worker.runtime import check_supported
-from worker.settings import load_settings
+from worker.settings import Settings, load_settings
 
 # A disk or a database failing under a copy: the command says so in one line.
 COPY_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 
-def _layout() -> tuple[Layout, str]:
-    """The storage root's layout, and SEER_BACKUP_KEY (empty: unsigned)."""
+def _layout() -> tuple[Layout, Settings]:
+    """The storage root's layout, and the settings (SEER_BACKUP_KEY, empty: unsigned; the
+    ledger's database)."""
     settings = load_settings()
     check_supported(settings)
-    return Layout.from_settings(settings), settings.backup_key
+    return Layout.from_settings(settings), settings
+
+
+def _ledger_line(engine: str, schema: str) -> str:
+    if engine == "postgresql":
+        return f"PostgreSQL schema {schema}, one snapshot (pg_dump)"
+    return "SQLite files, one snapshot each (online backup)"
 
 
 def _as_cli_error(exc: backups.BackupError) -> Exception:
@@ -45,11 +53,12 @@ def _as_cli_error(exc: backups.BackupError) -> Exception:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    layout, key = _layout()
+    layout, settings = _layout()
+    key = settings.backup_key
     if args.sign and not key:
         raise UserError("--sign needs a key: set SEER_BACKUP_KEY (16 characters or more)")
     try:
-        manifest = backups.backup(layout, Path(args.dest), key=key)
+        manifest = backups.backup(layout, Path(args.dest), key=key, settings=settings)
     except backups.BackupError as exc:
         raise _as_cli_error(exc) from None
     except COPY_ERRORS as exc:
@@ -64,14 +73,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
         output.emit_json({**manifest.as_dict(), "verified": checked is not None})
         return ExitCode.OK
     print(f"backup of {manifest.source_root} in {manifest.path}")
+    width = max(9, *(len(db.name) for db in manifest.databases))
     for db in manifest.databases:
-        print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 {db.sha256}")
+        print(f"  {db.name:<{width}} {output.size(db.size):>10}  sha256 {db.sha256}")
     print(
-        f"  CAS       {output.size(manifest.blob_bytes):>10}  {plural(manifest.blobs, 'blob')}: "
+        f"  {'CAS':<{width}} {output.size(manifest.blob_bytes):>10}  "
+        f"{plural(manifest.blobs, 'blob')}: "
         f"{manifest.cloned} cloned (reflink), {manifest.copied} copied"
     )
     print(
-        f"  ledger    schema version {manifest.schema_version}, "
+        f"  {'ledger':<{width}} {_ledger_line(manifest.engine, manifest.schema)}: schema version "
+        f"{manifest.schema_version}, "
         f"{plural(manifest.messages, 'message')}, {plural(manifest.parcels, 'parcel')}"
     )
     if manifest.collected_meanwhile:
@@ -80,7 +92,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             "`seer cas gc` during the backup: left out of it"
         )
     signed = "signed with SEER_BACKUP_KEY" if manifest.signed else "unsigned"
-    print(f"  manifest  {manifest.manifest_path} ({signed})")
+    print(f"  {'manifest':<{width}} {manifest.manifest_path} ({signed})")
     print(f"took {manifest.duration:.2f}s")
     if checked is not None:
         print(
@@ -97,9 +109,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    layout, key = _layout()
+    layout, settings = _layout()
     try:
-        report = backups.restore(Path(args.src), layout, key)
+        report = backups.restore(Path(args.src), layout, settings.backup_key, settings=settings)
     except backups.BackupError as exc:
         raise _as_cli_error(exc) from None
     except COPY_ERRORS as exc:
@@ -107,15 +119,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json({**report.as_dict(), "code_schema_version": migrations.LATEST})
         return ExitCode.OK
-    print(f"restored {report.source} into {report.root}")
+    where = f" and the database at {settings.database_address}" if settings.database_url else ""
+    print(f"restored {report.source} into {report.root}{where}")
     print(f"  backup taken {output.when(report.created_at)}")
+    width = max(9, *(len(db.name) for db in report.databases))
     for db in report.databases:
-        print(f"  {db.name:<9} {output.size(db.size):>10}  sha256 checked")
+        print(f"  {db.name:<{width}} {output.size(db.size):>10}  sha256 checked")
     print(
-        f"  CAS       {output.size(report.blob_bytes):>10}  {plural(report.blobs, 'blob')} "
+        f"  {'CAS':<{width}} {output.size(report.blob_bytes):>10}  "
+        f"{plural(report.blobs, 'blob')} "
         f"hash-checked: {report.cloned} cloned (reflink), {report.copied} copied"
     )
-    print(f"  ledger    {plural(report.messages, 'message')}")
+    print(f"  {'ledger':<{width}} {plural(report.messages, 'message')}")
     print(f"took {report.duration:.2f}s")
     if report.schema_version != migrations.LATEST:
         direction = "behind" if report.schema_version < migrations.LATEST else "ahead of"

@@ -1,14 +1,14 @@
-"""Blob placement for backup and restore: the blobs a copied ledger records, from one blob store
-into another, through the store interface only (reflinks where the local store has them)."""
+"""Blob placement for backup and restore: the blobs a ledger snapshot records, from one blob
+store into another, through the store interface only (reflinks where the local store has them).
+The same for every engine: what the snapshot records comes from the engine's strategy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from worker.cas.base import BlobStore
 from worker.cas.errors import BlobNotFound, CorruptBlob
-from worker.ops.backup import sqlite
 from worker.ops.backup.errors import BackupError, DamagedBackup
 
 
@@ -20,8 +20,9 @@ class Placed:
     # Blobs reflinked (copy-on-write clones: no shared inode) and copied byte by byte.
     cloned: int
     copied: int
-    # Rows of blobs removed by `seer cas gc` between the snapshot and the CAS copy.
-    collected: int = 0
+    # Blobs removed by `seer cas gc` between the snapshot and the CAS copy: their rows are
+    # left out of the backup.
+    collected: tuple[str, ...] = ()
     # Blobs in the source the ledger does not record (stored after the snapshot, orphans).
     skipped: int = 0
 
@@ -42,14 +43,21 @@ class _Counter:
             self.copied += 1
 
 
-def copy_recorded(source: BlobStore, target: BlobStore, ledger_copy: Path) -> Placed:
-    """Puts every blob the copied ledger records from the live store into the backup's.
+def copy_recorded(
+    source: BlobStore,
+    target: BlobStore,
+    recorded: dict[str, int],
+    referenced: Callable[[list[str]], set[str]],
+) -> Placed:
+    """Puts every blob the snapshot records (`recorded`: hash -> size) from the live store
+    into the backup's.
 
     A recorded blob gone from the live store was taken by gc after the snapshot if no
-    artifact references it: its row is dropped from the copy, as gc would have. A referenced
-    one gone is damage, and the backup fails.
+    artifact references it (`referenced` says which of some digests are): `collected` lists
+    it, for the caller to leave its row out, as gc would have. A referenced one gone is
+    damage, and the backup fails.
     """
-    recorded = sqlite.recorded_blobs(ledger_copy)
+    recorded = dict(recorded)
     counter = _Counter(source, target)
     pending = set(recorded)
     skipped = 0
@@ -73,7 +81,7 @@ def copy_recorded(source: BlobStore, target: BlobStore, ledger_copy: Path) -> Pl
             gone.append(digest)
         except CorruptBlob as exc:
             raise BackupError(f"{exc} in the live store: run `seer cas verify`") from None
-    used = sqlite.referenced(ledger_copy, gone) if gone else set()
+    used = referenced(gone) if gone else set()
     lost = [d for d in gone if d in used]
     collected = [d for d in gone if d not in used]
     if lost:
@@ -82,12 +90,10 @@ def copy_recorded(source: BlobStore, target: BlobStore, ledger_copy: Path) -> Pl
             f"blob {lost[0]}{more} is used by artifacts in the ledger but its file is missing "
             "from the live store: `seer cas verify` lists the damage; no backup was written"
         )
-    if collected:
-        sqlite.drop_collected(ledger_copy, collected)
-        for digest in collected:
-            del recorded[digest]
+    for digest in collected:
+        del recorded[digest]
     target.sync()
-    return Placed(recorded, counter.cloned, counter.copied, len(collected), skipped)
+    return Placed(recorded, counter.cloned, counter.copied, tuple(collected), skipped)
 
 
 def restore_recorded(source: BlobStore, target: BlobStore, recorded: dict[str, int]) -> Placed:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from worker.cas.store import ContentStore
 from worker.files import CHUNK_SIZE
-from worker.ops.backup import sqlite
 from worker.ops.backup.errors import DamagedBackup
-from worker.ops.backup.manifest import check_databases, read_manifest
+from worker.ops.backup.manifest import BackupManifest, check_databases, read_manifest
 
 
 @dataclass(frozen=True)
@@ -20,13 +19,25 @@ class VerifyReport:
     blob_bytes: int
 
 
+def recorded_in(manifest: BackupManifest) -> dict[str, int]:
+    """hash -> size of the blobs a backup's ledger records, read from its files alone (no
+    database is opened: a backup is checked on its own); those gc took are left out."""
+    if manifest.engine == "postgresql":
+        from worker.ops.backup import postgresql
+
+        return postgresql.recorded_in_dump(manifest)
+    from worker.ops.backup import sqlite
+
+    return sqlite.recorded_blobs(manifest.path / "ledger.db")
+
+
 def verify(src: Path, key: str = "") -> VerifyReport:
     """Reads back a whole backup: the signature (with `key`), the databases against the
     manifest, then every blob its ledger records against its SHA-256. Raises DamagedBackup
     naming the first damage."""
     manifest = read_manifest(src, key)
     check_databases(manifest)
-    recorded = sqlite.recorded_blobs(manifest.path / "ledger.db")
+    recorded = recorded_in(manifest)
     if len(recorded) != manifest.blobs or sum(recorded.values()) != manifest.blob_bytes:
         raise DamagedBackup(
             f"damaged backup: its ledger records {len(recorded)} blobs, the manifest "

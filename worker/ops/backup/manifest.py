@@ -17,8 +17,18 @@ from worker.files import sha256_file, write_atomically
 from worker.ops.backup.errors import BackupRefused, DamagedBackup
 
 MANIFEST = "manifest.json"
-FORMAT = 1
-DATABASES = ("ledger.db", "queue.db")
+# The newest format this code reads. 2: a PostgreSQL ledger's dump (`engine`, `schema`,
+# `left_out`). A SQLite backup is still written as format 1, which older releases restore.
+FORMAT = 2
+# Each engine's files in a backup, by the manifest's `engine` (absent: sqlite, format 1).
+DATABASES: dict[str, tuple[str, ...]] = {
+    "sqlite": ("ledger.db", "queue.db"),
+    "postgresql": ("ledger.pgdump",),
+}
+
+
+def format_for(engine: str) -> int:
+    return 1 if engine == "sqlite" else FORMAT
 
 
 def seer_ops_version() -> str:
@@ -57,6 +67,13 @@ class BackupManifest:
     messages: int = 0
     parcels: int = 0
     format: int = FORMAT
+    # Which engine's ledger this is a backup of: only a deployment on that engine restores it.
+    engine: str = "sqlite"
+    # PostgreSQL: the schema the dump holds, and the blobs gc removed between the snapshot
+    # and the CAS copy, whose rows the dump (which cannot be changed) still has: restore
+    # deletes them. SQLite drops such rows from its copy instead.
+    schema: str = ""
+    left_out: tuple[str, ...] = ()
     # Whether the manifest carries an HMAC under SEER_BACKUP_KEY (checked when it was read).
     signed: bool = False
 
@@ -72,6 +89,7 @@ class BackupManifest:
         found = asdict(self)
         found["path"] = str(self.path)
         found["databases"] = [asdict(d) for d in self.databases]
+        found["left_out"] = list(self.left_out)
         found["duration"] = self.duration
         found["manifest"] = str(self.manifest_path)
         return found
@@ -99,8 +117,11 @@ class BackupManifest:
             skipped=int(data.get("skipped", 0)),
             messages=int(data.get("messages", 0)),
             parcels=int(data.get("parcels", 0)),
-            format=int(data.get("format", FORMAT)),
+            format=int(data.get("format", 1)),
             signed="signature" in data,
+            engine=str(data.get("engine", "sqlite")),
+            schema=str(data.get("schema", "")),
+            left_out=tuple(str(d) for d in data.get("left_out", ())),
         )
 
 
@@ -159,8 +180,11 @@ def read_manifest(src: Path, key: str = "") -> BackupManifest:
             f"{src} is a backup in format {manifest.format}, newer than this code's {FORMAT}: "
             "restore it with the release that wrote it"
         )
-    if {d.name for d in manifest.databases} != set(DATABASES):
-        raise DamagedBackup(f"{path} does not list {' and '.join(DATABASES)}")
+    expected = DATABASES.get(manifest.engine)
+    if expected is None:
+        raise DamagedBackup(f"{path} names an engine this code does not know: {manifest.engine!r}")
+    if {d.name for d in manifest.databases} != set(expected):
+        raise DamagedBackup(f"{path} does not list {' and '.join(expected)}")
     return manifest
 
 

@@ -1,5 +1,6 @@
-"""Restoring a backup into an empty (or new) storage root: the databases checked against the
-manifest, every recorded blob hash-checked into place, the root's marker written last."""
+"""Restoring a backup into an empty (or new) storage root and an empty ledger database: the
+databases checked against the manifest and put back by their engine's strategy, every recorded
+blob hash-checked into place, the root's marker written last."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ from typing import Any
 from worker.cas import open_store
 from worker.cas.base import BlobStore
 from worker.cas.store import ContentStore
-from worker.files import copy_file, fsync_dir
+from worker.files import fsync_dir
 from worker.layout import Layout, apply_umask
-from worker.ops.backup import blobs, sqlite
+from worker.ops.backup import blobs
 from worker.ops.backup.dirs import clear, is_empty_dir, is_within
 from worker.ops.backup.errors import BackupRefused, DamagedBackup
-from worker.ops.backup.manifest import DatabaseCopy, check_databases, read_manifest
+from worker.ops.backup.manifest import (
+    BackupManifest,
+    DatabaseCopy,
+    check_databases,
+    read_manifest,
+)
 from worker.ops.backup.registry import record_backup
+from worker.ops.backup.strategy import Strategy, strategy_for
+from worker.settings import Settings, load_settings
+
+ENGINE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class RestoreReport:
     duration: float
     # Valid blob files in the backup that its ledger does not record: not restored.
     ignored: int = 0
+    engine: str = "sqlite"
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
@@ -65,11 +76,41 @@ def _check_target(layout: Layout) -> bool:
     return False
 
 
+def _check_engine(manifest: BackupManifest, strategy: Strategy) -> None:
+    """A backup restores into a deployment on its own engine only: moving a ledger between
+    engines is `seer migrate-backend`'s work, with its own checks."""
+    if manifest.engine == strategy.engine:
+        return
+    theirs = ENGINE_NAMES.get(manifest.engine, manifest.engine)
+    ours = ENGINE_NAMES.get(strategy.engine, strategy.engine)
+    if strategy.engine == "postgresql":
+        how = (
+            "restore it with SEER_DATABASE_URL unset, then move that root's ledger with "
+            "`seer migrate-backend --to postgresql://…`"
+        )
+    else:
+        how = (
+            "restore it with SEER_DATABASE_URL set to an empty PostgreSQL database "
+            "(`seer migrate-backend` moves a SQLite ledger to PostgreSQL, not back)"
+        )
+    raise BackupRefused(
+        f"{manifest.path} is a backup of a {theirs} ledger and this deployment's ledger is "
+        f"{ours}: {how}"
+    )
+
+
 def restore(
-    src: Path, layout: Layout, key: str = "", *, store: BlobStore | None = None
+    src: Path,
+    layout: Layout,
+    key: str = "",
+    *,
+    store: BlobStore | None = None,
+    settings: Settings | None = None,
 ) -> RestoreReport:
-    """Puts a backup into an empty (or new) storage root; every blob's hash is checked.
-    `store`: the blob store the root will use, by default its own.
+    """Puts a backup into an empty (or new) storage root, and its ledger into the empty
+    database the settings name (SQLite: the root's own file); every blob's hash is checked.
+    `store`: the blob store the root will use, by default its own; `settings`: by default
+    the environment's.
 
     The schema version is not checked here: the caller says what it is, and Runtime.open
     refuses a mismatch as it does for any root.
@@ -79,22 +120,34 @@ def restore(
     src = manifest.path
     if is_within(src, layout.root) or is_within(layout.root, src):
         raise BackupRefused(f"the backup {src} and the storage root {layout.root} overlap")
-    existed = _check_target(layout)
-    check_databases(manifest)
+    strategy = strategy_for(layout, load_settings() if settings is None else settings)
+    try:
+        _check_engine(manifest, strategy)
+        existed = _check_target(layout)
+        check_databases(manifest)
+        strategy.check_target(manifest)
+        return _restore(manifest, layout, strategy, existed, store, clock)
+    finally:
+        strategy.close()
+
+
+def _restore(
+    manifest: BackupManifest,
+    layout: Layout,
+    strategy: Strategy,
+    existed: bool,
+    store: BlobStore | None,
+    clock: float,
+) -> RestoreReport:
+    src = manifest.path
     apply_umask(layout)
     source = ContentStore(
         src / "orchestration" / "cas", file_mode=layout.file_mode, dir_mode=layout.dir_mode
     )
     try:
         layout.create()
-        for db in manifest.databases:
-            written = copy_file(src / db.name, layout.root / db.name, layout.file_mode)
-            if written != db.sha256:
-                raise DamagedBackup(
-                    f"damaged backup: {db.name} changed while it was restored (SHA-256 differs)"
-                )
-        recorded = sqlite.recorded_blobs(layout.ledger_db)
-        facts = sqlite.facts(layout.ledger_db)
+        strategy.put_back(manifest, layout)
+        recorded, facts = strategy.recorded_after(layout)
         if len(recorded) != manifest.blobs or sum(recorded.values()) != manifest.blob_bytes:
             raise DamagedBackup(
                 f"damaged backup: its ledger records {len(recorded)} blobs, the manifest "
@@ -113,6 +166,7 @@ def restore(
         fsync_dir(layout.root)
     except BaseException:
         clear(layout.root, existed)
+        strategy.undo()
         raise
     # This root's state is exactly that backup: it counts as one taken of it.
     record_backup(layout, manifest)
@@ -129,4 +183,5 @@ def restore(
         messages=facts.messages,
         duration=time.monotonic() - clock,
         ignored=placed.skipped,
+        engine=manifest.engine,
     )

@@ -1,6 +1,6 @@
-"""Backup's SQLite strategy: an online copy of a live database file, and what backup and restore
-read from (or correct in) a copy. With the ledger's own implementation, the only code that
-speaks to SQLite directly; a ledger on another engine brings its own strategy.
+"""Backup's SQLite strategy: an online copy of each live database file (the ledger and Huey's
+queue), and what backup and restore read from (or correct in) a copy. With the ledger's own
+implementation, the only code that speaks to SQLite directly.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from worker.files import fsync_file
+from worker.files import copy_file, fsync_file
+from worker.layout import Layout
 from worker.ledger.errors import LedgerCorrupt, LedgerError
-from worker.ops.backup.errors import BackupError
+from worker.ops.backup.errors import BackupError, DamagedBackup
+from worker.ops.backup.manifest import DATABASES, BackupManifest
+from worker.ops.backup.strategy import LedgerFacts, Snapshot, Strategy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,15 +40,6 @@ def _translated(function: Callable[P, R]) -> Callable[P, R]:
             raise LedgerError(str(exc)) from exc
 
     return call
-
-
-@dataclass(frozen=True)
-class LedgerFacts:
-    """What a manifest and a restore report say about a copied ledger."""
-
-    schema_version: int
-    messages: int
-    parcels: int
 
 
 @_translated
@@ -160,3 +153,45 @@ def drop_collected(ledger_copy: Path, digests: list[str]) -> None:
         conn.close()
     _settle(ledger_copy)
     fsync_file(ledger_copy)
+
+
+class SqliteStrategy(Strategy):
+    """The ledger's file and the queue's, each copied with SQLite's online backup.
+
+    The queue file is copied too (after the ledger): it holds only doorbells, but a restored
+    root then starts with the doorbells it had, and a consumer's start rings for any due
+    parcel whose doorbell it lacks anyway.
+    """
+
+    engine = "sqlite"
+    databases = DATABASES["sqlite"]
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def take(self, dest: Path, mode: int) -> Snapshot:
+        # The ledger first: every blob it records was stored before its rows committed.
+        copy_database(self.layout.ledger_db, dest / "ledger.db", mode)
+        copy_database(self.layout.queue_db, dest / "queue.db", mode)
+        return Snapshot(facts(dest / "ledger.db"), recorded_blobs(dest / "ledger.db"))
+
+    def referenced(self, dest: Path, digests: Iterable[str]) -> set[str]:
+        return referenced(dest / "ledger.db", digests)
+
+    def leave_out(self, dest: Path, digests: list[str]) -> tuple[str, ...]:
+        drop_collected(dest / "ledger.db", digests)
+        return ()  # the copy no longer has them
+
+    def check_target(self, manifest: BackupManifest) -> None:
+        pass  # the databases live in the storage root, which restore checks is empty
+
+    def put_back(self, manifest: BackupManifest, layout: Layout) -> None:
+        for db in manifest.databases:
+            written = copy_file(manifest.path / db.name, layout.root / db.name, layout.file_mode)
+            if written != db.sha256:
+                raise DamagedBackup(
+                    f"damaged backup: {db.name} changed while it was restored (SHA-256 differs)"
+                )
+
+    def recorded_after(self, layout: Layout) -> tuple[dict[str, int], LedgerFacts]:
+        return recorded_blobs(layout.ledger_db), facts(layout.ledger_db)

@@ -1,5 +1,5 @@
-"""Taking a backup of a storage root while the worker runs: the databases (the ledger first),
-the blobs the copied ledger records, then the manifest."""
+"""Taking a backup of a storage root while the worker runs: the databases (the ledger first, by
+its engine's strategy), the blobs the copied ledger records, then the manifest."""
 
 from __future__ import annotations
 
@@ -12,17 +12,19 @@ from worker.cas.base import BlobStore
 from worker.cas.store import ContentStore
 from worker.files import fsync_dir, make_dir, sha256_file
 from worker.layout import Layout, apply_umask
-from worker.ops.backup import blobs, sqlite
+from worker.ops.backup import blobs
 from worker.ops.backup.dirs import clear, is_empty_dir, is_within
 from worker.ops.backup.errors import BackupError, BackupRefused
 from worker.ops.backup.manifest import (
-    DATABASES,
     BackupManifest,
     DatabaseCopy,
+    format_for,
     seer_ops_version,
     write_manifest,
 )
 from worker.ops.backup.registry import record_backup, record_path
+from worker.ops.backup.strategy import strategy_for
+from worker.settings import Settings, load_settings
 
 
 def _check_dest(layout: Layout, dest: Path) -> bool:
@@ -50,21 +52,23 @@ def backup(
     key: str = "",
     *,
     store: BlobStore | None = None,
+    settings: Settings | None = None,
 ) -> BackupManifest:
     """Copies the databases (online, consistent) and the CAS into DEST; writes its manifest,
     signed with `key` (SEER_BACKUP_KEY) when there is one. `store`: the live blob store, by
-    default the root's own."""
+    default the root's own; `settings`: which ledger (SEER_DATABASE_URL), by default the
+    environment's."""
     layout.require_initialised()
     dest = Path(dest).absolute()
     existed = _check_dest(layout, dest)
     apply_umask(layout)
+    strategy = strategy_for(layout, load_settings() if settings is None else settings)
     started = time.time() if now is None else now
     clock = time.monotonic()
     try:
         make_dir(dest, layout.dir_mode)
         # The ledger first: every blob it records was stored before its rows committed.
-        sqlite.copy_database(layout.ledger_db, dest / "ledger.db", layout.file_mode)
-        sqlite.copy_database(layout.queue_db, dest / "queue.db", layout.file_mode)
+        snapshot = strategy.take(dest, layout.file_mode)
         make_dir(dest / "orchestration", layout.dir_mode)
         make_dir(dest / "orchestration" / "cas", layout.dir_mode)
         # A backup is a directory whatever the live store is: its blobs are on local disk.
@@ -73,16 +77,20 @@ def backup(
         )
         try:
             placed = blobs.copy_recorded(
-                open_store(layout) if store is None else store, copy, dest / "ledger.db"
+                open_store(layout) if store is None else store,
+                copy,
+                snapshot.recorded,
+                lambda digests: strategy.referenced(dest, digests),
             )
         finally:
             copy.close()
+        left_out = strategy.leave_out(dest, list(placed.collected)) if placed.collected else ()
         fsync_dir(dest / "orchestration")
         databases = tuple(
             DatabaseCopy(name, (dest / name).stat().st_size, sha256_file(dest / name))
-            for name in DATABASES
+            for name in strategy.databases
         )
-        facts = sqlite.facts(dest / "ledger.db")
+        facts = snapshot.facts
         manifest = BackupManifest(
             path=dest,
             created_at=started,
@@ -96,11 +104,15 @@ def backup(
             blob_bytes=sum(placed.recorded.values()),
             cloned=placed.cloned,
             copied=placed.copied,
-            collected_meanwhile=placed.collected,
+            collected_meanwhile=len(placed.collected),
             skipped=placed.skipped,
             messages=facts.messages,
             parcels=facts.parcels,
             signed=bool(key),
+            format=format_for(strategy.engine),
+            engine=strategy.engine,
+            schema=snapshot.schema,
+            left_out=left_out,
         )
         write_manifest(manifest, key, layout.file_mode)
         fsync_dir(dest)
@@ -109,6 +121,8 @@ def backup(
     except BaseException:
         clear(dest, existed)
         raise
+    finally:
+        strategy.close()
     try:
         record_backup(layout, manifest)
     except OSError as exc:
