@@ -52,6 +52,8 @@ class WorkerRow:
     rss: int | None
     restarts: int | None  # None: unknown (the ledger cannot be read)
     last_exit: supervision.LastExit | None = None
+    heartbeat_age: float | None = None  # its process's, on the ledger's clock; None: unknown
+    stale: bool = False  # silent past SEER_HEARTBEAT_TIMEOUT: taken for dead
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,9 @@ class SnapshotSource:
             state = queue_status.supervisor_state or (
                 "RUNNING" if queue_status.alive else "NOT RUNNING"
             )
+            beat = next(
+                (p for p in queue_status.processes if p.local and p.pid == pid and pid), None
+            )
             rows.append(
                 WorkerRow(
                     program,
@@ -302,6 +307,8 @@ class SnapshotSource:
                     rss,
                     queue_status.restarts,
                     queue_status.last_exit,
+                    beat.heartbeat_age if beat else None,
+                    beat.stale if beat else False,
                 )
             )
         return tuple(rows)

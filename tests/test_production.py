@@ -312,6 +312,7 @@ async def test_console_worker_pane_shows_restarts_and_the_last_exit(runtime, sup
         text = _pane_text(app)
         postmaster, scheduler = text.split("scheduler")
         assert "1 restart\n" in postmaster and "last exit SIGKILL" in postmaster, text
+        assert " hb " in postmaster.split("\n")[0], text  # the restarted one's heartbeat
         assert "0 restarts" in scheduler and "last exit" not in scheduler
 
 

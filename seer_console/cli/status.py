@@ -28,7 +28,8 @@ def queue_lines(snap: status.Snapshot) -> list[str]:
         f"{output.age(q.oldest_queued_age)}",
     ]
     if q.backoff_reason:
-        lines.append(f"backoff    {q.backoff_reason} (next try {output.when(q.backoff_until)})")
+        until = output.when(q.backoff_until, snap.taken_at)
+        lines.append(f"backoff    {q.backoff_reason} (next try {until})")
     return lines
 
 
@@ -55,6 +56,7 @@ def status_lines(snap: status.Snapshot) -> list[str]:
         restarts = "" if c.restarts is None else f", {c.restarts} restart"
         restarts += "" if c.restarts in (None, 1) else "s"
         lines.append(f"consumer   {c.queue}: {alive}{sup}{restarts}")
+        lines += heartbeat_lines(c)
         if c.last_exit:
             lines.append(
                 f"last exit  {c.queue}: {c.last_exit.describe()} at "
@@ -62,6 +64,16 @@ def status_lines(snap: status.Snapshot) -> list[str]:
             )
     lines.append("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
     lines += [f"problem    {text}" for text in snap.problems]
+    return lines
+
+
+def heartbeat_lines(c: status.ConsumerStatus) -> list[str]:
+    """One line per process of the queue, of every host, with its heartbeat's age."""
+    lines = []
+    for p in c.processes:
+        age = "-" if p.heartbeat_age is None else f"{p.heartbeat_age:.0f}s ago"
+        mark = " STALE (taken for dead)" if p.stale else ""
+        lines.append(f"heartbeat  {c.queue}: {p.host} pid {p.pid}, {age}{mark}")
     return lines
 
 

@@ -1,11 +1,14 @@
-"""Worker pane: each consumer's supervisord state, pid, uptime, CPU, memory and restarts,
-and the keys that start, stop and restart them, and roll back."""
+"""Worker pane: each consumer's supervisord state, pid, uptime, CPU, memory, restarts and
+heartbeat, the consumers of other hosts (stale ones marked), and the keys that start, stop
+and restart them, and roll back."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import humanize
+from rich.cells import cell_len
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -16,8 +19,22 @@ from seer_console import output
 from seer_console.panes.base import Pane, PaneCommand
 from seer_console.source import ConsoleSnapshot, PartialSnapshot, WorkerRow
 
+if TYPE_CHECKING:  # the status module pulls in the alert rules: not before the first frame
+    from worker.monitoring.status import ConsumerProcess
+
 STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow"}
 PROGRAMS = ("seer-postmaster", "seer-scheduler")
+
+
+def _heartbeat(text: Text, age: float | None, stale: bool, width: int) -> None:
+    """The heartbeat's age at the end of the line if it fits there, else on a line of its own."""
+    if age is None:
+        return
+    said = f" hb {output.short_age(age)}" + (" STALE" if stale else "")
+    line = text.plain.rsplit("\n", 1)[-1]
+    if cell_len(line) + len(said) > width:
+        text.append("\n ")
+    text.append(said, style="bold red" if stale else "dim")
 
 
 class WorkerPane(Pane):
@@ -78,7 +95,14 @@ class WorkerPane(Pane):
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
         self._snapshot = snapshot
-        self._draw(snapshot.workers, snapshot.status.supervisor, snapshot.taken_at)
+        shown = {(w.queue, w.pid) for w in snapshot.workers if w.pid}
+        others = tuple(
+            p
+            for c in snapshot.status.consumers
+            for p in c.processes
+            if not (p.local and (p.queue, p.pid) in shown)
+        )
+        self._draw(snapshot.workers, snapshot.status.supervisor, snapshot.taken_at, others)
 
     def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
         if partial is None:
@@ -90,8 +114,15 @@ class WorkerPane(Pane):
         self._partial = partial
         self._draw(partial.workers, partial.supervisor, time.time())
 
-    def _draw(self, workers: tuple[WorkerRow, ...], supervisor: str, now: float) -> None:
-        wide = (self.content_region.width or 40) >= 70
+    def _draw(
+        self,
+        workers: tuple[WorkerRow, ...],
+        supervisor: str,
+        now: float,
+        others: tuple[ConsumerProcess, ...] = (),
+    ) -> None:
+        width = self.content_region.width or 40
+        wide = width >= 70
         focused = self.has_focus
         text = Text()
         for index, w in enumerate(workers):
@@ -105,6 +136,8 @@ class WorkerPane(Pane):
                 style=STATE_STYLE.get(w.state, "bold red"),
             )
             text.append(f"pid {w.pid or '-'}")
+            if not wide:  # beside the pid: the second line is full
+                _heartbeat(text, w.heartbeat_age, w.stale, width)
             text.append("  " if wide else "\n  ")
             cpu = "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}%"
             mem = humanize.naturalsize(w.rss, binary=True, format="%.0f") if w.rss else "-"
@@ -112,10 +145,18 @@ class WorkerPane(Pane):
             if w.restarts is not None:
                 restarts = f" {w.restarts} restart" + ("" if w.restarts == 1 else "s")
             label = "mem " if wide else ""
-            text.append(f"up {output.short_age(w.uptime)} cpu {cpu} {label}{mem}{restarts}\n")
+            text.append(f"up {output.short_age(w.uptime)} cpu {cpu} {label}{mem}{restarts}")
+            if wide:
+                _heartbeat(text, w.heartbeat_age, w.stale, width)
+            text.append("\n")
             if w.last_exit:
                 ago = output.short_age(max(0.0, now - w.last_exit.at))
                 text.append(f"  last exit {w.last_exit.short} {ago} ago\n", style="dim")
+        # Consumers this host's supervisord does not run: other hosts', or started by hand.
+        for p in others:
+            text.append(f" {p.host} {p.queue} pid {p.pid}", style="dim")
+            _heartbeat(text, p.heartbeat_age, p.stale, width)
+            text.append("\n")
         text.rstrip()
         self.put("#worker-rows", text)
         self.border_title = f"Worker · supervisord {supervisor}"

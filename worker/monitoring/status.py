@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 from worker.alerts.alerting import Reading
 from worker.fleet import consumers, control, supervision
+from worker.identity import host_name
 from worker.layout import Layout
 from worker.monitoring import metrics, rules
 from worker.monitoring.wiring import WiredWithQueue
@@ -44,6 +45,18 @@ class QueueStatus:
 
 
 @dataclass(frozen=True)
+class ConsumerProcess:
+    """One registered consumer process of a queue, on any host, and its heartbeat."""
+
+    queue: str
+    host: str
+    pid: int
+    local: bool  # on this host (SEER_HOST_ID, else the machine's name)
+    heartbeat_age: float | None  # seconds, on the ledger's clock
+    stale: bool  # silent past SEER_HEARTBEAT_TIMEOUT: taken for dead, its parcels given back
+
+
+@dataclass(frozen=True)
 class ConsumerStatus:
     queue: str
     alive: bool
@@ -52,6 +65,9 @@ class ConsumerStatus:
     restarts: int | None = 0  # None: unknown (the ledger cannot be read)
     last_exit: supervision.LastExit | None = None
     supervisor_pid: int | None = None
+    # Every host's processes of the queue that are not dead by their pid: the live ones and
+    # the stale ones (silent past the timeout).
+    processes: tuple[ConsumerProcess, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,14 +117,29 @@ def supervisor_view(layout: Layout) -> SupervisorView:
 
 
 def consumer_statuses(
-    runtime: WiredWithQueue, *, with_ledger: bool = True, view: SupervisorView | None = None
+    runtime: WiredWithQueue,
+    *,
+    with_ledger: bool = True,
+    view: SupervisorView | None = None,
+    now: float | None = None,
 ) -> tuple[tuple[ConsumerStatus, ...], str]:
     """Each queue's consumer as supervisord and the ledger see it, and supervisord's state.
     Without the ledger (a schema behind the code) only supervisord's view is given."""
     view = view or supervisor_view(runtime.layout)
     exits, sup_state = view.exits, view.state
     programs = {p.name: p for p in view.programs}
-    registered = consumers.consumers(runtime.ledger) if with_ledger else []
+    settings = runtime.settings
+    registered = (
+        consumers.consumers(
+            runtime.ledger,
+            host_id=settings.host_id,
+            timeout=settings.heartbeat_timeout,
+            now=now,
+        )
+        if with_ledger
+        else []
+    )
+    here = host_name(settings.host_id)
     restarts = consumers.restarts(runtime.ledger) if with_ledger else None
     found = []
     for queue_name, program in (
@@ -128,6 +159,13 @@ def consumer_statuses(
                 None if restarts is None else restarts.get(queue_name, 0),
                 exits.get(program),
                 info.pid if info and info.pid else None,
+                tuple(
+                    ConsumerProcess(
+                        c.queue, c.host, c.pid, c.host == here, c.heartbeat_age, c.stale
+                    )
+                    for c in registered
+                    if c.queue == queue_name and c.alive is not False
+                ),
             )
         )
     return tuple(found), sup_state
@@ -225,7 +263,7 @@ def _snapshot(
         backoff.reason if backoff else None,
         backoff.until if backoff else None,
     )
-    found, sup_state = consumer_statuses(runtime, view=view)
+    found, sup_state = consumer_statuses(runtime, view=view, now=now)
     problems: list[str] = []
     levels: list[str] = []
 
