@@ -256,6 +256,14 @@ def test_status_exit_codes_follow_the_worst_rule(runtime, cli, monkeypatch):
     assert cli("status").code == 2
 
 
+def test_status_is_unknown_when_the_ledgers_server_is_unreachable(runtime, cli, monkeypatch):
+    monkeypatch.setenv("SEER_DATABASE_URL", "postgresql://seer:pw@127.0.0.1:9/seer")
+    result = cli("status")
+    assert result.code == 3 and "UNKNOWN" in result.err and "127.0.0.1:9" in result.err
+    assert "Traceback" not in result.err and "pw@" not in result.err
+
+
+@pytest.mark.backends("sqlite")
 def test_status_is_unknown_when_the_ledger_is_unreadable(runtime, cli):
     runtime.layout.ledger_db.write_bytes(b"this is not a database" * 100)
     for suffix in ("-wal", "-shm"):

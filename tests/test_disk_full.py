@@ -34,6 +34,9 @@ def full_root(env, cli, tmp_path, tmpfs, monkeypatch):
     return root
 
 
+# The ledger and the queue in files under the full root: SQLite's case. A full disk under a
+# PostgreSQL server is tests/test_scaleout_faults.py's.
+@pytest.mark.backends("sqlite")
 def test_a_send_to_a_full_root_says_disk_full_and_queues_nothing(full_root, cli):
     (pid,) = ok(cli("parcel", "send", "-", stdin='{"to_agent_id": "a"}')).split()
     filler = fill(full_root)
@@ -55,6 +58,7 @@ def test_a_send_to_a_full_root_says_disk_full_and_queues_nothing(full_root, cli)
     )
 
 
+@pytest.mark.backends("sqlite")  # queue.db: the SQLite queue's file
 def test_a_damaged_queue_database_is_said_and_loses_no_parcel(runtime, cli):
     runtime.layout.queue_db.write_bytes(b"this is not a database " * 200)
     result = cli("parcel", "send", "-", stdin='{"to_agent_id": "a"}')

@@ -12,7 +12,7 @@ from worker.ledger.base import ParcelHead, batch_of
 
 
 def counter(ledger, name: str = "cas_bytes") -> int:
-    return ledger.scalar("SELECT value FROM counters WHERE name = ?", (name,))
+    return ledger.counter(name)
 
 
 def test_a_read_sees_one_snapshot_whatever_commits_meanwhile(runtime):

@@ -52,7 +52,7 @@ def test_delivers_message_artifacts_and_manifest(runtime):
     assert kinds == ["attachment", "manifest"]
     # Delivered: the raw parcel is not kept.
     assert failures.parcel(runtime.ledger, pid).payload is None
-    counters = {r["name"]: r["value"] for r in runtime.ledger.rows("SELECT * FROM counters")}
+    counters = runtime.ledger.counters()
     assert counters["cas_blobs"] == 2
     assert counters["cas_bytes"] == 5 + len(runtime.store.read(manifest_hash))
     assert counters["parcels_delivered"] == 1 and counters["parcels_queued"] == 0

@@ -43,7 +43,7 @@ def send(runtime, items) -> list[str]:
 
 
 def delivered(runtime) -> int:
-    return runtime.ledger.scalar("SELECT value FROM counters WHERE name = 'parcels_delivered'")
+    return runtime.ledger.counter("parcels_delivered")
 
 
 def assert_each_delivered_once(runtime, ids: list[str]) -> None:

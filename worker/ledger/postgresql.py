@@ -477,8 +477,8 @@ class PostgresLedger(Ledger):
     def counter(self, name: str) -> int:
         return (
             self.scalar(
-                "SELECT (SELECT coalesce(sum(value), 0) FROM counters WHERE name = ?) "
-                "+ (SELECT coalesce(sum(delta), 0) FROM counter_deltas WHERE name = ?)",
+                "SELECT ((SELECT coalesce(sum(value), 0) FROM counters WHERE name = ?) "
+                "+ (SELECT coalesce(sum(delta), 0) FROM counter_deltas WHERE name = ?))::bigint",
                 (name, name),
             )
             or 0
