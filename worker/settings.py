@@ -432,13 +432,15 @@ class Settings:
         "30s",
         lambda raw: _seconds_between(raw, 5, 3600),
         "A consumer whose heartbeat is this old is dead: any host's reaper gives its parcels "
-        "back (5s to 1h).",
+        "back, whatever their lease. Each consumer beats every sixth of it, 1 to 5 s; the reaper "
+        "runs every 5 s (5s to 1h).",
     )
     host_id: str = _spec(
         "SEER_HOST_ID",
         "",
         _host_id,
-        "This host's name in the ledger (owners, heartbeats); empty: the machine's host name.",
+        "This host's name in the ledger (parcels' owners, heartbeats), one per host: only a "
+        "consumer of this host is checked by its pid. Empty: the machine's host name.",
     )
     backup_key: str = _spec(
         "SEER_BACKUP_KEY",
