@@ -25,6 +25,7 @@ from worker.parcels import failures
 def cmd_failed_list(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     found = failures.list_failed(runtime.ledger, args.limit)
+    now = runtime.ledger.now()
     if args.json:
         output.emit_json([f.as_dict() for f in found])
         return ExitCode.OK
@@ -34,7 +35,7 @@ def cmd_failed_list(args: argparse.Namespace) -> int:
                 f.id,
                 f.to_agent_id,
                 f.attempts,
-                output.when(f.failed_at),
+                output.when(f.failed_at, now),
                 output.one_line(f.error or "", 60),
             )
             for f in found
@@ -54,7 +55,7 @@ def cmd_failed_show(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json(found.as_dict())
         return ExitCode.OK
-    print_parcel(found, None, [], show_traceback=True)
+    print_parcel(found, None, [], show_traceback=True, now=runtime.ledger.now())
     return ExitCode.OK
 
 

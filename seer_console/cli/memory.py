@@ -46,7 +46,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
         elif args.memory_command == "set-ephemeral":
             ttl = duration_arg(args.ttl, "--ttl") if args.ttl else None
             expires = memory.set_ephemeral(args.agent, args.key, _value(args), ttl=ttl)
-            print(f"{args.agent} {args.key}: stored (ephemeral, expires {output.when(expires)})")
+            expiry = output.when(expires, runtime.ledger.now())
+            print(f"{args.agent} {args.key}: stored (ephemeral, expires {expiry})")
         elif args.memory_command == "get":
             entry = memory.entry(args.agent, args.key)
             if entry is None:
@@ -61,6 +62,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
             print(f"{args.agent} {args.key}: forgotten")
         else:
             entries = memory.keys(args.agent, args.partition)
+            now = runtime.ledger.now()
             if args.json:
                 output.emit_json([e.__dict__ for e in entries])
                 return ExitCode.OK
@@ -69,7 +71,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
                     (
                         e.key,
                         e.partition,
-                        output.when(e.expires_at) if e.expires_at else "never",
+                        output.when(e.expires_at, now) if e.expires_at else "never",
                         output.one_line(json.dumps(e.value, ensure_ascii=False), 40),
                     )
                     for e in entries
@@ -99,6 +101,7 @@ def cmd_compact_memory(args: argparse.Namespace) -> int:
 def cmd_compactions(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     runs = runtime.compactor().recent(args.limit)
+    now = runtime.ledger.now()
     if args.json:
         output.emit_json([r.as_dict() for r in runs])
         return ExitCode.OK
@@ -106,7 +109,7 @@ def cmd_compactions(args: argparse.Namespace) -> int:
         [
             (
                 r.id,
-                output.when(r.started_at),
+                output.when(r.started_at, now),
                 r.trigger + (" (dry run)" if r.dry_run else ""),
                 r.agents,
                 r.keys_deleted,

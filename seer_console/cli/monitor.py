@@ -107,6 +107,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return ExitCode.OK
     active = alerting.active(runtime.ledger)
     deliveries = outbox.recent(runtime.ledger, args.limit)
+    now = runtime.ledger.now()  # the ages are of the ledger's times
     if args.json:
         output.emit_json(
             {
@@ -121,7 +122,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         print("no active alerts")
     else:
         output.table(
-            [(a.level.upper(), a.rule, output.when(a.since), a.summary) for a in active],
+            [(a.level.upper(), a.rule, output.when(a.since, now), a.summary) for a in active],
             ("LEVEL", "RULE", "SINCE", "NOW"),
         )
     print()
@@ -134,7 +135,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                 output.one_line(d.title, 40),
                 d.status,
                 d.attempts,
-                output.when(d.sent_at) if d.sent_at else output.when(d.next_attempt_at),
+                output.when(d.sent_at, now) if d.sent_at else output.when(d.next_attempt_at, now),
                 output.one_line(d.last_error or "", 40),
             )
             for d in deliveries

@@ -92,7 +92,7 @@ def cmd_parcel_show(args: argparse.Namespace) -> int:
             }
         )
         return ExitCode.OK
-    print_parcel(found, message, arts, show_traceback=args.traceback)
+    print_parcel(found, message, arts, show_traceback=args.traceback, now=runtime.ledger.now())
     return ExitCode.OK
 
 
@@ -101,13 +101,15 @@ def print_parcel(
     message: Message | None,
     arts: list[Artifact],
     show_traceback: bool = True,
+    now: float | None = None,
 ) -> None:
+    """`now`: the ledger's time, which the ages are of."""
     print(f"parcel   {found.id}")
     print(f"state    {found.state}")
     print(f"agent    {found.to_agent_id}   task {found.task_id}   type {found.type}")
     print(f"tries    {found.attempts}   worker deaths {found.crashes}")
-    print(f"queued   {output.when(found.created_at)}")
-    print(f"finished {output.when(found.finished_at)}")
+    print(f"queued   {output.when(found.created_at, now)}")
+    print(f"finished {output.when(found.finished_at, now)}")
     if message:
         print(f"message  {message.id} in the inbox of {message.to_agent_id}")
     for a in arts:
@@ -145,13 +147,14 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     if args.rest:
         raise UserError(f"unexpected argument {args.rest[0]!r}: seer inbox AGENT [--unread]")
     found = inbox.messages(runtime.ledger, args.agent, unread=args.unread, limit=args.limit)
+    now = runtime.ledger.now()
     if args.json:
         output.emit_json([m.as_dict() for m in found])
         return ExitCode.OK
     rows = [
         (
             m.id,
-            output.when(m.created_at),
+            output.when(m.created_at, now),
             "read" if m.read_at else "unread",
             m.headers.get("original_type", ""),
             m.headers.get("artifact_count", 0),
