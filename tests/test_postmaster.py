@@ -174,6 +174,50 @@ def test_quota_fails_the_parcel_without_writing_a_blob(runtime, monkeypatch):
     assert len(on_disk) == small.ledger.scalar("SELECT count(*) FROM blobs") == 2
 
 
+def test_two_consumers_committing_at_once_never_both_pass_the_quota(runtime, monkeypatch):
+    # Each parcel fits alone, the two do not. Both consumers pass the check before the put
+    # (neither has committed yet), then commit at the same moment: the quota holds.
+    import threading
+
+    from worker.runtime import Runtime
+
+    monkeypatch.setenv("ORCHESTRATION_CAS_MAX_SIZE", "2000")
+    queue(runtime, parcel("a", 1, attachment="x" * 1000), parcel("a", 2, attachment="y" * 1000))
+    both_checked = threading.Barrier(2, timeout=30)
+    results = []
+
+    def consumer(n: int) -> None:
+        rt = Runtime.open()
+        pm = Postmaster(rt.ledger, rt.store, rt.settings, Owner("host-" + str(n), n, n, n))
+        commit = pm._commit
+
+        def together(*args):
+            both_checked.wait()
+            return commit(*args)
+
+        pm._commit = together
+        try:
+            results.append(pm.deliver_waiting(limit=1))
+        finally:
+            rt.close()
+
+    threads = [threading.Thread(target=consumer, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted((r.delivered, r.failed) for r in results) == [(0, 1), (1, 0)]
+    (failed,) = failures.list_failed(runtime.ledger)
+    assert "CAS quota exceeded" in failed.error
+    recorded = {r["hash"]: r["size"] for r in runtime.ledger.rows("SELECT hash, size FROM blobs")}
+    assert runtime.ledger.counter("cas_bytes") == sum(recorded.values()) <= 2000
+    on_disk = runtime.store.sizes()
+    assert all(on_disk.get(h) == size for h, size in recorded.items())
+    # The refused parcel's blobs were stored before its commit found the quota spent: files
+    # no row records, which `seer cas gc` removes (deleting them here could take a blob a
+    # concurrent delivery of the same content has just counted on).
+
+
 def test_disk_full_backs_off_without_using_a_try(runtime, monkeypatch):
     from worker.cas.store import DiskFull
     from worker.fleet import control

@@ -194,11 +194,7 @@ class Postmaster:
             }
             needed = sum(new.values())
             if in_use + needed > self.settings.cas_max_size:
-                over = PermanentFailure(
-                    f"CAS quota exceeded: this parcel needs {needed} more bytes, {in_use} of "
-                    f"{self.settings.cas_max_size} are in use (ORCHESTRATION_CAS_MAX_SIZE)"
-                )
-                outcome.failures.append(Failure(claimed, over, True))
+                outcome.failures.append(Failure(claimed, self._over_quota(needed, in_use), True))
                 continue
             in_use += needed
             known.update(new)
@@ -216,6 +212,42 @@ class Postmaster:
             outcome.deliveries = []
         control.clear_backoff(self.ledger)
         return self._commit(rows, outcome, self.ledger.now() if stamp is None else stamp)
+
+    def _over_quota(self, needed: int, in_use: int) -> PermanentFailure:
+        return PermanentFailure(
+            f"CAS quota exceeded: this parcel needs {needed} more bytes, {in_use} of "
+            f"{self.settings.cas_max_size} are in use (ORCHESTRATION_CAS_MAX_SIZE)"
+        )
+
+    def _hold_to_quota(self, rows: list[ClaimedParcel], outcome: _Outcome) -> None:
+        """The quota once more, inside the commit: the check before the store's put saw only
+        what had committed then, and consumers on other hosts commit meanwhile. Those adding
+        bytes take lock("cas.quota") in turn, so no two pass it on the same figure; a
+        parcel that no longer fits fails as it would have before the put."""
+        if not outcome.deliveries:
+            return
+        known = self._known_blobs({d for delivery in outcome.deliveries for d in delivery.digests})
+        if all(d in known for delivery in outcome.deliveries for d in delivery.digests):
+            return
+        self.ledger.lock("cas.quota")
+        in_use = self.ledger.counter("cas_bytes")
+        by_id = {r.id: r for r in rows}
+        kept = []
+        for delivery in outcome.deliveries:
+            new = {
+                d: len(b)
+                for d, b in zip(delivery.digests, delivery.blobs, strict=True)
+                if d not in known
+            }
+            needed = sum(new.values())
+            if in_use + needed > self.settings.cas_max_size:
+                over = self._over_quota(needed, in_use)
+                outcome.failures.append(Failure(by_id[delivery.parcel_id], over, True))
+                continue
+            in_use += needed
+            known.update(new)
+            kept.append(delivery)
+        outcome.deliveries = kept
 
     def _known_blobs(self, digests: set[str]) -> set[str]:
         known: set[str] = set()
@@ -341,6 +373,10 @@ class Postmaster:
         retry_at: float | None = None
         ledger = self.ledger
         with ledger.write():
+            # gc removes blobs holding lock("cas") exclusively: held shared here, what the
+            # loop below finds in the store stays there until these rows commit.
+            ledger.lock("cas", shared=True)
+            self._hold_to_quota(rows, outcome)
             for d in outcome.deliveries:
                 # Only while we still own it: if we were taken for dead, someone else delivers.
                 if not ledger.execute(
@@ -354,7 +390,7 @@ class Postmaster:
                 for digest, data in zip(d.digests, d.blobs, strict=True):
                     if not self.store.exists(digest):
                         # `seer cas gc` removed it between our deduplicating put and now; gc
-                        # deletes under this same write lock, so with it held, write it again.
+                        # deletes holding the "cas" lock, so with it held, write it again.
                         self.store.put(data)
                 ledger.execute(
                     "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, "
