@@ -8,6 +8,7 @@ pid and only heartbeats (or, for a holder that never registered, its lease) tell
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -251,6 +252,25 @@ def test_a_host_whose_clock_is_off_neither_steals_nor_loses_parcels(runtime, mon
 
     ledger_clock[0] = T + 31  # now host-b is silent past the timeout, on the ledger's clock
     assert postmaster.recover(ledger, host_a).requeued == 3
+
+
+def test_periodic_slots_are_claimed_on_the_ledgers_clock(runtime, monkeypatch):
+    """Two schedulers whose hosts' clocks are 30 minutes apart run the reaper once a slot,
+    and the one behind takes over at once when the other stops."""
+    ledger_clock = [T]
+    monkeypatch.setattr(runtime.ledger, "now", lambda: ledger_clock[0])
+
+    def reaper_of_a_host():
+        (job,) = [j for j in jobs.periodic(runtime.settings) if j.name == "reap"]
+        return jobs.once(runtime, job)
+
+    ahead, behind = reaper_of_a_host(), reaper_of_a_host()
+    assert ahead(dt.datetime.fromtimestamp(T + 900))
+    assert not behind(dt.datetime.fromtimestamp(T - 900))  # the same slot: run once
+    ledger_clock[0] = T + 5  # the host ahead stopped; on its own clock the other would wait
+    assert behind(dt.datetime.fromtimestamp(T - 895))
+    slot = runtime.ledger.scalar("SELECT value FROM control WHERE key = 'slot:reap'")
+    assert int(slot) == int(T + 5) // 5
 
 
 # -- a consumer stopped (SIGSTOP) while it holds a batch --------------------------------------

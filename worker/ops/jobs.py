@@ -189,9 +189,13 @@ def once(runtime: Runtime, job: PeriodicJob) -> Callable[[dt.datetime], bool]:
     """The job's rule, and its slot claimed in the ledger: once per slot cluster-wide."""
 
     def due(when: dt.datetime) -> bool:
-        if not job.rule(when):
-            return False
         try:
+            # The slot on the ledger's clock, not this host's: schedulers on hosts whose clocks
+            # disagree agree on it (one behind would claim no slot until it caught up with the
+            # last one claimed by a host ahead of it).
+            when = dt.datetime.fromtimestamp(runtime.ledger.now(), tz=when.tzinfo)
+            if not job.rule(when):
+                return False
             return control.claim_slot(runtime.ledger, job.name, job.rule.slot(when))
         except Exception as exc:  # the ledger is out of reach: skip this slot, not the loop
             log.error("periodic %s skipped: cannot claim its slot (%s)", job.name, exc)
