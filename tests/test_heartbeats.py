@@ -88,6 +88,26 @@ def test_a_consumer_beats_every_second_and_registers_again_if_its_entry_goes(
     wait_for(lambda: "registered again" in consumer.output(), 10, "the log line")
 
 
+def test_the_scheduler_reaps_a_silent_hosts_parcels_within_the_timeout_and_10_seconds(
+    runtime, consumers, monkeypatch
+):
+    monkeypatch.setenv("SEER_HEARTBEAT_TIMEOUT", "5s")
+    scheduler = consumers("scheduler")
+    wait_for(lambda: entry(runtime, "scheduler"), 30, "the scheduler's entry")
+    send(runtime, 4)
+    fleet.register(runtime.ledger, "postmaster", host_id="host-b")
+    silent_since = time.monotonic()
+    claimed = Postmaster(runtime.ledger, runtime.store, as_host(runtime, "host-b", 5.0))
+    assert len(claimed._claim(now=runtime.ledger.now(), limit=100)) == 4  # leased for 10 min
+    # Stale after 5 s, taken back at the next run of the reaper (every 5 s), and 5 s of slack
+    # for a loaded test machine (the scheduler's threads share their time with other jobs).
+    wait_for(lambda: held_by(runtime, "host-b") == 0, 5 + 10 + 5, "the reaper", step=0.1)
+    took = time.monotonic() - silent_since
+    assert took > 4, f"taken back after {took:.1f}s, before the heartbeat was 5 s old"
+    assert runtime.ledger.scalar("SELECT count(*) FROM parcels WHERE state = 'queued'") == 4
+    assert scheduler.proc.poll() is None
+
+
 def test_the_heartbeat_interval_is_a_sixth_of_the_timeout_within_1_to_5_seconds():
     assert fleet.heartbeat_interval(30) == 5
     assert fleet.heartbeat_interval(12) == 2
