@@ -106,9 +106,7 @@ def measure(
     )
     delivered_total = counts.get("delivered_total", 0)
     failed_total = counts.get("failed_total", 0)
-    registered = consumers.consumers(
-        ledger, host_id=host_id, timeout=heartbeat_timeout, now=now
-    )
+    registered = consumers.consumers(ledger, host_id=host_id, timeout=heartbeat_timeout, now=now)
     live = {c.queue for c in registered if consumers.is_up(c)}
     return Sample(
         ts=now,
