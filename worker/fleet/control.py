@@ -50,10 +50,16 @@ def pause(ledger: Ledger, by: str = "cli", now: float | None = None) -> bool:
     """Pauses the postmaster queue; returns False if it was already paused (nothing changed)."""
     now = ledger.now() if now is None else now
     with ledger.write():
-        if is_paused(ledger):
-            return False
-        _put(ledger, PAUSED, {"by": by}, now)
-    return True
+        # The insert is the check: two operators pausing at once (on PostgreSQL a look first
+        # would let both through) get one True between them.
+        return (
+            ledger.execute(
+                "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                (PAUSED, json.dumps({"by": by}), now),
+            ).rowcount
+            == 1
+        )
 
 
 def resume(ledger: Ledger) -> bool:
@@ -97,17 +103,18 @@ def claim_slot(ledger: Ledger, job: str, slot: int, now: float | None = None) ->
     """True for exactly one caller per (job, slot), whichever scheduler asks: two schedulers
     (an orphan left by a dead supervisord, a second host) never both run a periodic job."""
     now = ledger.now() if now is None else now
-    key = SLOT + job
     with ledger.write():
+        # One statement, so that no lock is needed on PostgreSQL: racing inserts of a new key
+        # wait for each other's outcome, and the DO UPDATE's WHERE is judged against the row
+        # as the winner committed it (READ COMMITTED re-reads a locked row), never a snapshot
+        # from before. An UPDATE then an INSERT in two statements would let a scheduler whose
+        # UPDATE found no row lose a later slot to an INSERT of an earlier one. BIGINT: an
+        # INTEGER is 32 bits on PostgreSQL.
         claimed = ledger.execute(
-            "UPDATE control SET value = ?, updated_at = ? "
-            "WHERE key = ? AND CAST(value AS INTEGER) < ?",
-            (str(slot), now, key, slot),
+            "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at "
+            "WHERE CAST(control.value AS BIGINT) < CAST(excluded.value AS BIGINT)",
+            (SLOT + job, str(slot), now),
         ).rowcount
-        if not claimed:
-            claimed = ledger.execute(
-                "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO NOTHING",
-                (key, str(slot), now),
-            ).rowcount
     return claimed == 1
