@@ -102,6 +102,10 @@ def apply(
     channels = list(channels)
     sent: list[Notification] = []
     with ledger.write():
+        # Decided from the states read here: on PostgreSQL two evaluations at once (the
+        # scheduler's and `seer monitor-storage`'s, or two hosts') would both see the rule
+        # crossing and both queue its notification. Rare and short: a lock, not a hot path.
+        ledger.lock("alerts")
         previous = states(ledger)
         for reading in readings:
             before = previous.get(reading.rule)

@@ -143,6 +143,16 @@ def deliver_rows(
     return deliveries(ledger, ids)
 
 
+# A claim's own condition, judged by the UPDATE on the row as it stands when the claim gets
+# it: on PostgreSQL two schedulers may both have read the row as due, and READ COMMITTED makes
+# the second UPDATE wait for the first and re-check this on the row the first left ('sending',
+# leased), so exactly one of them sends. The same rule as `_due`.
+_CLAIMABLE = (
+    "(status = 'pending' AND next_attempt_at <= ?)"
+    " OR (status = 'sending' AND (lease_until IS NULL OR lease_until < ?))"
+)
+
+
 def _due(row: dict[str, Any], now: float) -> bool:
     if row["status"] == "pending":
         return row["next_attempt_at"] <= now
@@ -169,10 +179,12 @@ def _claim(ledger: Ledger, channel: str, now: float, lease: float) -> tuple[int,
         if head is None or not _due(head, now):
             return None
         lease_until = now + lease
-        ledger.execute(
-            "UPDATE alert_outbox SET status = 'sending', lease_until = ? WHERE id = ?",
-            (lease_until, head["id"]),
-        )
+        if not ledger.execute(
+            f"UPDATE alert_outbox SET status = 'sending', lease_until = ? WHERE id = ? AND "
+            f"({_CLAIMABLE})",
+            (lease_until, head["id"], now, now),
+        ).rowcount:
+            return None  # another sender has the channel's head: it goes on from there
     return head["id"], lease_until, head["payload"]
 
 
@@ -188,10 +200,13 @@ def _claim_row(
         if row is None or (row["status"] == "sending" and not _due(row, now)):
             return None
         lease_until = now + lease
-        ledger.execute(
-            "UPDATE alert_outbox SET status = 'sending', lease_until = ? WHERE id = ?",
-            (lease_until, row_id),
-        )
+        # Pending whatever its backoff (a test alert goes now), else as any claim: once.
+        if not ledger.execute(
+            "UPDATE alert_outbox SET status = 'sending', lease_until = ? WHERE id = ? AND "
+            f"(status = 'pending' OR {_CLAIMABLE})",
+            (lease_until, row_id, now, now),
+        ).rowcount:
+            return None
     return row["channel"], lease_until, row["payload"]
 
 
@@ -248,7 +263,8 @@ def _record(ledger: Ledger, row_id: int, lease_until: float, result: SendResult,
 
 def _skip_unconfigured(ledger: Ledger, configured: list[str], now: float) -> int:
     """Counts the due rows of channels that are off; they wait for the channel to come back."""
-    where = f"channel NOT IN ({', '.join('?' * len(configured))})" if configured else "1"
+    # "1 = 1", not "1": PostgreSQL wants a boolean after AND.
+    where = f"channel NOT IN ({', '.join('?' * len(configured))})" if configured else "1 = 1"
     stale = ledger.scalar(
         f"SELECT count(*) FROM alert_outbox WHERE status = 'sending' AND lease_until < ?"
         f" AND {where}",
