@@ -108,16 +108,15 @@ def retry(ledger: Ledger, parcel_id: str) -> bool:
 
 
 def retry_all(ledger: Ledger) -> list[str]:
+    """Retries every failed parcel; returns the ids this call put back, oldest first."""
     with ledger.write():
-        ids = [
-            r["id"]
-            for r in ledger.rows("SELECT id FROM parcels WHERE state = 'failed' ORDER BY seq")
-        ]
-        ledger.execute(
+        # The ids come from the UPDATE itself: on PostgreSQL a list read first could miss a
+        # parcel failed meanwhile, or name ones a concurrent retry took back.
+        found = ledger.rows(
             "UPDATE parcels SET state = 'queued', attempts = 0, crashes = 0, isolate = 0, "
-            "not_before = 0, finished_at = NULL WHERE state = 'failed'"
+            "not_before = 0, finished_at = NULL WHERE state = 'failed' RETURNING seq, id"
         )
-    return ids
+    return [r["id"] for r in sorted(found, key=lambda r: r["seq"])]
 
 
 def count_failed(ledger: Ledger, older_than: float | None = None, now: float | None = None) -> int:

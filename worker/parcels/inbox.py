@@ -65,10 +65,11 @@ def ack(ledger: Ledger, message_id: int, now: float | None = None) -> bool | Non
     """Marks a message read. True if it changed, False if it was already read, None if unknown."""
     now = ledger.now() if now is None else now
     with ledger.write():
-        found = ledger.row("SELECT read_at FROM messages WHERE id = ?", (message_id,))
-        if found is None:
-            return None
-        if found["read_at"] is not None:
-            return False
-        ledger.execute("UPDATE messages SET read_at = ? WHERE id = ?", (now, message_id))
-    return True
+        # The UPDATE decides: on PostgreSQL two acks that both read the message as unread
+        # would both say True; this way the second one waits and finds it read.
+        if ledger.execute(
+            "UPDATE messages SET read_at = ? WHERE id = ? AND read_at IS NULL", (now, message_id)
+        ).rowcount:
+            return True
+        known = ledger.scalar("SELECT 1 FROM messages WHERE id = ?", (message_id,))
+    return None if known is None else False
