@@ -4,13 +4,19 @@ Each write transaction deletes at most BATCH keys of one agent (contiguous on di
 table is clustered by agent and key) and ends within TXN_BUDGET, so parcel delivery keeps
 getting the write lock between them. Every run is recorded, and logged as one line to
 logs/orchestration.log before it is recorded as finished.
+
+One run at a time, cluster-wide: a run holds a claim in the `control` table (LEASE_KEY), renewed
+as it goes; a run asked for meanwhile is not started ('skipped', not recorded). A claim not
+renewed for LEASE seconds, or held by a dead process on this host, is taken over, and its run
+marked failed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,12 +30,25 @@ BATCH = 2000
 TXN_BUDGET = 0.05  # seconds of deleting per write transaction
 # SQLite hands the write lock to whoever asks first after a commit, and a waiting connection
 # polls with growing sleeps: without a pause, compaction would take the lock straight back and
-# starve parcel delivery.
+# starve parcel delivery. (PostgreSQL's writers do not queue for one lock: there the pause only
+# costs the run a little.)
 YIELD = 0.015
+
+LEASE_KEY = "compaction:running"
+LOCK = "compaction"
+LEASE = 60.0  # seconds a run's claim lasts unrenewed: then it is taken for dead
+RENEW_EVERY = 2.0
+
+
+class ClaimLost(Exception):
+    """This run's claim was taken over (it went unrenewed for LEASE seconds): it stops."""
 
 
 @dataclass(frozen=True)
 class Run:
+    """A compaction run as recorded. status 'skipped' is the one never recorded: another run
+    was in progress, and `id` is that run's."""
+
     id: int
     trigger: str
     agent_id: str | None
@@ -50,6 +69,8 @@ class Run:
 
     def summary(self) -> str:
         """`deleted 3 expired keys from 2 agents`: what the CLI, the console and the log say."""
+        if self.status == "skipped":
+            return f"not started: compaction run {self.id} is in progress"
         verb = "would delete" if self.dry_run else "deleted"
         keys = f"{self.keys_deleted} expired key{'' if self.keys_deleted == 1 else 's'}"
         if self.agent_id is not None:
@@ -80,9 +101,15 @@ def count_expired(ledger: Ledger, agent: str, now: float) -> int:
     )
 
 
-def _delete_expired(ledger: Ledger, agents: Iterator[str], now: float) -> dict[str, int]:
+def _delete_expired(
+    ledger: Ledger,
+    agents: Iterator[str],
+    now: float,
+    renew: Callable[[], None] | None = None,
+) -> dict[str, int]:
     """Deletes expired keys agent after agent; returns keys deleted per agent processed
-    (an agent with nothing expired is there with 0).
+    (an agent with nothing expired is there with 0). `renew` runs at the start of every
+    transaction (the run's claim: it raises to stop the run).
 
     A transaction takes batches (of one agent or the next) until TXN_BUDGET has passed, then
     the lock is left to others for YIELD: few commits, no long hold, no starved writer.
@@ -93,6 +120,8 @@ def _delete_expired(ledger: Ledger, agents: Iterator[str], now: float) -> dict[s
     while agent is not None:
         started = time.monotonic()
         with ledger.write():
+            if renew is not None:
+                renew()
             while agent is not None and time.monotonic() - started < TXN_BUDGET:
                 # A plain range delete: with `key IN (SELECT … LIMIT n)` SQLite does the
                 # lookups twice. The range ends BATCH keys on, or at the agent's last key.
@@ -133,11 +162,13 @@ class Compactor:
         file_mode: int = 0o660,
         *,
         base: Path | None = None,
+        host_id: str | None = None,
     ):
         self.ledger = ledger
         self.log_path = log_path
         self.file_mode = file_mode
         self.base = base
+        self.host_id = host_id  # SEER_HOST_ID: whose runs can be judged dead by their pid
 
     def run(
         self,
@@ -148,23 +179,41 @@ class Compactor:
     ) -> Run:
         """Compacts one agent or all; never raises for a failure: it is recorded as failed."""
         cutoff = self.ledger.now() if now is None else now
-        self.interrupted(now=cutoff)
-        owner = current_owner()
+        owner = current_owner(self.host_id)
         started = self.ledger.now()
         with self.ledger.write():
-            run_id = self.ledger.scalar(
-                "INSERT INTO compaction_runs (trigger, agent_id, dry_run, started_at, status, "
-                "owner) VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
-                (trigger, agent, int(dry_run), started, owner.token),
-            )
+            # Look, then claim: on PostgreSQL two runs starting at once (the schedule and an
+            # operator, two hosts) would both find no claim without this lock.
+            self.ledger.lock(LOCK)
+            holder = self._live_claim(started)
+            if holder is None:
+                self._mark_interrupted(cutoff, keep=None)
+                run_id = self.ledger.scalar(
+                    "INSERT INTO compaction_runs (trigger, agent_id, dry_run, started_at, "
+                    "status, owner) VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
+                    (trigger, agent, int(dry_run), started, owner.token),
+                )
+                claim = json.dumps({"run": run_id, "owner": owner.token})
+                self.ledger.execute(
+                    "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                    "updated_at = excluded.updated_at",
+                    (LEASE_KEY, claim, started),
+                )
+        if holder is not None:
+            return self._skipped(holder, trigger, agent, dry_run, started)
         agents_touched = keys = 0
         status, error = "ok", None
+        renew = self._renewal(claim)
         try:
             agents = iter([agent]) if agent else _agents(self.ledger)
             if dry_run:
-                counts = {name: count_expired(self.ledger, name, cutoff) for name in agents}
+                counts = {}
+                for name in agents:
+                    counts[name] = count_expired(self.ledger, name, cutoff)
+                    renew()
             else:
-                counts = _delete_expired(self.ledger, agents, cutoff)
+                counts = _delete_expired(self.ledger, agents, cutoff, renew)
             # Agents processed, as the task card counts them: every agent compacted, also
             # those with nothing expired (an --agent run processed one agent, not none).
             agents_touched = len(counts)
@@ -197,25 +246,85 @@ class Compactor:
                 "status = ?, error = ? WHERE id = ?",
                 (run.finished_at, agents_touched, keys, status, error, run_id),
             )
+            # Only our own claim: one taken over meanwhile is the new run's.
+            self.ledger.execute(
+                "DELETE FROM control WHERE key = ? AND value = ?", (LEASE_KEY, claim)
+            )
         return run
 
+    def _live_claim(self, clock: float) -> dict | None:
+        """The claim of the run in progress (run, owner), or None when there is none or its
+        holder is dead: a dead pid on this host, or no renewal for LEASE seconds."""
+        row = self.ledger.row("SELECT value, updated_at FROM control WHERE key = ?", (LEASE_KEY,))
+        if row is None or row["updated_at"] < clock - LEASE:
+            return None
+        claim = json.loads(row["value"])
+        owner = Owner.parse(claim.get("owner") or "")
+        if owner is None or is_alive(owner, self.host_id) is False:
+            return None
+        return claim
+
+    def _renewal(self, claim: str) -> Callable[[], None]:
+        """Renews this run's claim, at most every RENEW_EVERY seconds (in the caller's write,
+        as a savepoint, or in its own); raises ClaimLost once another run has taken it over."""
+        last = [time.monotonic()]
+
+        def renew() -> None:
+            if time.monotonic() - last[0] < RENEW_EVERY:
+                return
+            with self.ledger.write():
+                renewed = self.ledger.execute(
+                    "UPDATE control SET updated_at = ? WHERE key = ? AND value = ?",
+                    (self.ledger.now(), LEASE_KEY, claim),
+                ).rowcount
+            if not renewed:
+                raise ClaimLost(
+                    f"another run took over this compaction's claim (not renewed for {LEASE:g}s)"
+                )
+            last[0] = time.monotonic()
+
+        return renew
+
+    def _skipped(
+        self, holder: dict, trigger: str, agent: str | None, dry_run: bool, now: float
+    ) -> Run:
+        running = Owner.parse(holder.get("owner") or "")
+        where = f" on {running.host} (pid {running.pid})" if running else ""
+        log.info(
+            "compaction (%s) not started: run %s is in progress%s", trigger, holder["run"], where
+        )
+        return Run(
+            id=holder["run"],
+            trigger=trigger,
+            agent_id=agent,
+            dry_run=dry_run,
+            started_at=now,
+            finished_at=now,
+            agents=0,
+            keys_deleted=0,
+            status="skipped",
+            error=f"another compaction is running: run {holder['run']}{where}",
+        )
+
+    def _mark_interrupted(self, now: float, keep: int | None) -> int:
+        """Inside a write holding LOCK: every 'running' run but `keep` (the live claim's)
+        is marked failed. Its claim is gone or dead, so nothing is running it any more."""
+        return self.ledger.execute(
+            "UPDATE compaction_runs SET status = 'failed', finished_at = ?, "
+            "error = 'interrupted: the worker running it died or stopped' "
+            "WHERE status = 'running' AND id IS DISTINCT FROM ?",
+            (now, keep),
+        ).rowcount
+
     def interrupted(self, now: float | None = None) -> int:
-        """Marks runs left 'running' by a worker that died as failed; returns how many."""
-        now = self.ledger.now() if now is None else now
-        marked = 0
-        for row in self.ledger.rows(
-            "SELECT id, owner FROM compaction_runs WHERE status = 'running'"
-        ):
-            owner = Owner.parse(row["owner"] or "")
-            if owner is None or is_alive(owner) is False:
-                with self.ledger.write():
-                    marked += self.ledger.execute(
-                        "UPDATE compaction_runs SET status = 'failed', finished_at = ?, "
-                        "error = 'interrupted: the worker running it died' "
-                        "WHERE id = ? AND status = 'running'",
-                        (now, row["id"]),
-                    ).rowcount
-        return marked
+        """Marks runs left 'running' by a worker that died (or stopped renewing its claim)
+        as failed; returns how many."""
+        clock = self.ledger.now()
+        now = clock if now is None else now
+        with self.ledger.write():
+            self.ledger.lock(LOCK)
+            holder = self._live_claim(clock)
+            return self._mark_interrupted(now, holder["run"] if holder else None)
 
     def get(self, run_id: int) -> Run:
         row = self.ledger.row(f"SELECT {_COLUMNS} FROM compaction_runs WHERE id = ?", (run_id,))
