@@ -155,8 +155,9 @@ def test_reconcile_repairs_tampered_counters(runtime):
     real = truth(runtime)
     rows = table(runtime)
     with runtime.ledger.write():
-        runtime.ledger.execute("UPDATE counters SET value = 12345 WHERE name = 'cas_bytes'")
-        runtime.ledger.execute("UPDATE counters SET value = 2 WHERE name = 'cas_blobs'")
+        # Through the ledger: PostgreSQL keeps a counter as a row and deltas.
+        runtime.ledger.set_counter("cas_bytes", 12345)
+        runtime.ledger.set_counter("cas_blobs", 2)
     report = cas_tools.reconcile(runtime.ledger, runtime.store)
     assert report.repaired and not report.in_step
     assert report.before == CasStats(12345, 2)

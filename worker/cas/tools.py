@@ -23,6 +23,10 @@ from worker.ledger import Ledger
 
 # Small write transactions: the Postmaster commits between them instead of waiting on us.
 BATCH_SIZE = 500
+# The ledger lock that keeps gc and reconcile's repairs (exclusive) apart from a Postmaster
+# commit (shared), which checks that its blobs are stored and then records them: on SQLite
+# the write lock does that already; on PostgreSQL writers run side by side.
+LOCK = "cas"
 
 _Part = TypeVar("_Part")
 
@@ -391,10 +395,11 @@ def _repair_batch(
     done: dict[str, list],
     now: float,
 ) -> None:
-    """Applies one batch of ("orphan" | "missing" | "resized", digest); caller holds the lock.
+    """Applies one batch of ("orphan" | "missing" | "resized", digest); the caller holds
+    `LOCK` exclusively.
 
-    Each file is looked at again under the write lock: gc deletes under that same lock, so
-    what is seen here is what gets committed.
+    Each file is looked at again under the lock: gc deletes, and a Postmaster commit records,
+    only while holding it, so what is seen here is what gets committed.
     """
     orphans: list[tuple[str, int, float]] = []
     for kind, digest in batch:
@@ -422,9 +427,9 @@ def _repair_batch(
             ledger.add_to_counter("cas_bytes", st.size - recorded)
             done["resized"].append(Resized(digest, recorded, st.size))
     if orphans:
-        # Rows a writer committed meanwhile are its own, not adopted orphans. Under the write
-        # lock none can appear between this look and the insert; the ON CONFLICT is for a
-        # ledger whose writers do not take one lock.
+        # Rows a writer committed meanwhile are its own, not adopted orphans. Under the lock
+        # none can appear between this look and the insert; the ON CONFLICT is for a writer
+        # that records blobs without it.
         known = _existing_rows(ledger, (digest for digest, _, _ in orphans))
         adopted = [orphan for orphan in orphans if orphan[0] not in known]
         ledger.executemany(
@@ -511,6 +516,9 @@ def reconcile(
     batches = list(_chunks(work)) or [[]]
     for number, batch in enumerate(batches, start=1):
         with ledger.write():
+            # Exclusive: a recount beside a commit could lose the commit's bytes (its deltas
+            # deleted, its rows not yet summed), and a file looked at could go meanwhile.
+            ledger.lock(LOCK)
             _repair_batch(ledger, store, batch, done, now)
             if number == len(batches):
                 _recompute_counters(ledger)
@@ -552,9 +560,9 @@ def _unreferenced(ledger: Ledger, cutoff: float) -> Iterator[list[tuple[str, int
 def _collect_blob(ledger: Ledger, store: BlobStore, digest: str, cutoff: float) -> int | None:
     """Deletes one blob (row and file) if it is still collectable; its size, or None if kept.
 
-    Called under the write lock, so a writer's commit cannot slip in between the check and
-    the delete; the file goes before the commit, so a writer that commits after us sees it
-    gone and stores it again.
+    Called holding `LOCK` exclusively, so a writer's commit cannot slip in between the check
+    and the delete; the file goes before the commit, so a writer that commits after us sees
+    it gone and stores it again.
     """
     st = _stat(store, digest)
     if st is not None and st.modified >= cutoff:
@@ -612,6 +620,9 @@ def gc(
                     removed.append(BlobInfo(digest, size))
             continue
         with ledger.write():
+            # On PostgreSQL without it, a commit that found the file before we removed it
+            # would record the blob after our delete: an artifact with no bytes.
+            ledger.lock(LOCK)
             for digest, _ in batch:
                 collected = _collect_blob(ledger, store, digest, cutoff)
                 if collected is None:
@@ -633,6 +644,7 @@ def gc(
             orphans += [BlobInfo(h, disk[h]) for h in orphan_batch]
             continue
         with ledger.write():
+            ledger.lock(LOCK)  # as for the blobs: a commit may be adopting this file now
             for digest in orphan_batch:
                 collected = _collect_orphan(ledger, store, digest, cutoff)
                 if collected is None:
