@@ -134,17 +134,24 @@ def record(ledger: Ledger, sample: Sample) -> None:
         )
 
 
+# The bucket a sample falls in, floor(ts / :to), alike on both engines: CAST truncates on
+# SQLite but rounds on PostgreSQL (a sample at :40 would land in the next minute), so a
+# quotient rounded up is taken one down. floor() is not in every SQLite build.
+_BUCKET = (
+    "(CAST(ts / :to AS BIGINT) - CASE WHEN CAST(ts / :to AS BIGINT) > ts / :to THEN 1 ELSE 0 END)"
+)
+
 # Rolling up: sums for counts per interval, maxima for levels (a spike must stay visible),
 # minima for "up" (a consumer down for part of a minute shows as down for that minute).
 _ROLLUP = f"""
 INSERT INTO metric_samples (resolution, ts, queue_depth, oldest_queued_age,
     delivered, failed, failed_last_hour, cas_bytes, cas_blobs, postmaster_up, scheduler_up,
     delivered_total, failed_total)
-SELECT :to, CAST(ts / :to AS INTEGER) * :to, max(queue_depth), max(oldest_queued_age),
+SELECT :to, {_BUCKET} * :to, max(queue_depth), max(oldest_queued_age),
     sum(delivered), sum(failed), max(failed_last_hour), max(cas_bytes), max(cas_blobs),
     min(postmaster_up), min(scheduler_up), max(delivered_total), max(failed_total)
 FROM metric_samples WHERE resolution = :src AND ts < :cutoff
-GROUP BY CAST(ts / :to AS INTEGER)
+GROUP BY {_BUCKET}
 {_REPLACE}
 """
 
@@ -161,6 +168,9 @@ def downsample(ledger: Ledger, retention: Retention, now: float | None = None) -
             (source, cutoff),
         ):
             continue
+        # No lock: two rollups that overlap (consecutive slots on two hosts) agree, since a
+        # bucket's samples are rolled up and deleted in one commit and the other sees all of
+        # them or none; the same row is written twice at most.
         with ledger.write():
             ledger.execute(_ROLLUP, {"to": target, "src": source, "cutoff": cutoff})
             removed += ledger.execute(
