@@ -32,7 +32,7 @@ def commands(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/RUNBOOK.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/RUNBOOK.md", "docs/SCALING.md"])
 def test_every_seer_command_in_the_docs_parses(doc):
     parser = build_parser()
     shown = commands(TOP / doc)
