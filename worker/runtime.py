@@ -58,6 +58,7 @@ class Runtime:
             self.layout.logs / "orchestration.log",
             self.layout.file_mode,
             base=self.layout.root,
+            host_id=self.settings.host_id or None,
         )
 
     def postmaster(self) -> Postmaster:
