@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seer_console.cli import (
+    backend,
     backup,
     cas,
     config,
@@ -46,7 +47,20 @@ from worker.settings import SettingsError
 __all__ = ["ExitCode", "Failure", "UserError", "build_parser", "main"]
 
 # In `seer --help`'s order.
-GROUPS = (setup, status, parcels, failed, memory, config, monitor, cas, supervisor, backup, queue)
+GROUPS = (
+    setup,
+    status,
+    parcels,
+    failed,
+    memory,
+    config,
+    monitor,
+    cas,
+    supervisor,
+    backup,
+    backend,
+    queue,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
