@@ -385,3 +385,20 @@ def test_json_output_names_the_target_by_host_and_port(runtime, cli, target):
     assert out["counters"]["parcels_queued"] == 3
     assert {t["name"] for t in out["tables"]} == {t.name for t in moving.TABLES}
     assert os.environ.get("SEER_DATABASE_URL") is None
+
+
+def test_batches_of_large_rows_are_bounded_by_bytes(runtime, target, monkeypatch):
+    made = populate(runtime)
+    monkeypatch.setattr(moving, "BATCH_BYTES", 1)
+    seen: list[tuple[str, int]] = []
+    report = moving.migrate_backend(
+        load_settings(), target, progress=lambda table, rows: seen.append((table, rows))
+    )
+    assert report.verified
+    # Parcels still holding a payload (failed, in flight, queued) go one a batch; the delivered
+    # ones (payload let go) fit together with the next.
+    steps = [rows for table, rows in seen if table == "parcels"]
+    holding = len(made["failed"]) + len(made["in_flight"]) + len(made["queued"])
+    assert len(steps) >= holding and steps[-1] == runtime.ledger.scalar(
+        "SELECT count(*) FROM parcels"
+    )

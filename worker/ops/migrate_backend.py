@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from worker.fleet import consumers
+from worker.identity import host_name
 from worker.layout import Layout
 from worker.ledger import Ledger, migrations, open_ledger
 from worker.ops.operations import running_consumers
@@ -47,6 +47,8 @@ from worker.settings import SPECS, Settings, server_address
 # The target's control flag that names the source and the copy's progress.
 MARKER = "migrate-backend"
 BATCH = 500
+# A batch's rows are in memory twice (read, then sent): bounded, whatever the rows hold.
+BATCH_BYTES = 32 * 1024 * 1024
 _CONSUMER_KEYS = consumers.PREFIX + "%"
 
 
@@ -73,11 +75,14 @@ class Table:
     # A condition on the source's rows and the counted ones, with its parameters.
     where: str = ""
     params: tuple[Any, ...] = ()
+    # A row's size, for tables whose rows can be large: a batch holds at most BATCH_BYTES.
+    weight: str = ""
 
 
 TABLES: tuple[Table, ...] = (
-    Table("parcels", ("seq",), "seq"),
-    Table("messages", ("id",), "id"),
+    # A queued parcel's payload holds its attachments (up to POSTMASTER_MAX_PARCEL_SIZE).
+    Table("parcels", ("seq",), "seq", weight="coalesce(length(payload), 0)"),
+    Table("messages", ("id",), "id", weight="length(envelope) + length(headers)"),
     Table("blobs", ("hash",)),
     Table("artifacts", ("id",), "id"),
     # Not the registrations of consumers (this host's, all stopped), nor this copy's own flag.
@@ -85,7 +90,7 @@ TABLES: tuple[Table, ...] = (
         "control", ("key",), where="key NOT LIKE ? AND key <> ?", params=(_CONSUMER_KEYS, MARKER)
     ),
     Table("metric_samples", ("resolution", "ts")),
-    Table("memory", ("agent_id", "key")),
+    Table("memory", ("agent_id", "key"), weight="length(value)"),
     Table("compaction_runs", ("id",), "id"),
     Table("alert_state", ("rule",)),
     Table("alert_outbox", ("id",), "id"),
@@ -231,8 +236,9 @@ def _sqlite_tables(source: Ledger) -> list[str]:
     ]
 
 
-def _source_identity(layout: Layout) -> dict[str, str]:
-    return {"host": socket.gethostname(), "root": str(layout.root.absolute())}
+def _source_identity(layout: Layout, settings: Settings) -> dict[str, str]:
+    """What names the source in the target's flag: this host and the storage root's path."""
+    return {"host": host_name(settings.host_id), "root": str(layout.root.absolute())}
 
 
 def _prepare_target(target: Ledger, layout: Layout, goal: Settings, address: str) -> dict[str, Any]:
@@ -263,7 +269,7 @@ def _prepare_target(target: Ledger, layout: Layout, goal: Settings, address: str
             f"refusing to copy into the database at {address} while {', '.join(up)} "
             f"{'runs' if len(up) == 1 else 'run'} on it: stop them first"
         )
-    me = _source_identity(layout)
+    me = _source_identity(layout, goal)
     row = target.row("SELECT value FROM control WHERE key = ?", (MARKER,))
     if row is not None:
         flag = json.loads(row["value"])
@@ -321,10 +327,17 @@ def _copy_table(
     last: tuple[Any, ...] | None = None
     inserted = done = 0
     while True:
+        where = _where(table, after if last else "")
+        params = (*table.params, *(last or ()))
+        limit = batch
+        if table.weight:
+            sizes = source.rows(
+                f"SELECT {table.weight} AS size FROM {table.name}{where} ORDER BY {key} LIMIT ?",
+                (*params, batch),
+            )
+            limit = _within(sizes)
         rows = source.rows(
-            f"SELECT * FROM {table.name}{_where(table, after if last else '')} "
-            f"ORDER BY {key} LIMIT ?",
-            (*table.params, *(last or ()), batch),
+            f"SELECT * FROM {table.name}{where} ORDER BY {key} LIMIT ?", (*params, limit)
         )
         if not rows:
             return inserted
@@ -333,6 +346,18 @@ def _copy_table(
         last = tuple(rows[-1][k] for k in table.key)
         if progress is not None:
             progress(table.name, done)
+
+
+def _within(sizes: Sequence[dict[str, Any]]) -> int:
+    """How many of these rows, in order, fit in BATCH_BYTES (always at least one)."""
+    total = taken = 0
+    for row in sizes:
+        size = int(row["size"] or 0)
+        if taken and total + size > BATCH_BYTES:
+            break
+        total += size
+        taken += 1
+    return max(1, taken)
 
 
 def _insert(target: Ledger, name: str, rows: Sequence[dict[str, Any]]) -> int:
