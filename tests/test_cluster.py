@@ -78,3 +78,46 @@ def test_a_pause_takes_effect_on_every_host_within_a_second(runtime, tmp_path):
             sender.join(10)
         for consumer in hosts:
             consumer.kill()
+
+
+def test_status_warns_when_hosts_store_blobs_in_different_directories(runtime, cli):
+    from worker.fleet import consumers as registry
+
+    here = runtime.store.location()
+    registry.register(runtime.ledger, "postmaster", host_id="host-a", cas_root=here)
+    registry.register(runtime.ledger, "postmaster", host_id="host-b", cas_root="/mnt/other-cas")
+    problems = cli("status", "--json").json()["problems"]
+    (shown,) = [p for p in problems if "different CAS directories" in p]
+    assert f"host-a {here}" in shown and "host-b /mnt/other-cas" in shown
+
+
+@pytest.mark.slow
+def test_a_host_that_cannot_find_a_recorded_blob_is_said_by_status(runtime, cli, tmp_path):
+    # A real consumer checks the newest recorded blob with its heartbeat (every 6 beats: one
+    # a second with a 6 s timeout); a CAS directory that lost it is what a host without the
+    # shared mount sees.
+    from worker.cas.tools import newest_blob_missing
+
+    env = dict(os.environ, SEER_HEARTBEAT_TIMEOUT="6s", SEER_HOST_ID="host-c")
+    consumer = Consumer(env, tmp_path).start()
+    try:
+        operations.send_parcels(
+            runtime,
+            [parcels.validate(parcel("agent", 1, attachment="x" * 100), 1 << 20)],
+        )
+        wait_for(lambda: runtime.ledger.counter("parcels_delivered") == 1, 30, "the delivery")
+        assert newest_blob_missing(runtime.ledger, runtime.store) is None
+        for digest in runtime.store.sizes():
+            runtime.store.remove(digest)
+        missing = newest_blob_missing(runtime.ledger, runtime.store)
+        assert missing is not None
+
+        def said() -> list[str]:
+            problems = cli("status", "--json").json()["problems"]
+            return [p for p in problems if "cannot find blob" in p]
+
+        (shown,) = wait_for(said, 30, "status to say the blob is missing on host-c")
+        assert shown.startswith("host-c ") and missing[:12] in shown
+        assert runtime.store.location() in shown
+    finally:
+        consumer.kill()

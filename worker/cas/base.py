@@ -107,6 +107,11 @@ class BlobStore(ABC):
         with open(src, "rb") as f:
             return self.put(f.read())
 
+    def location(self) -> str:
+        """Where the blobs are, as this host names it: hosts that share one store report the
+        same location (`seer status` compares them)."""
+        return type(self).__name__
+
     # -- reading -----------------------------------------------------------------------------
 
     @abstractmethod

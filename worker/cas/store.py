@@ -181,6 +181,10 @@ class ContentStore(BlobStore):
         digest = validate_digest(digest)
         return self.root / digest[:2] / f"{digest[2:]}.blob"
 
+    def location(self) -> str:
+        # Resolved: two hosts mounting one share at one path agree, a symlinked root too.
+        return os.path.realpath(self.root)
+
     # -- directories and temp files ------------------------------------------------------------
 
     def _mkdir_at(self, parent_fd: int, name: str) -> bool:

@@ -144,6 +144,20 @@ class GcReport:
         }
 
 
+# -- sharing ------------------------------------------------------------------------------------
+
+
+def newest_blob_missing(ledger: Ledger, store: BlobStore) -> str | None:
+    """The newest artifact's blob, if this host's store does not have it: on many hosts, a
+    sign that this one does not see the shared CAS directory (one indexed row, one stat)."""
+    digest = ledger.scalar("SELECT hash FROM artifacts ORDER BY id DESC LIMIT 1")
+    if digest is None or store.exists(digest):
+        return None
+    # Looked up again: gc may have taken it, or a reconcile dropped its row, meanwhile.
+    still = ledger.scalar("SELECT 1 FROM blobs WHERE hash = ?", (digest,))
+    return digest if still and not store.exists(digest) else None
+
+
 # -- stats --------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from worker.ledger import Ledger
 log = logging.getLogger("seer.consumers")
 
 PREFIX = "consumer:"
+# A stat of one blob every this many heartbeats (every 30 s at most, at the 5 s interval).
+CAS_CHECK_EVERY = 6
 STARTS = "starts:"
 DEFAULT_TIMEOUT = 30.0  # SEER_HEARTBEAT_TIMEOUT's default
 # An entry whose heartbeat stopped this long ago is forgotten (a host taken out of service),
@@ -45,6 +48,8 @@ class ConsumerInfo:
     heartbeat: float | None = None  # its last heartbeat, on the ledger's clock
     heartbeat_age: float | None = None  # seconds since then, when it was read
     stale: bool = False  # silent for longer than SEER_HEARTBEAT_TIMEOUT: dead, whatever its pid
+    cas_root: str | None = None  # the CAS directory it stores blobs in, as its host resolves it
+    cas_missing: str | None = None  # a recorded blob its host could not find there, if any
 
 
 def _key(queue: str, owner: Owner) -> str:
@@ -68,14 +73,21 @@ class Registration:
 
 
 def register(
-    ledger: Ledger, queue: str, now: float | None = None, *, host_id: str | None = None
+    ledger: Ledger,
+    queue: str,
+    now: float | None = None,
+    *,
+    host_id: str | None = None,
+    cas_root: str | None = None,
 ) -> Registration | None:
     """Records this consumer process (its heartbeat begins now) and counts a start; None when
     one of its threads has already registered it."""
     now = ledger.now() if now is None else now
     owner = current_owner(host_id)
     key = _key(queue, owner)
-    value = {"queue": queue, "token": owner.token, "started": now}
+    value: dict[str, Any] = {"queue": queue, "token": owner.token, "started": now}
+    if cas_root is not None:
+        value["cas_root"] = cas_root
     with ledger.write():
         # The start-up hook runs once per worker thread (the scheduler has two): only the
         # first thread of a process registers it and counts a start.
@@ -101,11 +113,17 @@ def register(
     return Registration(key, value)
 
 
-def beat(ledger: Ledger, registration: Registration, now: float | None = None) -> bool:
+def beat(
+    ledger: Ledger, registration: Registration, now: float | None = None, changed: bool = False
+) -> bool:
     """Refreshes the heartbeat; an entry that is gone (dropped by a peer that took this
-    consumer for dead, or forgotten) is written again. False when it had to be."""
+    consumer for dead, or forgotten) is written again. False when it had to be. `changed`:
+    the registration's value changed too (what its CAS check found)."""
     now = ledger.now() if now is None else now
     with ledger.write():
+        if changed:
+            _put(ledger, registration.key, registration.value, now)
+            return True
         if ledger.execute(
             "UPDATE control SET updated_at = ? WHERE key = ?", (now, registration.key)
         ).rowcount:
@@ -118,10 +136,18 @@ class Heartbeat:
     """The daemon thread that keeps one consumer process's heartbeat (its own ledger
     connection: the ledger opens one per thread)."""
 
-    def __init__(self, ledger: Ledger, registration: Registration, interval: float) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        registration: Registration,
+        interval: float,
+        cas_check: Callable[[], str | None] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.registration = registration
         self.interval = interval
+        self.cas_check = cas_check
+        self._beats = 0
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"heartbeat {registration.key}", daemon=True
@@ -136,12 +162,32 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def _check_cas(self) -> bool:
+        """Every CAS_CHECK_EVERY beats, looks for the newest recorded blob in this host's CAS;
+        True when what it found differs from what the entry says."""
+        if self.cas_check is None or self._beats % CAS_CHECK_EVERY:
+            self._beats += 1
+            return False
+        self._beats += 1
+        try:
+            missing = self.cas_check()
+        except Exception as exc:  # an unreadable store is its own report, not a dead heartbeat
+            log.warning("CAS check failed: %s", exc)
+            return False
+        value = self.registration.value
+        if value.get("cas_missing") == missing:
+            return False
+        if missing:
+            log.warning("the newest recorded blob %s is not in this host's CAS", missing[:12])
+        value["cas_missing"] = missing
+        return True
+
     def _run(self) -> None:
         failing = False
         try:
             while not self._stopped.wait(self.interval):
                 try:
-                    if not beat(self.ledger, self.registration):
+                    if not beat(self.ledger, self.registration, changed=self._check_cas()):
                         log.warning(
                             "heartbeat: %s was gone from the ledger (taken for dead?); "
                             "registered again",
@@ -165,13 +211,18 @@ def start(
     *,
     host_id: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    cas_root: str | None = None,
+    cas_check: Callable[[], str | None] | None = None,
 ) -> Heartbeat | None:
     """Registers this consumer process and starts its heartbeat; None when one of its threads
-    has already done so (the start-up hook runs once per worker thread)."""
-    registration = register(ledger, queue, host_id=host_id)
+    has already done so (the start-up hook runs once per worker thread). `cas_root` and
+    `cas_check` (a recorded blob missing from this host's CAS, or None) let `seer status` see
+    hosts that do not share one CAS directory."""
+    registration = register(ledger, queue, host_id=host_id, cas_root=cas_root)
     if registration is None:
         return None
-    return Heartbeat(ledger, registration, heartbeat_interval(timeout)).start()
+    interval = heartbeat_interval(timeout)
+    return Heartbeat(ledger, registration, interval, cas_check).start()
 
 
 def _entries(ledger: Ledger) -> list[tuple[dict[str, Any], Owner, float]]:
@@ -216,9 +267,29 @@ def consumers(
                 at,
                 age,
                 age > timeout,
+                value.get("cas_root"),
+                value.get("cas_missing"),
             )
         )
     return found
+
+
+def cas_sharing_problems(found: list[ConsumerInfo]) -> list[str]:
+    """What the live consumers' reports say of their CAS: every host must store blobs in one
+    shared directory (docs/SCALING.md). Two roots, or a recorded blob a host cannot find."""
+    live = [c for c in found if is_up(c) and c.cas_root]
+    problems = []
+    roots = sorted({(c.cas_root or "", c.host) for c in live})
+    if len({root for root, _ in roots}) > 1:
+        shown = ", ".join(f"{host} {root}" for root, host in roots)
+        problems.append(f"hosts store blobs in different CAS directories: {shown}")
+    for c in live:
+        if c.cas_missing:
+            problems.append(
+                f"{c.host} cannot find blob {c.cas_missing[:12]}… that the ledger records, in "
+                f"{c.cas_root}: is the shared CAS directory mounted there?"
+            )
+    return sorted(set(problems))
 
 
 def is_up(consumer: ConsumerInfo) -> bool:

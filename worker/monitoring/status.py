@@ -284,6 +284,14 @@ def _snapshot(
     damaged = queue_problem(runtime)
     if damaged:
         problem(damaged, "critical")
+    registered = consumers.consumers(
+        ledger,
+        host_id=runtime.settings.host_id,
+        timeout=runtime.settings.heartbeat_timeout,
+        now=now,
+    )
+    for text in consumers.cas_sharing_problems(registered):
+        problem(text, "warning")
     for c in found:
         if not c.alive:
             # No scheduler means no monitoring and no alerts: as bad as parcels not moving.

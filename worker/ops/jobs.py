@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from worker.cas import tools as cas_tools
 from worker.fleet import consumers, control
 from worker.monitoring import metrics, monitor
 from worker.parcels import postmaster
@@ -94,6 +95,8 @@ def build(runtime: Runtime) -> Jobs:
             queue,
             host_id=settings.host_id,
             timeout=settings.heartbeat_timeout,
+            cas_root=runtime.store.location(),
+            cas_check=lambda: cas_tools.newest_blob_missing(runtime.ledger, runtime.store),
         )
 
     def postmaster_started() -> None:
