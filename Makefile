@@ -52,6 +52,7 @@ format: install
 bench: install
 	$(BIN)/python bench/parcels.py
 	$(BIN)/python bench/cas.py
+	$(BIN)/python bench/scaleout.py
 
 ## screenshots: regenerate the console's SVG snapshots (fixed data and clock) into screenshots/
 screenshots: install
