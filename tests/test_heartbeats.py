@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -106,6 +107,25 @@ def test_the_scheduler_reaps_a_silent_hosts_parcels_within_the_timeout_and_10_se
     assert took > 4, f"taken back after {took:.1f}s, before the heartbeat was 5 s old"
     assert runtime.ledger.scalar("SELECT count(*) FROM parcels WHERE state = 'queued'") == 4
     assert scheduler.proc.poll() is None
+
+
+def test_two_threads_of_one_consumer_starting_together_register_it_once(runtime):
+    # The scheduler's two worker threads run the start-up hook at the same moment.
+    barrier = threading.Barrier(4)
+    said: list[object] = []
+
+    def start() -> None:
+        barrier.wait()
+        said.append(fleet.register(runtime.ledger, "scheduler", host_id="host-b"))
+        runtime.ledger.close()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len([s for s in said if s is not None]) == 1, said
+    assert fleet.starts(runtime.ledger) == {"scheduler": 1}
 
 
 def test_the_heartbeat_interval_is_a_sixth_of_the_timeout_within_1_to_5_seconds():

@@ -90,7 +90,9 @@ def register(
         value["cas_root"] = cas_root
     with ledger.write():
         # The start-up hook runs once per worker thread (the scheduler has two): only the
-        # first thread of a process registers it and counts a start.
+        # first thread of a process registers it and counts a start. The lock orders them
+        # where writers do not exclude each other (PostgreSQL).
+        ledger.lock(key)
         mine = ledger.row("SELECT value FROM control WHERE key = ?", (key,))
         if mine:
             old = Owner.parse(json.loads(mine["value"])["token"])
