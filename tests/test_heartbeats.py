@@ -421,3 +421,19 @@ def test_a_stopped_consumer_is_reaped_after_the_timeout_and_its_late_commit_is_r
 
 def consumers_of(runtime, host: str) -> list[fleet.ConsumerInfo]:
     return fleet.consumers(runtime.ledger, host_id=host, timeout=5.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("queue", ["postmaster", "scheduler"])
+def test_a_consumer_stopped_gracefully_leaves_no_entry_one_killed_leaves_its_silence(
+    runtime, consumers, queue
+):
+    consumer = consumers(queue)
+    wait_for(lambda: entry(runtime, queue), 30, "the consumer to register")
+    assert consumer.stop() == 0  # SIGINT: Huey's graceful stop runs the shutdown hooks
+    assert entry(runtime, queue) is None
+    assert "Traceback" not in consumer.output()
+    killed = consumers(queue)
+    wait_for(lambda: entry(runtime, queue), 30, "the second consumer to register")
+    killed.kill()
+    assert entry(runtime, queue) is not None  # for the reaper to judge by its heartbeat

@@ -134,6 +134,13 @@ def beat(
     return False
 
 
+def deregister(ledger: Ledger, registration: Registration) -> None:
+    """Removes this consumer process's entry on a graceful stop: stopped on purpose, it is
+    neither a consumer that runs nor one taken for dead."""
+    with ledger.write():
+        ledger.execute("DELETE FROM control WHERE key = ?", (registration.key,))
+
+
 class Heartbeat:
     """The daemon thread that keeps one consumer process's heartbeat (its own ledger
     connection: the ledger opens one per thread)."""
@@ -161,6 +168,8 @@ class Heartbeat:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
 

@@ -86,11 +86,13 @@ def build(runtime: Runtime) -> Jobs:
             # killed consumer, so keep going rather than wait for the reaper.
             ring_if_due(runtime)
 
+    beating: list[consumers.Heartbeat] = []
+
     def started(queue: str) -> None:
         # Registered, and its heartbeat thread started, once per process (the hook runs once
         # per worker thread).
         settings = runtime.settings
-        consumers.start(
+        heartbeat = consumers.start(
             runtime.ledger,
             queue,
             host_id=settings.host_id,
@@ -98,6 +100,16 @@ def build(runtime: Runtime) -> Jobs:
             cas_root=runtime.store.location(),
             cas_check=lambda: cas_tools.newest_blob_missing(runtime.ledger, runtime.store),
         )
+        if heartbeat is not None:
+            beating.append(heartbeat)
+
+    def stopped() -> None:
+        # The first worker thread to stop ends the heartbeat and removes the entry; a
+        # SIGKILLed consumer leaves it, and its silence is what the reaper reads.
+        while beating:
+            heartbeat = beating.pop()
+            heartbeat.stop()
+            consumers.deregister(runtime.ledger, heartbeat.registration)
 
     def postmaster_started() -> None:
         started(runtime.settings.postmaster_queue)
@@ -181,6 +193,7 @@ def build(runtime: Runtime) -> Jobs:
         deliver=deliver,
         postmaster_started=postmaster_started,
         scheduler_started=scheduler_started,
+        stopped=stopped,
         periodic=tuple(
             Periodic(job.name, once(runtime, job), runs[job.name])
             for job in periodic(runtime.settings)

@@ -29,6 +29,7 @@ class Jobs:
     postmaster_started: Callable[[], None]
     scheduler_started: Callable[[], None]
     periodic: tuple[Periodic, ...]
+    stopped: Callable[[], None] = lambda: None  # a graceful stop, once per worker thread
 
 
 def register(queues: Queues, jobs: Jobs) -> None:
@@ -38,6 +39,8 @@ def register(queues: Queues, jobs: Jobs) -> None:
     queues.set_delivery(jobs.deliver)
     queues.postmaster.on_startup(name="recover")(jobs.postmaster_started)
     queues.scheduler.on_startup(name="register")(jobs.scheduler_started)
+    queues.postmaster.on_shutdown(name="deregister")(jobs.stopped)
+    queues.scheduler.on_shutdown(name="deregister")(jobs.stopped)
     for job in jobs.periodic:
         queues.scheduler.periodic_task(job.due, name=job.name)(job.run)
     queues.jobs_registered = True
