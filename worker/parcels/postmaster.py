@@ -213,6 +213,24 @@ class Postmaster:
         control.clear_backoff(self.ledger)
         return self._commit(rows, outcome, self.ledger.now() if stamp is None else stamp)
 
+    def _mark_delivered(self, parcel_ids: list[str], now: float) -> set[str]:
+        """Marks delivered those of the parcels this consumer still owns; returns their ids."""
+        owned: set[str] = set()
+        for start in range(0, len(parcel_ids), 500):
+            chunk = parcel_ids[start : start + 500]
+            owned.update(
+                r[0]
+                for r in self.ledger.execute(
+                    "UPDATE parcels SET state = 'delivered', payload = NULL, owner = NULL, "
+                    "lease_until = NULL, finished_at = ?, attempts = attempts + 1, "
+                    "error = NULL, traceback = NULL "
+                    f"WHERE id IN ({','.join('?' * len(chunk))}) "
+                    "AND state = 'in_flight' AND owner = ? RETURNING id",
+                    [now, *chunk, self.owner.token],
+                ).fetchall()
+            )
+        return owned
+
     def _over_quota(self, needed: int, in_use: int) -> PermanentFailure:
         return PermanentFailure(
             f"CAS quota exceeded: this parcel needs {needed} more bytes, {in_use} of "
@@ -377,39 +395,44 @@ class Postmaster:
             # loop below finds in the store stays there until these rows commit.
             ledger.lock("cas", shared=True)
             self._hold_to_quota(rows, outcome)
-            for d in outcome.deliveries:
-                # Only while we still own it: if we were taken for dead, someone else delivers.
-                if not ledger.execute(
-                    "UPDATE parcels SET state = 'delivered', payload = NULL, owner = NULL, "
-                    "lease_until = NULL, finished_at = ?, attempts = attempts + 1, error = NULL, "
-                    "traceback = NULL WHERE id = ? AND state = 'in_flight' AND owner = ?",
-                    (now, d.parcel_id, token),
-                ).rowcount:
-                    taken_back.append(d.parcel_id)
-                    continue
+            # One statement per kind of row for the whole batch, not one per parcel: on a
+            # database over the network each is a round trip, and the triggers count a
+            # statement's rows at once.
+            owned = self._mark_delivered([d.parcel_id for d in outcome.deliveries], now)
+            done = [d for d in outcome.deliveries if d.parcel_id in owned]
+            # Only those we still own: if we were taken for dead, someone else delivers.
+            taken_back += [d.parcel_id for d in outcome.deliveries if d.parcel_id not in owned]
+            for d in done:
                 for digest, data in zip(d.digests, d.blobs, strict=True):
                     if not self.store.exists(digest):
                         # `seer cas gc` removed it between our deduplicating put and now; gc
                         # deletes holding the "cas" lock, so with it held, write it again.
                         self.store.put(data)
-                ledger.execute(
+            if done:
+                ledger.executemany(
                     "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, "
                     "envelope, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    d.message,
+                    [d.message for d in done],
                 )
                 ledger.executemany(
                     "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (hash) DO NOTHING",
-                    [(h, len(b), now) for h, b in zip(d.digests, d.blobs, strict=True)],
+                    list(
+                        {
+                            h: (h, len(b), now)
+                            for d in done
+                            for h, b in zip(d.digests, d.blobs, strict=True)
+                        }.values()
+                    ),
                 )
                 ledger.executemany(
                     "INSERT INTO artifacts (parcel_id, task_id, kind, name, hash, "
                     "filename, mime_type, size, uri, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (parcel_id, kind, name) DO NOTHING",
-                    d.artifacts,
+                    [a for d in done for a in d.artifacts],
                 )
-                delivered += 1
+            delivered = len(done)
             for claimed, exc, permanent in outcome.failures:
                 attempts = claimed.attempts + 1
                 error = _error_text(exc)
@@ -451,7 +474,6 @@ class Postmaster:
         if taken_back:
             self._say_taken_back(taken_back)
         if delivered:
-            done = outcome.deliveries
             if len(done) == 1:
                 log.info(
                     "delivered parcel %s to %s",
