@@ -6,7 +6,6 @@ or ahead, so an old worker never writes a newer schema (or the reverse).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from worker.ledger.base import Ledger
@@ -289,7 +288,7 @@ def migrate(ledger: Ledger, now: float | None = None) -> list[Migration]:
                 ledger.execute(statement)
             ledger.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name, time.time() if now is None else now),
+                (migration.version, migration.name, ledger.now() if now is None else now),
             )
         applied.append(migration)
     return applied
