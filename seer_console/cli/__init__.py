@@ -35,6 +35,7 @@ from seer_console.cli.common import (
     Failure,
     Parser,
     UserError,
+    close_opened,
     error,
 )
 from worker.cas.store import CasError
@@ -123,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK
+    finally:
+        close_opened()
 
 
 if __name__ == "__main__":

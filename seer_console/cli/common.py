@@ -7,9 +7,10 @@ import argparse
 import enum
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from seer_console import output
+from worker.ledger import Ledger
 from worker.ledger.errors import LedgerError
 from worker.queue.errors import QueueError
 from worker.runtime import Runtime
@@ -59,14 +60,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {output.printable(message)} (see --help)\n")
 
 
+# What the running command opened, closed when it ends (`main`): a command run in-process (the
+# tests, the console's actions) must not leave a pool of database connections behind, nor a
+# SQLite connection that checkpoints into the file whenever it is collected.
+_OPENED: list[Runtime | Ledger] = []
+_Opened = TypeVar("_Opened", Runtime, Ledger)
+
+
+def opened(thing: _Opened) -> _Opened:
+    """Registers a runtime or ledger for closing when the command ends; returns it."""
+    _OPENED.append(thing)
+    return thing
+
+
+def close_opened() -> None:
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def open_runtime() -> Runtime:
-    return Runtime.open()
+    return opened(Runtime.open())
 
 
 def supervisor_runtime() -> Runtime:
     """For the commands that talk only to supervisord: they work whatever the schema (after a
     rollback the operator must still be able to stop, start and remove the workers)."""
-    return Runtime.open(check_schema=False)
+    return opened(Runtime.open(check_schema=False))
 
 
 # Past any list an operator reads, and within SQLite's 64-bit integers.

@@ -21,6 +21,7 @@ from seer_console.cli.common import (
     UserError,
     confirm,
     open_runtime,
+    opened,
     positive_int,
     supervisor_runtime,
     warn,
@@ -44,9 +45,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     created = layout.create()
     layout.create_file(layout.ledger_db)
     layout.create_file(layout.queue_db)
-    applied = migrations.migrate(open_ledger(layout, settings))
+    applied = migrations.migrate(opened(open_ledger(layout, settings)))
     layout.write_marker()
-    runtime = Runtime.open(settings)
+    runtime = opened(Runtime.open(settings))
     runtime.queues.initialize()
     print(f"storage root {layout.root}")
     print(f"  directories created: {len(created)} (mode {oct(layout.dir_mode)[2:]:0>4})")
@@ -60,7 +61,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     layout = Layout.from_settings(settings)
     apply_umask(layout)
     layout.require_initialised()
-    ledger = open_ledger(layout, settings)
+    ledger = opened(open_ledger(layout, settings))
     if args.status:
         states = migrations.status(ledger)
         if args.json:
