@@ -1,9 +1,10 @@
 """The PostgreSQL ledger: many consumers on many hosts, one database.
 
 - Connections come from a `psycopg_pool.ConnectionPool` (bounded per process, checked before
-  use, replaced when a server restart broke them), so a consumer outlives a restart of its
-  database without being restarted itself. A statement outside a transaction borrows a
-  connection for that statement; `write()` and `read()` hold one for their block.
+  use when idle for a second or more, replaced when a server restart broke them), so a
+  consumer outlives a restart of its database without being restarted itself. A statement
+  outside a transaction borrows a connection for that statement; `write()` and `read()` hold
+  one for their block.
 - Writers do not take one lock for the whole database as SQLite's do: a claim takes its rows
   with `FOR UPDATE SKIP LOCKED`, and writers that must not interleave across hosts take a
   named advisory lock (`lock()`), held until their transaction ends.
@@ -22,6 +23,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +60,9 @@ IDLE_IN_TRANSACTION_SECONDS = 60
 CLOCK_REFRESH_SECONDS = 30.0
 FOLD_EVERY_SECONDS = 5.0
 POOL_MAX = 8
+# A connection back in the pool for less than this is lent again unchecked: checking costs a
+# round trip per statement, and a server that restarted has kept them idle for longer.
+CHECK_AFTER_IDLE_SECONDS = 1.0
 
 _BUSY = (
     pg_errors.LockNotAvailable,
@@ -150,6 +155,9 @@ class PostgresLedger(Ledger):
         self._local = threading.local()
         self._offset: float | None = None
         self._offset_at = 0.0
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._last_fold = time.monotonic()
         self._writes_since_fold = 0
 
@@ -196,7 +204,7 @@ class PostgresLedger(Ledger):
                 min_size=1,
                 max_size=self._pool_max,
                 configure=self._configure,
-                check=ConnectionPool.check_connection,
+                check=self._check,
                 timeout=self.connect_timeout,
                 reconnect_timeout=365 * 86400.0,  # a consumer waits out any outage
                 num_workers=1,
@@ -206,6 +214,12 @@ class PostgresLedger(Ledger):
             pool.open(wait=False)
             self._pool = pool
             return pool
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        returned = self._returned.get(conn)
+        if returned is not None and time.monotonic() - returned < CHECK_AFTER_IDLE_SECONDS:
+            return
+        ConnectionPool.check_connection(conn)
 
     def _direct_connect(self) -> psycopg.Connection:
         try:
@@ -236,6 +250,7 @@ class PostgresLedger(Ledger):
         try:
             yield conn
         finally:
+            self._returned[conn] = time.monotonic()
             pool.putconn(conn)
 
     def _pool_timeout(self) -> LedgerError:
