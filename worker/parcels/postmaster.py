@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
@@ -24,7 +25,7 @@ from worker.cas.base import BlobStore
 from worker.cas.errors import DiskFull
 from worker.fleet import consumers, control
 from worker.identity import Owner, current_owner, is_alive
-from worker.ledger import ClaimedParcel, Ledger
+from worker.ledger import ClaimedParcel, Ledger, LedgerBusy, LedgerDiskFull, LedgerUnavailable
 from worker.parcels.intake import ParcelError, attachments_of, dumps, stored_bytes, validate
 from worker.redaction import redact_key, redact_text, redact_value
 from worker.settings import Settings
@@ -32,6 +33,9 @@ from worker.settings import Settings
 log = logging.getLogger("seer.postmaster")
 
 MESSAGE_TYPE = "postmaster.delivery"
+# A failed batch's give-back is tried again after this many seconds, doubling up to the
+# second figure, while the ledger is out of reach.
+GIVE_BACK_RETRY = (0.5, 5.0)
 DISK_FULL_BACKOFF = (5.0, 300.0)
 
 
@@ -133,6 +137,26 @@ class Postmaster:
                 (self.owner.token,),
             ).rowcount
 
+    def _give_back(self) -> None:
+        """Gives back what this thread holds after a failed batch, and waits out a ledger out
+        of reach (a server restarting, a partition) to do so: parcels left in flight by a
+        consumer that lives on are nobody else's to take back, since its heartbeat goes on,
+        and no doorbell may ever come to this thread again. A full disk, or any error that
+        waiting cannot mend, is raised as before."""
+        wait, said = GIVE_BACK_RETRY[0], False
+        while True:
+            try:
+                self._release_own()
+                return
+            except (LedgerUnavailable, LedgerBusy) as exc:
+                if isinstance(exc, LedgerDiskFull):
+                    raise
+                if not said:
+                    log.warning("a failed batch's parcels not given back yet, retrying: %s", exc)
+                    said = True
+            time.sleep(wait)
+            wait = min(GIVE_BACK_RETRY[1], wait * 2)
+
     # -- delivering --------------------------------------------------------------------------
 
     def deliver_waiting(self, now: float | None = None, limit: int | None = None) -> BatchResult:
@@ -149,7 +173,7 @@ class Postmaster:
                 result = self._deliver(rows, started, stamp=now)
             except BaseException:
                 # Whatever went wrong (the ledger's disk, a signal), the parcels go back whole.
-                self._release_own()
+                self._give_back()
                 raise
             totals = BatchResult(
                 claimed=totals.claimed + result.claimed,
