@@ -26,6 +26,9 @@ __all__ = ["SqliteLedger"]
 
 BUSY_TIMEOUT_SECONDS = 10
 LOCK_POLL_MS = 2
+# Less free space than this beside the ledger, and an I/O error is a full disk: a page and a
+# WAL frame do not fit.
+NO_ROOM_BYTES = 64 * 1024
 
 _DRIVER_ERRORS = (sqlite3.Error, PeeweeException)
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -81,11 +84,22 @@ class SqliteLedger(Ledger):
         code = getattr(original, "sqlite_errorcode", None)
         primary = None if code is None else code & 0xFF
         text = str(original)
+        if (primary == sqlite3.SQLITE_IOERR or "disk I/O error" in text) and self._no_room():
+            # A write the filesystem refused for want of room may come back as an I/O error
+            # (the WAL or its index could not grow), not as SQLITE_FULL: say what it is.
+            return self._disk_full(original)
         if primary in _BUSY or (primary is None and "database is locked" in text):
             return LedgerBusy(text)
         if primary in _CORRUPT:
             return LedgerCorrupt(text)
         return LedgerError(text)
+
+    def _no_room(self) -> bool:
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < NO_ROOM_BYTES
 
     def _disk_full(self, exc: BaseException) -> LedgerDiskFull:
         where = os.path.dirname(os.path.abspath(self.path))
