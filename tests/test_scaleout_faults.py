@@ -940,6 +940,7 @@ def test_a_full_disk_under_the_server_is_said_in_one_line_and_half_writes_nothin
 
     line = one_line_failure(cli("parcel", "send", "-", stdin=big), 1)
     assert "disk full" in line and f"127.0.0.1:{server.port}" in line, line
+    assert "HINT" not in line and "\\n" not in line, line  # PostgreSQL's primary message only
     assert runtime.ledger.scalar("SELECT count(*) FROM parcels") == rows
     assert pending(runtime) == doorbells
     assert cli("parcel", "show", first, "--json").json()["state"] == "queued"

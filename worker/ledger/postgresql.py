@@ -274,7 +274,7 @@ class PostgresLedger(Ledger):
             text = str(exc).strip()
         if isinstance(exc, pg_errors.DiskFull):
             return LedgerDiskFull(
-                f"disk full: the ledger's database at {self.address} cannot be written ({exc})"
+                f"disk full: the ledger's database at {self.address} cannot be written ({text})"
             )
         if isinstance(exc, _BUSY):
             return LedgerBusy(text)
