@@ -188,7 +188,10 @@ class SeerConsole(App):
         self.snapshot = message.snapshot
         self.last_error = None
         for pane in self.query(Pane):
-            pane.show(message.snapshot)
+            # A pane still composing gets the snapshot when it is mounted (Pane.on_mount): the
+            # first read can come back before the last pane has its widgets.
+            if pane.is_mounted:
+                pane.show(message.snapshot)
         self._announce_arrivals(message.snapshot)
         self._banner()
         self._next_poll()
@@ -197,7 +200,8 @@ class SeerConsole(App):
         since = f" (last good data {output.clock(self.snapshot.taken_at)})" if self.snapshot else ""
         self.last_error = f"cannot read state: {message.error}{since}"
         for pane in self.query(Pane):
-            pane.show_error(message.error, message.partial)
+            if pane.is_mounted:
+                pane.show_error(message.error, message.partial)
         self._banner()
         self._next_poll()
 

@@ -65,6 +65,12 @@ class Pane(Vertical, can_focus=True):
         """True on a short terminal: show fewer lines."""
         return self.screen.has_class("-short")
 
+    def on_mount(self) -> None:
+        # Mounted after a snapshot arrived: shown at once, not a refresh later.
+        snapshot = getattr(self.app, "snapshot", None)
+        if snapshot is not None:
+            self.show(snapshot)
+
     def show(self, snapshot: ConsoleSnapshot) -> None:
         raise NotImplementedError
 
