@@ -63,6 +63,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.longrepr = f"a PostgreSQL test was skipped: {report.longrepr}"
 
 
+# Files whose tests run for minutes of wall time (real schedulers across minute slots): started
+# first, so that the rest of the suite fills the other workers meanwhile instead of waiting for
+# them at the end.
+LONG_FIRST = ("test_scaleout_faults.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     drop_run_database()
 
