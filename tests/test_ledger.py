@@ -170,3 +170,32 @@ def test_counters_stay_exact_through_folding(runtime):
     with ledger.write():
         ledger.set_counter("cas_bytes", 3)
     assert ledger.counter("cas_bytes") == 3 and ledger.counter("parcels_queued") == 5
+
+
+def test_a_close_in_one_thread_never_fails_another_threads_statement(runtime):
+    # close() releases what the calling thread holds; on PostgreSQL that is the process's
+    # pool, and a thread borrowing from it meanwhile gets a connection of the next one.
+    import threading
+
+    from tests.helpers import wait_for
+
+    ledger = runtime.ledger
+    errors: list[BaseException] = []
+    ran = [0]
+
+    def statements() -> None:
+        try:
+            for _ in range(200):
+                assert ledger.scalar("SELECT 1") == 1
+                ran[0] += 1
+        except BaseException as exc:  # reported below, whatever it is
+            errors.append(exc)
+
+    worker = threading.Thread(target=statements)
+    worker.start()
+    while worker.is_alive() and not errors:
+        seen = ran[0]
+        ledger.close()
+        wait_for(lambda s=seen: ran[0] > s or not worker.is_alive(), 30, "the next statement")
+    worker.join(30)
+    assert errors == [] and ran[0] == 200

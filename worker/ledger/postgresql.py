@@ -35,7 +35,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import postgres
 from psycopg.adapt import Dumper
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from worker.ledger.base import ClaimedParcel, Cursor, Ledger, Params, ParcelHead, batch_of
 from worker.ledger.errors import (
@@ -60,6 +60,7 @@ IDLE_IN_TRANSACTION_SECONDS = 60
 CLOCK_REFRESH_SECONDS = 30.0
 FOLD_EVERY_SECONDS = 5.0
 POOL_MAX = 8
+CLOSED_RETRIES = 10
 # A connection back in the pool for less than this is lent again unchecked: checking costs a
 # round trip per statement, and a server that restarted has kept them idle for longer.
 CHECK_AFTER_IDLE_SECONDS = 1.0
@@ -244,9 +245,19 @@ class PostgresLedger(Ledger):
             return
         pool = self._pool or self._open_pool()
         try:
-            conn = pool.getconn()
+            for _ in range(CLOSED_RETRIES):
+                try:
+                    conn = pool.getconn()
+                    break
+                except PoolClosed:
+                    # Another thread's close() meanwhile: the ledger opens another pool.
+                    pool = self._pool or self._open_pool()
+            else:
+                conn = pool.getconn()
         except PoolTimeout:
             raise self._pool_timeout() from None
+        except PoolClosed as exc:
+            raise LedgerError(f"the ledger at {self.address} was closed while in use") from exc
         try:
             yield conn
         finally:
