@@ -11,7 +11,7 @@ from seer_console import output
 from seer_console.cli.common import DATABASE_ERRORS, AddCommand, open_runtime
 from worker.layout import NotInitialised, UnsafeEntry
 from worker.ledger import migrations
-from worker.ledger.errors import LedgerUnavailable
+from worker.ledger.errors import LedgerDiskFull, LedgerUnavailable
 from worker.monitoring import status
 from worker.monitoring.status import Health
 from worker.settings import SettingsError
@@ -97,6 +97,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         runtime = open_runtime()
         snap = status.snapshot(runtime)
+    except LedgerDiskFull as exc:
+        # Known, not unknown: the ledger cannot even be read for want of room (SQLite's
+        # read needs its WAL index to grow), and nothing is delivered until there is room.
+        if args.json:
+            output.emit_json({"level": "critical", "error": str(exc), "problems": [str(exc)]})
+        print(f"seer status: CRITICAL: {exc}", file=sys.stderr)
+        return Health.CRITICAL
     except UNKNOWN_WHEN as exc:
         if args.json:
             output.emit_json({"level": "unknown", "error": str(exc)})
