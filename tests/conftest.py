@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from seer_console.cli import main
-from tests.helpers import LEDGER_BACKENDS, backend_environment, drop_run_database
+from tests.helpers import (
+    DEFAULT_BACKENDS,
+    LEDGER_BACKENDS,
+    QUEUE_BACKENDS,
+    backend_environment,
+    drop_run_database,
+    flush_run_redis,
+)
 from worker.runtime import Runtime
 from worker.settings import SPECS
 
@@ -36,8 +43,14 @@ class Result:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "backends(*names): the ledger backends this test applies to (default: every one); "
-        "for what exists on one engine only, such as a SQLite file's damage",
+        "backends(*names): the backends (ledger and queue, tests/helpers.py) this test "
+        "applies to, instead of sqlite and postgresql: for what exists on one engine only, such "
+        "as a SQLite file's damage, or on one pair (postgresql+redis)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "queue_facing: the test is about the queue (doorbells, consumers, pause): it runs on "
+        "the redis backend too",
     )
 
 
@@ -47,20 +60,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "ledger_backend" not in metafunc.fixturenames or "snap_compare" in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("backends")
-    chosen = [b for b in LEDGER_BACKENDS if marker is None or b in marker.args]
+    if marker is not None:
+        wanted = marker.args
+    else:
+        wanted = DEFAULT_BACKENDS
+        if metafunc.definition.get_closest_marker("queue_facing") is not None:
+            wanted += QUEUE_BACKENDS
+    chosen = [b for b in wanted if b in LEDGER_BACKENDS]
     metafunc.parametrize("ledger_backend", chosen, indirect=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    # A PostgreSQL test that skips would pass CI having tested nothing: it fails instead.
+    # A PostgreSQL or Redis test that skips would pass CI having tested nothing: it fails.
     outcome = yield
     report = outcome.get_result()
     callspec = getattr(item, "callspec", None)
     backend = callspec.params.get("ledger_backend") if callspec else None
-    if report.skipped and backend == "postgresql" and not hasattr(report, "wasxfail"):
+    if report.skipped and backend not in (None, "sqlite") and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"a PostgreSQL test was skipped: {report.longrepr}"
+        report.longrepr = f"a {backend} test was skipped: {report.longrepr}"
 
 
 # Files whose tests run for minutes of wall time (real schedulers across minute slots): started
@@ -75,11 +94,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     drop_run_database()
+    flush_run_redis()
 
 
 @pytest.fixture
 def ledger_backend(request: pytest.FixtureRequest) -> str:
-    """Which ledger implementation the test's storage root uses (tests/helpers.py lists them)."""
+    """Which ledger and queue the test's storage root uses (tests/helpers.py lists them)."""
     return getattr(request, "param", "sqlite")
 
 

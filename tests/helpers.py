@@ -42,15 +42,24 @@ def parcel(agent: str = "agent-1", n: int = 0, attachment: str | None = None) ->
     return body
 
 
-# -- the ledger's backends ------------------------------------------------------------------------
-# Every fixture that builds a storage root takes `ledger_backend` (tests/conftest.py); a backend
-# is added here, once, with what it needs to know. Only these helpers know a dialect.
+# -- the backends: ledger and queue --------------------------------------------------------------
+# Every fixture that builds a storage root takes `ledger_backend` (tests/conftest.py): which
+# ledger and which queue it runs on. A backend is added here, once, with what it needs to know.
+# Only these helpers know a dialect.
+#   sqlite            the SQLite ledger, its queue in queue.db (the embedded default)
+#   postgresql        the ledger on PostgreSQL, the queue in the same database
+#   redis             the SQLite ledger, the queue on Redis (queue-facing tests)
+#   postgresql+redis  the ledger on PostgreSQL, the queue on Redis (the task card's production)
 
-KNOWN_BACKENDS = ("sqlite", "postgresql")
+KNOWN_BACKENDS = ("sqlite", "postgresql", "redis", "postgresql+redis")
+# What a test runs on when it says nothing (`@pytest.mark.backends` names others); a test
+# marked `queue_facing` runs on Redis's queue too.
+DEFAULT_BACKENDS = ("sqlite", "postgresql")
+QUEUE_BACKENDS = ("redis",)
 
 
 def _backends() -> tuple[str, ...]:
-    # Both by default: a run that leaves PostgreSQL out says so (SEER_TEST_BACKENDS=sqlite).
+    # All by default: a run that leaves a server out says so (SEER_TEST_BACKENDS=sqlite).
     raw = os.environ.get("SEER_TEST_BACKENDS", ",".join(KNOWN_BACKENDS))
     chosen = tuple(b.strip() for b in raw.split(",") if b.strip())
     unknown = [b for b in chosen if b not in KNOWN_BACKENDS]
@@ -113,9 +122,13 @@ def pg_url(database: str, schema: str | None = None) -> str:
 
 
 def backend_environment(backend: str, tmp_path: Path) -> dict[str, str]:
-    """The environment variables that point a storage root's ledger at `backend`."""
+    """The environment variables that point a storage root's ledger and queue at `backend`."""
     if backend == "sqlite":
         return {}  # the default: ledger.db under the storage root
+    if backend == "redis":
+        return {"QUEUE_CONNECTION": "redis", "REDIS_URL": fresh_redis_database()}
+    if backend == "postgresql+redis":
+        return backend_environment("postgresql", tmp_path) | backend_environment("redis", tmp_path)
     if backend == "postgresql":
         # A schema of its own per test in the run's database: as isolated as a database of
         # its own, made in a millisecond instead of a CREATE DATABASE's hundreds.
@@ -128,6 +141,51 @@ def backend_environment(backend: str, tmp_path: Path) -> dict[str, str]:
             conn.execute(f"CREATE SCHEMA {schema}")
         return {"SEER_DATABASE_URL": pg_url(database, schema)}
     raise ValueError(f"unknown ledger backend {backend!r}")
+
+
+# The machine's Redis (trust, no persistence); each pytest process (xdist worker) has a database
+# number of its own, emptied before each test that uses it and at the end of the run.
+REDIS_ADMIN_URL = os.environ.get("SEER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+_flushed: list[str] = []
+
+
+def redis_run_database() -> int:
+    """This process's Redis database number: 1 to 15 (0 is left to whoever else uses it)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    return 1 + index % 15
+
+
+def redis_url(db: int | None = None, base: str = REDIS_ADMIN_URL) -> str:
+    return f"{base.rstrip('/')}/{redis_run_database() if db is None else db}"
+
+
+def fresh_redis_database() -> str:
+    """REDIS_URL of this process's database, emptied first; an unreachable Redis fails the test
+    (a Redis test never silently skips)."""
+    import redis
+
+    url = redis_url()
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    if url not in _flushed:
+        _flushed.append(url)
+    return url
+
+
+def flush_run_redis() -> None:
+    import redis
+
+    for url in _flushed:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+    _flushed.clear()
 
 
 def other_ledger(runtime: Runtime, lock_timeout: float | None = None) -> Ledger:

@@ -17,6 +17,7 @@ CORE = {
     "worker.jsondata",
     "worker.redaction",
     "worker.files",
+    "worker.doorbells",
 }
 BELOW_OPS = {
     "worker.ledger",

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 from huey import MemoryHuey
 
 from tests.conftest import BIN
@@ -18,8 +19,15 @@ from worker.fleet import control
 from worker.monitoring import metrics
 from worker.ops import operations
 from worker.parcels import intake as parcels
-from worker.queue.queues import PausableWorker, TickingScheduler, quiet_huey_logging
+from worker.queue.queues import (
+    PausableWorker,
+    QueueHealth,
+    TickingScheduler,
+    quiet_huey_logging,
+)
 from worker.runtime import Runtime
+
+pytestmark = pytest.mark.queue_facing
 
 
 def send(runtime: Runtime, items: list[dict]) -> list[str]:
@@ -179,8 +187,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_delivers_once(
         runtime.store.read(digest)  # verifies the hash
 
 
-def test_the_scheduler_logs_no_line_per_periodic_check_but_keeps_its_errors(caplog):
+def test_the_scheduler_logs_no_line_per_periodic_check_and_one_per_queue_outage(caplog):
     huey = MemoryHuey("quiet", results=False)
+    huey.health = QueueHealth("memory://quiet")
 
     @huey.periodic_task(lambda moment: True, name="every_check")
     def every_check() -> None:
@@ -191,15 +200,23 @@ def test_the_scheduler_logs_no_line_per_periodic_check_but_keeps_its_errors(capl
     scheduler = TickingScheduler(huey, threading.Event(), 1, True)
     scheduler.enqueue_periodic_tasks(dt.datetime.now())
     assert huey.pending_count() == 1, "the job was enqueued"
-    assert [r for r in caplog.records if r.name.startswith("huey")] == []
+    assert [r for r in caplog.records if r.name.startswith(("huey", "seer"))] == []
 
     def refuse(task) -> None:
         raise RuntimeError("queue storage gone")
 
     huey.enqueue = refuse
-    scheduler.enqueue_periodic_tasks(dt.datetime.now())
-    (error,) = [r for r in caplog.records if r.name.startswith("huey")]
-    assert error.levelno == logging.ERROR and "Error enqueueing periodic task" in error.message
+    for _ in range(3):  # three checks while the queue is gone: one line
+        scheduler.enqueue_periodic_tasks(dt.datetime.now())
+    (error,) = [r for r in caplog.records if r.name.startswith(("huey", "seer"))]
+    assert error.levelno == logging.WARNING
+    assert "queue unreachable: queue storage gone" in error.message
+    assert huey.health.down_since is not None
+
+    del huey.enqueue
+    huey.health.answered()
+    back = [r for r in caplog.records if r.name.startswith(("huey", "seer"))][1:]
+    assert [r.message.split(",")[0] for r in back] == ["queue reachable again: memory://quiet"]
 
 
 def test_the_real_scheduler_consumer_log_has_no_enqueueing_lines(runtime, consumers):

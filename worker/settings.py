@@ -223,12 +223,45 @@ def _database_url(raw: str) -> str:
     return value
 
 
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return value
+    from urllib.parse import parse_qs, urlsplit
+
+    allowed = (
+        "a redis://, rediss:// (TLS) or unix:// URL such as redis://redis.internal:6379/0 or "
+        "unix:///run/redis/redis.sock?db=0"
+    )
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+        query = parse_qs(parts.query, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(allowed) from None
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname or port == 0:
+            raise ValueError(allowed)
+        db = parts.path.strip("/") or (query.get("db") or ["0"])[0]
+    elif parts.scheme == "unix":
+        if not parts.path.startswith("/"):
+            raise ValueError(allowed + " (the socket's absolute path is missing)")
+        db = (query.get("db") or ["0"])[0]
+    else:
+        raise ValueError(allowed)
+    if not db.isdigit():
+        raise ValueError(allowed + " (the database number must be a number)")
+    return value
+
+
 def server_address(url: str) -> str:
     """host:port of a server's URL (postgresql://, redis://), never its user or password."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return parts.path
         host = parts.hostname or "localhost"
         port = parts.port or {"redis": 6379, "rediss": 6379}.get(parts.scheme, 5432)
     except ValueError:
@@ -419,6 +452,16 @@ class Settings:
         _queue_name,
         "Name of the queue of periodic jobs (never paused).",
     )
+    redis_url: str = _spec(
+        "REDIS_URL",
+        "",
+        _redis_url,
+        "Redis of the queue with QUEUE_CONNECTION=redis: redis://[:password@]host:port/db, "
+        "rediss:// for TLS, or unix:///path/to/redis.sock?db=N. Its keys are named after "
+        "POSTMASTER_QUEUE and SEER_SCHEDULER_QUEUE, so deployments with other queue names can "
+        "share one Redis.",
+        secret=True,
+    )
     database_url: str = _spec(
         "SEER_DATABASE_URL",
         "",
@@ -561,6 +604,19 @@ class Settings:
         """host:port of SEER_DATABASE_URL, never its password: what every message names."""
         return server_address(self.database_url)
 
+    @property
+    def queue_address(self) -> str:
+        """Where the queue is, as every message names it, never a password:
+        redis://host:port, unix:///path, postgresql://host:port or the SQLite file."""
+        if self.queue_connection == "redis":
+            scheme = self.redis_url.split(":", 1)[0]
+            if scheme == "unix":
+                return "unix://" + server_address(self.redis_url)
+            return f"{scheme}://{server_address(self.redis_url)}"
+        if self.queue_connection == "database" and self.database_url:
+            return f"postgresql://{self.database_address}"
+        return str(self.storage_root / "queue.db")
+
 
 SPECS: tuple[Spec, ...] = tuple(f.metadata["spec"] for f in fields(Settings))
 
@@ -642,6 +698,11 @@ def _check_together(s: Settings) -> None:
                 f"{low_name}={low:g} is not allowed with {high_name}={high:g}: the warning "
                 "line must be below the critical one"
             )
+    if s.queue_connection == "redis" and not s.redis_url:
+        raise SettingsError(
+            "QUEUE_CONNECTION='redis' is not allowed without REDIS_URL: expected a redis:// "
+            "URL too, such as REDIS_URL=redis://127.0.0.1:6379/0"
+        )
     root = str(s.storage_root)
     bad = next((c for c in root if c in '%"' or ord(c) < 32), None)
     if bad is not None:

@@ -36,7 +36,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "ORCHESTRATION_COMPACTION_CRON",
         ),
     ),
-    ("Queue", ("QUEUE_CONNECTION", "POSTMASTER_QUEUE", "SEER_SCHEDULER_QUEUE")),
+    ("Queue", ("QUEUE_CONNECTION", "REDIS_URL", "POSTMASTER_QUEUE", "SEER_SCHEDULER_QUEUE")),
     ("Many hosts (docs/SCALING.md)", ("SEER_HOST_ID", "SEER_HEARTBEAT_TIMEOUT")),
     (
         "Alert rules (thresholds from the task card)",

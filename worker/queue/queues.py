@@ -9,18 +9,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from huey import Huey
-from huey.consumer import Consumer, Scheduler, Worker
-from huey.storage import BaseStorage, PostgresStorage, SqliteStorage
+from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
+from huey.storage import BaseStorage, PostgresStorage, RedisStorage, SqliteStorage
 
+from worker.doorbells import QueueProbe
 from worker.layout import Layout
 from worker.queue.errors import QueueDamaged, QueueError
 from worker.schedules import TICK
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings
 
 log = logging.getLogger("seer.queues")
 
@@ -53,6 +55,43 @@ class SeerSqliteStorage(SqliteStorage):
             )
 
 
+class SeerRedisStorage(RedisStorage):
+    """Huey's Redis storage on a connection pool of our making: bounded connect and read
+    times (a partition must not hang a consumer or `seer status`), TCP keepalives, TLS for
+    rediss://, and keys named after the queue exactly (Huey would drop '.' and '-' from the
+    name, so "seer-a" and "seera" would share a queue)."""
+
+    def __init__(self, name: str, *, url: str, read_timeout: float, **kwargs: Any) -> None:
+        import redis
+
+        pool = redis.ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+            # Longer than a BRPOP's wait, which the server ends itself.
+            socket_timeout=read_timeout + REDIS_CONNECT_TIMEOUT,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
+        super().__init__(
+            name, read_timeout=read_timeout, connection_pool=pool, clean_name=False, **kwargs
+        )
+
+    def enqueue_many(self, messages: Iterable[bytes]) -> None:
+        """Every message in one LPUSH: one round trip for a batch of doorbells."""
+        batch = list(messages)
+        if batch:
+            self.conn.lpush(self.queue_key, *batch)
+
+    def close(self) -> None:
+        self.pool.disconnect()
+
+
+# How long a connection to Redis may take before the queue counts as unreachable.
+REDIS_CONNECT_TIMEOUT = 3.0
+# A BRPOP waits this long for a doorbell before the worker looks at the pause flag again.
+REDIS_READ_TIMEOUT = 0.5
+
+
 @dataclass(frozen=True)
 class StorageChoice:
     """Which Huey storage class holds the queues, and how it is opened."""
@@ -62,11 +101,8 @@ class StorageChoice:
 
 
 def check_supported(settings: Settings) -> None:
-    """Refuses, as a settings error, the queue connections that are not built yet."""
-    if settings.queue_connection == "redis":
-        raise SettingsError(
-            "QUEUE_CONNECTION='redis' is not allowed yet: Redis is not supported; use sqlite"
-        )
+    """Refuses, as a settings error, the queue connections that are not built yet (none
+    today: every QUEUE_CONNECTION is)."""
 
 
 # A dequeue waits this long for a doorbell's NOTIFY before it looks at the pause flag again:
@@ -77,6 +113,10 @@ POSTGRES_READ_TIMEOUT = 0.5
 def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
     """The one place the queue's storage is chosen from the settings (QUEUE_CONNECTION)."""
     check_supported(settings)
+    if settings.queue_connection == "redis":
+        return StorageChoice(
+            SeerRedisStorage, {"url": settings.redis_url, "read_timeout": REDIS_READ_TIMEOUT}
+        )
     if settings.queue_connection == "database" and settings.database_url:
         # Huey's own PostgreSQL storage, in the ledger's database: SKIP LOCKED dequeues,
         # NOTIFY doorbells, and a reconnect after a server restart.
@@ -113,8 +153,12 @@ def _translated(address: str | None = None) -> Iterator[None]:
     except sqlite3.Error as exc:
         raise QueueError(str(exc)) from exc
     except Exception as exc:
+        module = type(exc).__module__
+        if module.startswith("redis"):
+            # redis-py's errors, told by module so that a SQLite deployment never imports it.
+            raise QueueError(_redis_reason(exc, address)) from exc
         # psycopg's errors, told by module so that a SQLite deployment never imports it.
-        if not type(exc).__module__.startswith("psycopg"):
+        if not module.startswith("psycopg"):
             raise
         text = str(exc).strip()
         if type(exc).__name__ in ("OperationalError", "InterfaceError") or "connection" in text:
@@ -124,7 +168,104 @@ def _translated(address: str | None = None) -> Iterator[None]:
         raise QueueError(text) from exc
 
 
-class PausableWorker(Worker):
+def _redis_reason(exc: BaseException, address: str | None) -> str:
+    """One line for a redis-py error; it names the server, never the URL's password."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    name = type(exc).__name__
+    if name in ("ConnectionError", "TimeoutError", "BusyLoadingError", "AuthenticationError"):
+        return f"cannot reach the queue at {address}: {text or name}"
+    return f"the queue at {address} refused a command: {text or name}"
+
+
+class QueueHealth:
+    """Whether this process's queue answers, as its consumers' reads and writes find it.
+
+    A Redis that is down fails every poll of every thread: this logs one line when the queue
+    stops answering and one when it answers again, not one per poll, and knows since when
+    (time.time()). `on_change(down_since, reason)` runs at each change (reason None: back).
+    """
+
+    def __init__(self, address: str | None) -> None:
+        import threading
+
+        self.address = address
+        self.down_since: float | None = None
+        self.reason: str | None = None
+        self.on_change: Callable[[float | None, str | None], None] | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        import time
+
+        reason = str(exc) if isinstance(exc, QueueError) else _describe(exc, self.address)
+        with self._lock:
+            if self.down_since is not None:
+                return
+            self.down_since, self.reason = time.time(), reason
+        log.warning("queue unreachable: %s; consumers keep retrying", reason)
+        self._changed()
+
+    def answered(self) -> None:
+        import time
+
+        with self._lock:
+            if self.down_since is None:
+                return
+            since, self.down_since, self.reason = self.down_since, None, None
+        log.warning(
+            "queue reachable again: %s, after %.0f s unreachable", self.address, time.time() - since
+        )
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(self.down_since, self.reason)
+            except Exception as exc:  # the ledger may be down too: the log line stands
+                log.error("cannot record the queue's state: %s", exc)
+
+
+def _describe(exc: BaseException, address: str | None) -> str:
+    """A driver's error as QueueError says it (through _translated), else its first line."""
+    try:
+        with _translated(address):
+            raise exc
+    except QueueError as translated:
+        return str(translated)
+    except BaseException:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class HealthWorker(Worker):
+    """Huey's worker loop, with a queue that does not answer reported to the Huey's
+    QueueHealth (one line per change, not a traceback per poll) and backed off as Huey
+    does."""
+
+    def loop(self, now: Any = None) -> None:
+        health: QueueHealth = self.huey.health
+        try:
+            task = self.huey.dequeue()
+        except Exception as exc:
+            health.failed(exc)
+            self.sleep()
+            return
+        health.answered()
+        if task is None:
+            if not self.huey.storage.blocking:
+                self.sleep()
+            return
+        self.delay = self.default_delay
+        self.task_count += 1
+        try:
+            self.huey.execute(task, now)
+        except Exception:
+            self._logger.exception("Unhandled error during execution of task %s.", task.id)
+        if self.max_tasks and self.task_count >= self.max_tasks:
+            self._logger.info("Worker reached max tasks (%d), exiting.", self.max_tasks)
+            raise WorkerRecycle()
+
+
+class PausableWorker(HealthWorker):
     """A Huey worker that takes no new task while its Huey's `is_paused()` says so."""
 
     def loop(self, now: Any = None) -> None:
@@ -140,14 +281,54 @@ class PausableWorker(Worker):
         super().loop(now)
 
 
+class HealthScheduler(Scheduler):
+    """Huey's scheduler loop (delayed doorbells, and the periodic jobs where enabled), with
+    a queue that does not answer reported to QueueHealth instead of a traceback a second."""
+
+    _next_loop: float  # Huey's, set in its __init__
+    _next_periodic: float
+
+    def loop(self, now: Any = None) -> None:
+        current = self._next_loop
+        self._next_loop += self.interval
+        if self._next_loop < time.monotonic():
+            self._next_loop = time.monotonic()
+            return
+        health: QueueHealth = self.huey.health
+        try:
+            for task in self.huey.read_schedule(now):
+                self.huey.enqueue(task)
+        except Exception as exc:
+            # A task popped from the schedule and not enqueued is a lost doorbell: its
+            # parcel is rung again by the check for due parcels without one.
+            health.failed(exc)
+        if self.periodic and self._next_periodic <= time.monotonic():
+            # Skip checks missed during a stall (e.g. suspend) to avoid dupes, as Huey does.
+            while self._next_periodic <= time.monotonic():
+                self._next_periodic += self.periodic_task_seconds
+            self.enqueue_periodic_tasks(now)
+        self.sleep_for_interval(current, self.interval)
+
+    def enqueue_periodic_tasks(self, now: Any) -> None:
+        health: QueueHealth = self.huey.health
+        for task in self.huey.read_periodic(now):
+            try:
+                self.huey.enqueue(task)
+            except Exception as exc:
+                health.failed(exc)
+                return  # the rest would fail alike; the next check tries again
+
+
 class PausableConsumer(Consumer):
     worker_class = PausableWorker
+    scheduler_class = HealthScheduler
 
 
 class PostmasterHuey(Huey):
     """Huey for the parcel queue: its consumer's workers honour the pause flag."""
 
     pause_check: Callable[[], bool] | None = None
+    health: QueueHealth
 
     def is_paused(self) -> bool:
         return self.pause_check() if self.pause_check else False
@@ -156,7 +337,7 @@ class PostmasterHuey(Huey):
         return PausableConsumer(self, **options)
 
 
-class TickingScheduler(Scheduler):
+class TickingScheduler(HealthScheduler):
     """Checks the periodic jobs every TICK seconds instead of Huey's 60."""
 
     periodic_task_seconds = TICK
@@ -194,11 +375,14 @@ def quiet_huey_logging() -> None:
 
 
 class SchedulerConsumer(Consumer):
+    worker_class = HealthWorker
     scheduler_class = TickingScheduler
 
 
 class SchedulerHuey(Huey):
     """Huey for the periodic jobs; its rules (worker.schedules) fire once per slot."""
+
+    health: QueueHealth
 
     def create_consumer(self, **options: Any) -> Consumer:
         return SchedulerConsumer(self, **options)
@@ -213,11 +397,22 @@ class Queues:
     """
 
     def __init__(
-        self, postmaster: PostmasterHuey, scheduler: SchedulerHuey, address: str | None = None
+        self,
+        postmaster: PostmasterHuey,
+        scheduler: SchedulerHuey,
+        address: str | None = None,
+        *,
+        backend: str = "sqlite",
+        shown_as: str = "",
     ) -> None:
-        self.address = address  # host:port of a queue on a server, for its errors
+        self.address = address  # what the storage's errors name: host:port, redis://host:port
+        self.backend = backend  # "sqlite", "postgresql" or "redis"
+        self.shown_as = shown_as or address or ""  # Settings.queue_address
         self.postmaster = postmaster
         self.scheduler = scheduler
+        # One per process, shared by both Hueys' consumers (a process runs one of them).
+        self.health = QueueHealth(address)
+        postmaster.health = scheduler.health = self.health
         self._delivery: Callable[[str], None] | None = None
         self.jobs_registered = False
 
@@ -248,7 +443,7 @@ class Queues:
                 self._deliver.schedule((parcel_id,), delay=delay)
             return
         storage = self.postmaster.storage
-        if isinstance(storage, SeerSqliteStorage):
+        if isinstance(storage, (SeerSqliteStorage, SeerRedisStorage)):
             storage.enqueue_many(
                 self.postmaster.serialize_task(self._deliver.s(p)) for p in parcel_ids
             )
@@ -260,6 +455,60 @@ class Queues:
         """Doorbells waiting on the parcel queue."""
         with _translated(self.address):
             return self.postmaster.pending_count()
+
+    def scheduler_pending_count(self) -> int:
+        """Periodic jobs enqueued and not yet taken by a scheduler consumer."""
+        with _translated(self.address):
+            return self.scheduler.pending_count()
+
+    def probe(self, *, depths: bool = True) -> QueueProbe:
+        """One look at the queue's storage: reachable or why not, one round trip's latency,
+        both queues' depths (`depths`; a count of a SQLite queue grows with it), and on Redis
+        how it persists. Never raises for the storage's errors."""
+        started = time.perf_counter()
+        try:
+            with _translated(self.address):
+                self._round_trip()
+                latency = time.perf_counter() - started
+                counted = (
+                    {
+                        self.postmaster.name: self.postmaster.pending_count(),
+                        self.scheduler.name: self.scheduler.pending_count(),
+                    }
+                    if depths
+                    else {}
+                )
+                persistence, warnings = self._persistence()
+        except QueueError as exc:
+            return QueueProbe(self.backend, self.shown_as, False, error=str(exc))
+        return QueueProbe(
+            self.backend,
+            self.shown_as,
+            True,
+            latency=latency,
+            depths=counted,
+            persistence=persistence,
+            warnings=warnings,
+        )
+
+    def _round_trip(self) -> None:
+        storage = self.postmaster.storage
+        if isinstance(storage, RedisStorage):
+            storage.conn.ping()
+        else:
+            storage.enqueued_items(limit=1)
+
+    def _persistence(self) -> tuple[str | None, tuple[str, ...]]:
+        storage = self.postmaster.storage
+        if not isinstance(storage, RedisStorage):
+            return "disk", ()
+        return redis_persistence(storage.conn)
+
+    def close(self) -> None:
+        """Lets go of the storage's connections (Redis's pool); the queues stay usable."""
+        storage = self.postmaster.storage
+        if isinstance(storage, SeerRedisStorage):
+            storage.close()
 
     def check(self) -> None:
         """Reads the queue's storage (one task at most): raises QueueError, QueueDamaged if it
@@ -276,14 +525,58 @@ class Queues:
                 initialize()
 
 
+def redis_persistence(conn: Any) -> tuple[str | None, tuple[str, ...]]:
+    """How a Redis keeps its keys across a restart, and what an operator should be told:
+    ("aof" | "rdb" | "aof+rdb" | "none" | None when it cannot be told, warnings)."""
+    import redis
+
+    warnings: list[str] = []
+    try:
+        config = conn.config_get("appendonly") | conn.config_get("save")
+        config |= conn.config_get("maxmemory") | conn.config_get("maxmemory-policy")
+    except redis.exceptions.ResponseError:
+        # CONFIG is often disabled on managed Redis: INFO tells about AOF at least.
+        info = conn.info("persistence")
+        aof = bool(info.get("aof_enabled"))
+        return ("aof" if aof else None), (
+            () if aof else ("cannot tell whether Redis persists the queue (CONFIG is not allowed)",)
+        )
+    aof = config.get("appendonly") == "yes"
+    rdb = bool(str(config.get("save", "")).strip())
+    kept = "aof+rdb" if aof and rdb else "aof" if aof else "rdb" if rdb else "none"
+    if kept == "none":
+        warnings.append(
+            "Redis persists nothing (appendonly no, save ''): a restart loses the doorbells; "
+            "delivery is delayed, never lost"
+        )
+    elif not aof:
+        warnings.append(
+            "Redis keeps only snapshots (no appendonly): a restart loses the doorbells since "
+            "the last one; delivery is delayed, never lost"
+        )
+    policy = str(config.get("maxmemory-policy", "noeviction"))
+    if str(config.get("maxmemory", "0")) != "0" and policy != "noeviction":
+        warnings.append(
+            f"Redis evicts keys when full (maxmemory-policy {policy}): doorbells may be "
+            "evicted; delivery is delayed, never lost"
+        )
+    return kept, tuple(warnings)
+
+
 def build_queues(settings: Settings, layout: Layout) -> Queues:
     choice = queue_storage(settings, layout)
     storage = {"storage_class": choice.storage_class, **choice.options}
-    address = settings.database_address if choice.storage_class is PostgresStorage else None
+    backend = {PostgresStorage: "postgresql", SeerRedisStorage: "redis"}.get(
+        choice.storage_class, "sqlite"
+    )
+    address = {
+        "postgresql": settings.database_address,
+        "redis": settings.queue_address,
+    }.get(backend)
     # Huey's storage creates its tables when it is built: a damaged file fails here.
     with _translated(address):
         # results=False: outcomes are recorded in the ledger, not in Huey's result store.
         postmaster = PostmasterHuey(settings.postmaster_queue, results=False, **storage)
         # Local time, as cron has it: schedules are read in the server's time zone.
         scheduler = SchedulerHuey(settings.scheduler_queue, results=False, utc=False, **storage)
-    return Queues(postmaster, scheduler, address)
+    return Queues(postmaster, scheduler, address, backend=backend, shown_as=settings.queue_address)
