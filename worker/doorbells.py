@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from worker.settings import Settings
+
+
+def backend_of(settings: Settings) -> str:
+    """Which storage holds the queue by the settings: "redis", "postgresql" or "sqlite"."""
+    if settings.queue_connection == "redis":
+        return "redis"
+    if settings.queue_connection == "database" and settings.database_url:
+        return "postgresql"
+    return "sqlite"
+
 
 @dataclass(frozen=True)
 class QueueProbe:

@@ -1,5 +1,5 @@
-"""Persisted control flags: the queue pause, the worker's disk-full backoff notice, and the
-slots periodic jobs have claimed."""
+"""Persisted control flags: the queue pause, the worker's disk-full backoff notice, the queue
+outage consumers have seen, and the slots periodic jobs have claimed."""
 
 from __future__ import annotations
 
@@ -94,6 +94,54 @@ def backoff_state(ledger: Ledger) -> Backoff | None:
         return None
     value, _ = found
     return Backoff(value["reason"], value["until"], value["since"])
+
+
+QUEUE_OUTAGE = "queue.unreachable"
+
+
+@dataclass(frozen=True)
+class QueueOutage:
+    """The queue's storage (Redis, the queue's database) not answering, as a consumer first
+    saw it: since when (the ledger's clock), where, why and which host saw it."""
+
+    address: str
+    reason: str
+    since: float
+    host: str
+
+
+def record_queue_outage(
+    ledger: Ledger, address: str, reason: str, host: str, now: float | None = None
+) -> bool:
+    """Notes that the queue at `address` stopped answering; the first consumer to see it
+    sets since when, later ones change nothing. Returns whether this call recorded it."""
+    now = ledger.now() if now is None else now
+    value = json.dumps({"address": address, "reason": reason, "host": host})
+    with ledger.write():
+        return (
+            ledger.execute(
+                "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                (QUEUE_OUTAGE, value, now),
+            ).rowcount
+            == 1
+        )
+
+
+def clear_queue_outage(ledger: Ledger) -> bool:
+    """The queue answers again; returns whether an outage was recorded."""
+    if ledger.scalar("SELECT 1 FROM control WHERE key = ?", (QUEUE_OUTAGE,)) is None:
+        return False
+    with ledger.write():
+        return ledger.execute("DELETE FROM control WHERE key = ?", (QUEUE_OUTAGE,)).rowcount > 0
+
+
+def queue_outage(ledger: Ledger) -> QueueOutage | None:
+    found = _get(ledger, QUEUE_OUTAGE)
+    if not found:
+        return None
+    value, since = found
+    return QueueOutage(value["address"], value["reason"], since, value["host"])
 
 
 SLOT = "slot:"

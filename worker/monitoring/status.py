@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from worker.alerts.alerting import Reading
+from worker.doorbells import QueueProbe, backend_of
 from worker.fleet import consumers, control, supervision
 from worker.identity import host_name
 from worker.layout import Layout
@@ -89,6 +90,13 @@ class Snapshot:
     # console's banner and Alerts pane show it too), and the last minute's flow.
     readings: tuple[Reading, ...] = ()
     flow: metrics.Flow | None = None
+    # The queue's storage as this read found it (backend, reachability, latency, depth of
+    # both queues, persistence), and since when it has not answered, if consumers saw that.
+    queue_backend: QueueProbe | None = None
+    queue_unreachable_since: float | None = None
+    # What an operator should know though it changes no health level (Redis persisting
+    # nothing: a lost doorbell delays delivery, never loses a parcel).
+    notes: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> Health:
@@ -203,17 +211,54 @@ def disk_problems(runtime: WiredWithQueue) -> list[str]:
     return found
 
 
-def queue_problem(runtime: WiredWithQueue) -> str | None:
-    """What is wrong with the queue's storage, if it cannot be read (a damaged queue.db): no
-    consumer can start and no doorbell rings, though every parcel is safe in the ledger."""
+def queue_probe(runtime: WiredWithQueue, *, depths: bool = True) -> QueueProbe:
+    """The queue's storage as one look finds it, also when it cannot even be opened (a
+    damaged queue.db fails as the queues are built)."""
     try:
-        runtime.queues.check()
+        return runtime.queues.probe(depths=depths)
     except Exception as exc:
+        settings = runtime.settings
+        return QueueProbe(backend_of(settings), settings.queue_address, False, error=str(exc))
+
+
+def queue_problem(
+    runtime: WiredWithQueue,
+    probe: QueueProbe | None = None,
+    outage: control.QueueOutage | None = None,
+    now: float | None = None,
+) -> str | None:
+    """What is wrong with the queue's storage, if it cannot be read: a Redis or a database
+    that does not answer (parcels are accepted into the ledger meanwhile and delivered when it
+    is back), or a damaged queue.db (no consumer can start on it)."""
+    probe = probe or queue_probe(runtime, depths=False)
+    if probe.reachable:
+        return None
+    if probe.backend == "sqlite":
         return (
-            f"queue database cannot be read ({exc}): the workers cannot run; stop them, move "
-            f"{runtime.layout.queue_db} aside and run `seer init` (parcels are safe in the ledger)"
+            f"queue database cannot be read ({probe.error}): the workers cannot run; stop them, "
+            f"move {runtime.layout.queue_db} aside and run `seer init` (parcels are safe in the "
+            "ledger)"
         )
-    return None
+    since = ""
+    if outage is not None and now is not None:
+        import humanize
+
+        since = (
+            f" since {_clock(outage.since)} ({humanize.naturaldelta(max(0.0, now - outage.since))})"
+        )
+    reason = (probe.error or "no answer").removeprefix(
+        f"cannot reach the queue at {probe.address}: "
+    )
+    return (
+        f"queue unreachable: {probe.address}{since} ({reason.rstrip('.')}): parcels sent "
+        "meanwhile wait in the ledger and are delivered when it answers"
+    )
+
+
+def _clock(moment: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(moment).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def snapshot(
@@ -223,15 +268,18 @@ def snapshot(
     view: SupervisorView | None = None,
     counts: dict[str, int] | None = None,
     inputs: rules.Inputs | None = None,
+    queue_depths: bool = True,
 ) -> Snapshot:
-    """The report, its ledger part read in one read transaction (supervisord asked first).
-    A caller that has read the counters or the rules' inputs in its own transaction (the
-    console) passes them, so nothing is read twice."""
+    """The report, its ledger part read in one read transaction (supervisord and the queue's
+    storage asked first). A caller that has read the counters or the rules' inputs in its own
+    transaction (the console) passes them, so nothing is read twice; one that polls often
+    leaves out `queue_depths` (a count of a database's queue grows with it)."""
     now = runtime.ledger.now() if now is None else now
     ledger = runtime.ledger
     view = view or supervisor_view(runtime.layout)
+    probe = queue_probe(runtime, depths=queue_depths)
     with ledger.read():
-        return _snapshot(runtime, now, view, counts, inputs)
+        return _snapshot(runtime, now, view, counts, inputs, probe)
 
 
 def _snapshot(
@@ -240,6 +288,7 @@ def _snapshot(
     view: SupervisorView,
     counts: dict[str, int] | None,
     inputs: rules.Inputs | None,
+    probe: QueueProbe,
 ) -> Snapshot:
     ledger = runtime.ledger
     counts = metrics.counters(ledger) if counts is None else counts
@@ -281,9 +330,10 @@ def _snapshot(
         problem(f"postmaster is backing off: {queue.backoff_reason}", "warning")
     for text in disk_problems(runtime):
         problem(text, "critical")
-    damaged = queue_problem(runtime)
-    if damaged:
-        problem(damaged, "critical")
+    outage = None if probe.reachable else control.queue_outage(ledger)
+    unreachable = queue_problem(runtime, probe, outage, now)
+    if unreachable:
+        problem(unreachable, "critical")
     registered = consumers.consumers(
         ledger,
         host_id=runtime.settings.host_id,
@@ -316,4 +366,7 @@ def _snapshot(
         rules={r.rule: r.level for r in readings},
         readings=tuple(readings),
         flow=metrics.flow(ledger, now),
+        queue_backend=probe,
+        queue_unreachable_since=outage.since if outage else None,
+        notes=probe.warnings,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from worker.doorbells import QueueProbe
 from worker.layout import Layout
 from worker.ledger import Ledger
 from worker.settings import Settings
@@ -22,6 +23,7 @@ class Wired(Protocol):
 
 class Doorbells(Protocol):
     def check(self) -> None: ...
+    def probe(self, *, depths: bool = True) -> QueueProbe: ...
 
 
 class WiredWithQueue(Wired, Protocol):

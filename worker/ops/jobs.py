@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from worker.cas import tools as cas_tools
 from worker.fleet import consumers, control
+from worker.identity import host_name
 from worker.monitoring import metrics, monitor
 from worker.parcels import postmaster
-from worker.queue import Jobs, Periodic
+from worker.queue import Jobs, Periodic, QueueError
 from worker.queue import register as register_tasks
 from worker.runtime import Runtime
 from worker.schedules import TICK, Cron, Every
@@ -88,10 +89,24 @@ def build(runtime: Runtime) -> Jobs:
 
     beating: list[consumers.Heartbeat] = []
 
+    def queue_changed(down_since: float | None, reason: str | None) -> None:
+        # Since when the queue has not answered, in the ledger, for `seer status` and the
+        # console on any host (the ledger is elsewhere: it may well be up).
+        if down_since is None:
+            control.clear_queue_outage(runtime.ledger)
+        else:
+            control.record_queue_outage(
+                runtime.ledger,
+                runtime.settings.queue_address,
+                reason or "no answer",
+                host_name(runtime.settings.host_id),
+            )
+
     def started(queue: str) -> None:
         # Registered, and its heartbeat thread started, once per process (the hook runs once
         # per worker thread).
         settings = runtime.settings
+        queues.health.on_change = queue_changed
         heartbeat = consumers.start(
             runtime.ledger,
             queue,
@@ -115,7 +130,13 @@ def build(runtime: Runtime) -> Jobs:
         started(runtime.settings.postmaster_queue)
         recovery = postmaster.recover(runtime.ledger, runtime.settings)
         removed = runtime.store.clean_temp()
-        due = ring_if_due(runtime)
+        try:
+            due = ring_if_due(runtime)
+        except QueueError as exc:
+            # Redis down at start: the consumer stays up and waits for it; the lost ring is
+            # rung again once the queue answers (due parcels without a doorbell).
+            queues.health.failed(exc)
+            due = None
         log.info(
             "postmaster consumer started: %d parcels taken back from dead workers, %d failed, "
             "%d temp files removed%s",

@@ -46,8 +46,8 @@ def _ring(runtime: Runtime, ids: list[str]) -> Rung:
         return Rung(
             tuple(ids),
             False,
-            f"queued, but the worker was not notified ({exc}); the reaper picks them up "
-            "within a minute",
+            f"queued, but the worker was not notified ({exc}); the reaper rings for them "
+            "within seconds of the queue answering",
         )
     return Rung(tuple(ids), True)
 

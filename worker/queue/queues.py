@@ -18,7 +18,7 @@ from huey import Huey
 from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
 from huey.storage import BaseStorage, PostgresStorage, RedisStorage, SqliteStorage
 
-from worker.doorbells import QueueProbe
+from worker.doorbells import QueueProbe, backend_of
 from worker.layout import Layout
 from worker.queue.errors import QueueDamaged, QueueError
 from worker.schedules import TICK
@@ -113,11 +113,12 @@ POSTGRES_READ_TIMEOUT = 0.5
 def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
     """The one place the queue's storage is chosen from the settings (QUEUE_CONNECTION)."""
     check_supported(settings)
-    if settings.queue_connection == "redis":
+    backend = backend_of(settings)
+    if backend == "redis":
         return StorageChoice(
             SeerRedisStorage, {"url": settings.redis_url, "read_timeout": REDIS_READ_TIMEOUT}
         )
-    if settings.queue_connection == "database" and settings.database_url:
+    if backend == "postgresql":
         # Huey's own PostgreSQL storage, in the ledger's database: SKIP LOCKED dequeues,
         # NOTIFY doorbells, and a reconnect after a server restart.
         return StorageChoice(
@@ -566,9 +567,7 @@ def redis_persistence(conn: Any) -> tuple[str | None, tuple[str, ...]]:
 def build_queues(settings: Settings, layout: Layout) -> Queues:
     choice = queue_storage(settings, layout)
     storage = {"storage_class": choice.storage_class, **choice.options}
-    backend = {PostgresStorage: "postgresql", SeerRedisStorage: "redis"}.get(
-        choice.storage_class, "sqlite"
-    )
+    backend = backend_of(settings)
     address = {
         "postgresql": settings.database_address,
         "redis": settings.queue_address,
