@@ -22,7 +22,6 @@ handed out before one keep working after it.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
 import socket
@@ -99,9 +98,13 @@ class PrivateRedis:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start: {self.log_tail()}")
-            with contextlib.suppress(redis.exceptions.RedisError):
+            try:
                 if self.client(timeout=1).ping():
                     return self
+            except redis.exceptions.AuthenticationError:
+                return self  # up, and asking for the password it was started with
+            except redis.exceptions.RedisError:
+                pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server not ready after {timeout}s: {self.log_tail()}")
             time.sleep(POLL)
@@ -144,11 +147,12 @@ class PrivateRedis:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def client(self, db: int = 0, timeout: float = 5.0) -> Any:
+    def client(self, db: int = 0, timeout: float = 5.0, password: str | None = None) -> Any:
         return redis.Redis(
             host="127.0.0.1",
             port=self.port,
             db=db,
+            password=password,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
         )

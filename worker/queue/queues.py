@@ -64,14 +64,15 @@ class SeerRedisStorage(RedisStorage):
     def __init__(self, name: str, *, url: str, read_timeout: float, **kwargs: Any) -> None:
         import redis
 
-        pool = redis.ConnectionPool.from_url(
-            url,
-            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        options: dict[str, Any] = {
+            "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
             # Longer than a BRPOP's wait, which the server ends itself.
-            socket_timeout=read_timeout + REDIS_CONNECT_TIMEOUT,
-            socket_keepalive=True,
-            health_check_interval=30,
-        )
+            "socket_timeout": read_timeout + REDIS_CONNECT_TIMEOUT,
+            "health_check_interval": 30,
+        }
+        if not url.startswith("unix:"):
+            options["socket_keepalive"] = True  # a TCP option: a unix socket refuses it
+        pool = redis.ConnectionPool.from_url(url, **options)
         super().__init__(
             name, read_timeout=read_timeout, connection_pool=pool, clean_name=False, **kwargs
         )
@@ -173,6 +174,11 @@ def _redis_reason(exc: BaseException, address: str | None) -> str:
     """One line for a redis-py error; it names the server, never the URL's password."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     name = type(exc).__name__
+    if name == "AuthenticationError" or text.startswith(("NOAUTH", "WRONGPASS")):
+        return (
+            f"cannot reach the queue at {address}: Redis refused the password of REDIS_URL "
+            "(or wants one)"
+        )
     if name in ("ConnectionError", "TimeoutError", "BusyLoadingError", "AuthenticationError"):
         return f"cannot reach the queue at {address}: {text or name}"
     return f"the queue at {address} refused a command: {text or name}"
