@@ -309,6 +309,7 @@ def test_metrics_serve_on_loopback(runtime, env):
         proc.wait(10)
 
 
+@pytest.mark.queue_facing
 def test_rule_evaluation_runs_on_the_scheduler_and_reaches_the_webhook(
     wired, slack, consumers, monkeypatch
 ):

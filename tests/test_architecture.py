@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CORE = {
@@ -157,6 +159,7 @@ def test_the_domain_never_prints() -> None:
     assert not printing, printing
 
 
+@pytest.mark.queue_facing
 def test_the_old_huey_consumer_path_still_loads_the_same_queues(runtime, env) -> None:
     """A supervisor file of the last release names `worker.huey_app.postmaster`; it keeps
     working for one release (what huey_consumer does: import the module, take the Huey)."""

@@ -612,6 +612,7 @@ BATCHES = 10
 PER_BATCH = 30
 
 
+@pytest.mark.queue_facing
 def test_a_backup_taken_under_load_restores_a_consistent_point_in_time(
     runtime, cli, consumers, tmp_path, monkeypatch
 ):

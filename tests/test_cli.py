@@ -131,6 +131,7 @@ def test_init_honours_custom_modes(env, cli, tmp_path, monkeypatch, umask_022):
     assert mode(root / "ledger.db") == mode(root / "queue.db") == 0o640
 
 
+@pytest.mark.queue_facing
 def test_init_twice_is_harmless_and_keeps_data(env, cli, tmp_path):
     root = tmp_path / "storage"
     out = ok(cli("init"))
@@ -280,6 +281,7 @@ def test_rollback_says_what_it_drops_and_asks_first(runtime, cli, tmp_path):
     assert f"schema version now {migrations.LATEST - 2}" in out
 
 
+@pytest.mark.queue_facing
 def test_rollback_refuses_while_a_consumer_runs_outside_supervisord(runtime, cli, consumers):
     from tests.helpers import wait_for
 
@@ -304,6 +306,7 @@ def test_supervisor_commands_work_with_the_schema_behind(runtime, cli):
     assert down.code == 0 and "not running" in down.out
 
 
+@pytest.mark.queue_facing
 def test_queue_commands_accept_the_queue_name(runtime, cli):
     # Issue 9, item 7: the card's `queue:pause postmaster` names the queue; it was refused.
     assert "postmaster queue paused" in ok(cli("queue", "pause", "postmaster"))
@@ -343,6 +346,7 @@ def test_migrate_on_a_ledger_ahead_of_the_code_does_not_claim_success(runtime, c
 # -- parcel send ----------------------------------------------------------------------------------
 
 
+@pytest.mark.queue_facing
 def test_send_one_parcel_from_file(runtime, cli, tmp_path):
     path = tmp_path / "one.json"
     path.write_text(json.dumps(parcel("agent-1", 1), indent=2))  # pretty-printed: one parcel
@@ -355,6 +359,7 @@ def test_send_one_parcel_from_file(runtime, cli, tmp_path):
     assert pending(runtime) == 1
 
 
+@pytest.mark.queue_facing
 def test_send_json_lines_prints_ids_in_order(runtime, cli):
     items = [parcel(f"agent-{n}", n) for n in range(3)]
     out = ok(cli("parcel", "send", "-", stdin="\n" + jsonl(*items) + "\n\n"))
@@ -373,6 +378,7 @@ def test_send_json_flag_gives_a_list(runtime, cli):
     assert {failures.parcel(runtime.ledger, i).to_agent_id for i in ids} == {"a", "b"}
 
 
+@pytest.mark.queue_facing
 def test_one_bad_line_rejects_the_whole_batch(runtime, cli):
     good = json.dumps(parcel("a", 1))
     bad = json.dumps({"task_id": "t"})  # no to_agent_id
@@ -479,6 +485,7 @@ def test_unreadable_file_is_refused(runtime, cli, tmp_path):
 # -- send-test-parcel -----------------------------------------------------------------------------
 
 
+@pytest.mark.queue_facing
 def test_send_test_parcel_goes_to_the_test_agent(runtime, cli):
     out = ok(cli("send-test-parcel"))
     (pid,) = out.split()
@@ -492,6 +499,7 @@ def test_send_test_parcel_goes_to_the_test_agent(runtime, cli):
     assert msg["parcel_id"] == pid
 
 
+@pytest.mark.queue_facing
 def test_send_test_parcel_agent_override(runtime, cli, monkeypatch):
     monkeypatch.setenv("POSTMASTER_TEST_AGENT", "ops-probe")
     (pid,) = ok(cli("send-test-parcel")).split()
@@ -500,6 +508,7 @@ def test_send_test_parcel_agent_override(runtime, cli, monkeypatch):
     assert row.payload["envelope"]["body"] == {"test": True}
 
 
+@pytest.mark.queue_facing
 def test_send_test_parcel_while_paused_notes_it(runtime, cli):
     ok(cli("queue", "pause"))
     result = cli("send-test-parcel")
@@ -676,6 +685,7 @@ def test_failed_show_refuses_a_parcel_that_is_not_failed(runtime, cli):
     assert pid in line
 
 
+@pytest.mark.queue_facing
 def test_failed_retry_one(runtime, cli):
     ids = make_failed(runtime, 2)
     assert pending(runtime) == 0
@@ -692,6 +702,7 @@ def test_failed_retry_one(runtime, cli):
     assert pending(runtime) == 1
 
 
+@pytest.mark.queue_facing
 def test_failed_retry_all(runtime, cli):
     ids = make_failed(runtime, 3)
     out = ok(cli("failed", "retry", "--all"))
@@ -730,6 +741,7 @@ def test_failed_purge(runtime, cli):
 # -- queue ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.queue_facing
 def test_queue_pause_resume_status(runtime, cli):
     assert "paused" in ok(cli("queue", "pause"))
     assert "already paused" in ok(cli("queue", "pause"))
@@ -761,6 +773,7 @@ def test_queue_pause_resume_status(runtime, cli):
 # -- status ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.queue_facing
 def test_status_text_and_json(runtime, cli, tmp_path):
     root = str(tmp_path / "storage")
     result = cli("status")

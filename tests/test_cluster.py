@@ -15,6 +15,7 @@ from worker.ops import operations
 from worker.parcels import intake as parcels
 
 
+@pytest.mark.queue_facing
 @pytest.mark.slow
 def test_a_pause_takes_effect_on_every_host_within_a_second(runtime, tmp_path):
     hosts = [
@@ -91,6 +92,7 @@ def test_status_warns_when_hosts_store_blobs_in_different_directories(runtime, c
     assert f"host-a {here}" in shown and "host-b /mnt/other-cas" in shown
 
 
+@pytest.mark.queue_facing
 @pytest.mark.slow
 def test_a_host_that_cannot_find_a_recorded_blob_is_said_by_status(runtime, cli, tmp_path):
     # A real consumer checks the newest recorded blob with its heartbeat (every 6 beats: one

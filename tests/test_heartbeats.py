@@ -62,6 +62,7 @@ def entry(runtime, queue: str = "postmaster") -> dict | None:
 # -- a real consumer's heartbeat -------------------------------------------------------------
 
 
+@pytest.mark.queue_facing
 def test_a_consumer_beats_every_second_and_registers_again_if_its_entry_goes(
     runtime, cli, consumers, monkeypatch
 ):
@@ -89,6 +90,7 @@ def test_a_consumer_beats_every_second_and_registers_again_if_its_entry_goes(
     wait_for(lambda: "registered again" in consumer.output(), 10, "the log line")
 
 
+@pytest.mark.queue_facing
 def test_the_scheduler_reaps_a_silent_hosts_parcels_within_the_timeout_and_10_seconds(
     runtime, consumers, monkeypatch
 ):
@@ -350,12 +352,27 @@ def hold_commits(monkeypatch, tmp_path: Path) -> Path:
     return hold
 
 
+def every_thread_stopped(pid: int) -> bool:
+    """Each thread of the process is in the stopped state (T in /proc/PID/task/TID/stat)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # a thread that has just exited
+            continue
+        if stat[stat.rindex(")") + 2] not in "Tt":
+            return False
+    return True
+
+
 def stop_outside_a_write(runtime, pid: int) -> None:
     """SIGSTOPs the process, at a moment it holds no write transaction (its heartbeat thread
     writes every second): a stopped writer would hold up the reaper on SQLite."""
     probe = other_ledger(runtime, lock_timeout=0.3)
     for _ in range(50):
         os.kill(pid, signal.SIGSTOP)
+        # The stop is not done when kill() returns: on a loaded machine a thread ran on for
+        # milliseconds, long enough to see the release and commit (seen in the suite).
+        wait_for(lambda: every_thread_stopped(pid), 10, "every thread of the consumer stopped")
         try:
             with probe.write():
                 pass
@@ -368,6 +385,7 @@ def stop_outside_a_write(runtime, pid: int) -> None:
     probe.close()
 
 
+@pytest.mark.queue_facing
 def test_a_stopped_consumer_is_reaped_after_the_timeout_and_its_late_commit_is_refused(
     runtime, consumers, monkeypatch, tmp_path
 ):
@@ -423,6 +441,7 @@ def consumers_of(runtime, host: str) -> list[fleet.ConsumerInfo]:
     return fleet.consumers(runtime.ledger, host_id=host, timeout=5.0)
 
 
+@pytest.mark.queue_facing
 @pytest.mark.slow
 @pytest.mark.parametrize("queue", ["postmaster", "scheduler"])
 def test_a_consumer_stopped_gracefully_leaves_no_entry_one_killed_leaves_its_silence(

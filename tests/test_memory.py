@@ -271,6 +271,7 @@ def test_schedule_lists_every_periodic_job(runtime, cli):
     assert "every 15s" in cli("schedule").out
 
 
+@pytest.mark.queue_facing
 def test_the_real_scheduler_consumer_runs_a_scheduled_compaction(
     runtime, consumers, monkeypatch, cli
 ):

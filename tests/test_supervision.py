@@ -11,6 +11,7 @@ from tests.helpers import wait_for
 from worker.fleet import supervision
 
 
+@pytest.mark.queue_facing
 def test_up_runs_both_consumers_idempotently_and_down_stops_them(runtime, cli):
     layout = runtime.layout
     try:
