@@ -23,6 +23,9 @@ from worker.ledger import migrations
 from worker.ops import operations
 from worker.parcels import intake as parcels
 
+# Real consumers under supervisord: they run on the Redis queue too.
+pytestmark = pytest.mark.queue_facing
+
 
 @pytest.fixture
 def supervised(runtime, cli):
@@ -128,6 +131,55 @@ def test_graceful_stop_while_parcels_are_running_loses_none(runtime, supervised,
     assert cli("supervisor", "start", "seer-postmaster").code == 0
     wait_for(lambda: delivered(runtime) == len(ids), 120, "the rest delivered")
     assert_each_delivered_once(runtime, ids)
+
+
+SLOW_COMMIT_HOOK = """
+import os, time
+
+from worker.parcels import postmaster
+
+_commit = postmaster.Postmaster._commit
+
+
+def _slow(self, rows, outcome, now):
+    # The test's hook: each batch takes SEER_TEST_SLOW_COMMIT seconds more to commit.
+    time.sleep(float(os.environ["SEER_TEST_SLOW_COMMIT"]))
+    return _commit(self, rows, outcome, now)
+
+
+postmaster.Postmaster._commit = _slow
+"""
+
+
+@pytest.mark.backends("sqlite")
+def test_a_stop_waits_for_a_batch_longer_than_a_calls_timeout(runtime, cli, monkeypatch, tmp_path):
+    # supervisord answers a stop once the program has stopped; a batch that took longer than
+    # the 5 s a call may wait said "cannot reach supervisord (TimeoutError)" (one core busy).
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_COMMIT_HOOK)
+    monkeypatch.setenv("PYTHONPATH", str(hook))
+    monkeypatch.setenv("SEER_TEST_SLOW_COMMIT", "3")
+    try:
+        assert cli("up").code == 0
+        sup = supervision.Supervisor(supervision.socket_path(runtime.layout))
+        (pid,) = send(runtime, [parcel("a", 1)])
+        wait_for(
+            lambda: (
+                runtime.ledger.scalar("SELECT state FROM parcels WHERE id = ?", (pid,))
+                == "in_flight"
+            ),
+            30,
+            "the batch in flight",
+        )
+        monkeypatch.setattr(supervision, "CALL_TIMEOUT", 1.0)  # 3 s of batch, not 6
+        stopped = cli("supervisor", "stop", "seer-postmaster")
+        assert stopped.code == 0, stopped.err
+        assert "stopped (its running batch finished first)" in stopped.out
+        assert program(sup, "seer-postmaster").state == "STOPPED"
+        assert delivered(runtime) == 1
+    finally:
+        cli("down")
 
 
 def test_remove_stops_and_removes_the_programs_idempotently(runtime, supervised, cli):

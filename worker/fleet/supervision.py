@@ -29,6 +29,13 @@ from worker.layout import Layout
 PROGRAMS = ("seer-postmaster", "seer-scheduler")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+# How long a call waits for supervisord's answer before it counts as unreachable.
+CALL_TIMEOUT = 5.0
+# A start or a stop is answered only once the program has started or stopped: a graceful stop
+# waits for the running batch, up to stopwaitsecs (120 s in the production file), then
+# supervisord kills it and answers.
+WAITING_CALL_TIMEOUT = 150.0
+
 
 class SupervisorError(RuntimeError):
     """supervisord cannot be reached or refused; the message is one line. `fault` is the
@@ -158,22 +165,31 @@ class _Transport(SupervisorTransport):
 
 
 class Supervisor:
-    def __init__(self, sock: Path, timeout: float = 5.0) -> None:
+    def __init__(self, sock: Path, timeout: float | None = None) -> None:
         self.sock = sock
+        timeout = CALL_TIMEOUT if timeout is None else timeout
         self.transport = _Transport(sock, timeout)
+        # Calls that wait for a program to start or stop have a connection of their own, whose
+        # timeout outlasts supervisord's wait: a stop while a batch of 30 s finishes is not
+        # "cannot reach supervisord".
+        self.waiting = _Transport(sock, max(timeout, WAITING_CALL_TIMEOUT))
         # The host part is ignored: the transport always connects to the unix socket.
         self.proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=self.transport)
+        self.waiting_proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=self.waiting)
 
-    def _call(self, name: str, *args):
+    def _call(self, name: str, *args, wait: bool = False):
+        proxy, transport = (
+            (self.waiting_proxy, self.waiting) if wait else (self.proxy, self.transport)
+        )
         try:
-            return getattr(self.proxy.supervisor, name)(*args)
+            return getattr(proxy.supervisor, name)(*args)
         except xmlrpc.client.Fault as fault:
             raise SupervisorError(
                 f"supervisord refused {name}: {fault.faultString}", fault=fault.faultCode
             ) from None
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
             # A failed request leaves the persistent connection unusable: start afresh.
-            self.transport.close()
+            transport.close()
             raise SupervisorError(
                 f"cannot reach supervisord at unix://{self.sock} ("
                 f"{getattr(exc, 'strerror', None) or exc.__class__.__name__}); "
@@ -217,16 +233,16 @@ class Supervisor:
         return self._call("getPID")
 
     def start(self, name: str) -> None:
-        self._call("startProcess", name, True)
+        self._call("startProcess", name, True, wait=True)
 
     def stop(self, name: str) -> None:
-        self._call("stopProcess", name, True)
+        self._call("stopProcess", name, True, wait=True)
 
     def group_names(self) -> list[str]:
         return sorted({p.group for p in self.programs()})
 
     def stop_group(self, group: str) -> None:
-        self._call("stopProcessGroup", group, True)
+        self._call("stopProcessGroup", group, True, wait=True)
 
     def remove_group(self, group: str) -> None:
         self._call("removeProcessGroup", group)
