@@ -1,9 +1,10 @@
 """When periodic jobs run: every N seconds, or once a minute, at most once per slot.
 
 Huey checks periodic tasks once a minute and its crontab matches whole minutes. The scheduler
-consumer checks every TICK seconds instead, and each rule here fires at the first check that
-falls in a new slot (an interval, or a matching minute), so a job runs once per slot however
-the checks drift. A slot missed while the consumer was down is not replayed.
+consumer checks every second instead (PERIODIC_CHECK_SECONDS), and each rule here fires at the
+first check that falls in a new slot (an interval of TICK seconds or more, or a matching
+minute), so a job runs once per slot however the checks drift, within a second of its slot's
+start. A slot missed while the consumer was down is not replayed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import datetime as dt
 
 from cronsim import CronSim, CronSimError
 
-TICK = 5  # seconds between checks of the periodic jobs
+TICK = 5  # the shortest interval of a periodic job (the reaper's)
+PERIODIC_CHECK_SECONDS = 1  # between the scheduler's checks of the periodic jobs
 
 
 class Every:

@@ -21,7 +21,7 @@ from huey.storage import BaseStorage, PostgresStorage, RedisStorage, SqliteStora
 from worker.doorbells import QueueProbe, backend_of
 from worker.layout import Layout
 from worker.queue.errors import QueueDamaged, QueueError
-from worker.schedules import TICK
+from worker.schedules import PERIODIC_CHECK_SECONDS
 from worker.settings import Settings
 
 log = logging.getLogger("seer.queues")
@@ -345,14 +345,19 @@ class PostmasterHuey(Huey):
 
 
 class TickingScheduler(HealthScheduler):
-    """Checks the periodic jobs every TICK seconds instead of Huey's 60."""
+    """Checks the periodic jobs every second instead of Huey's 60 s.
 
-    periodic_task_seconds = TICK
+    A rule fires at the first check in a new slot (TICK seconds at the shortest). Checking
+    only every TICK seconds put checks near the slot boundaries, where jitter made two checks
+    fall in one slot and skip the next: a 5 s job (the reaper, which re-rings lost doorbells)
+    then ran 10 s apart. A repeat check within a slot costs no ledger read."""
+
+    periodic_task_seconds = PERIODIC_CHECK_SECONDS
 
 
 class QuietRoutineLines(logging.Filter):
     """Drops Huey's routine INFO lines: the two per task ("Executing", "executed in") and the
-    scheduler's "Enqueueing periodic task" at every check (TICK seconds: tens of KB an hour).
+    scheduler's "Enqueueing periodic task" at every check (tens of KB an hour).
     Warnings and errors, and the consumer's start and stop lines, stay."""
 
     def filter(self, record: logging.LogRecord) -> bool:
