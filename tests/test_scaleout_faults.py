@@ -379,6 +379,9 @@ def consumer_up(runtime: Runtime, proc: Proc) -> bool:
     )
 
 
+# And on Redis's queue with PostgreSQL's ledger (the task card's production): a doorbell a victim
+# took from the list dies with it, as one taken from a table.
+@pytest.mark.backends("sqlite", "postgresql", "postgresql+redis")
 def test_sigkills_of_random_consumers_of_three_hosts_lose_nothing_and_deliver_once(root, fleet):
     """1,500 parcels with attachments or more (six waves of 250, and 100 more whenever fewer
     than 50 wait, so that each kill finds a backlog), three postmaster consumers (three hosts)
@@ -800,6 +803,31 @@ def runs(events: list[dict], job: str, what: str = "run") -> list[dict]:
     return [e for e in events if e["event"] == what and e["job"] == job]
 
 
+def settled(events: list[dict], jobs: tuple[str, ...]) -> bool:
+    """Every won slot's run of these jobs has started and ended."""
+    return all(
+        len(runs(events, job)) == len(runs(events, job, "end")) == len(won(events, job))
+        for job in jobs
+    )
+
+
+def assert_each_slot_won_once_and_run_once(events: list[dict], job: str, pids: set[int]) -> None:
+    """Each slot of `job` won by one scheduler and run once; every scheduler in `pids` asked
+    for slots, and each refused claim was for a slot another won; no slot skipped."""
+    claims = won(events, job)
+    slots = [e["slot"] for e in claims]
+    assert len(slots) == len(set(slots)), f"{job}: a slot won twice"
+    assert len(runs(events, job)) == len(claims), f"{job}: runs {len(runs(events, job))}"
+    assert len(runs(events, job, "end")) == len(claims)
+    asked = {e["pid"] for e in events if e["event"] == "claim" and e["job"] == job}
+    assert asked == pids, job
+    # They raced: refused claims, each for a slot the other won.
+    refused = [e for e in events if e["event"] == "claim" and e["job"] == job and not e["won"]]
+    winner = {e["slot"]: e["pid"] for e in claims}
+    assert refused and all(winner.get(e["slot"]) not in (None, e["pid"]) for e in refused)
+    assert slots == list(range(slots[0], slots[0] + len(slots))), f"{job}: skipped {slots}"
+
+
 @pytest.mark.backends("postgresql")
 def test_two_schedulers_run_every_periodic_job_once_per_slot_and_a_kill_misses_none(
     root, fleet, tmp_path
@@ -819,16 +847,10 @@ def test_two_schedulers_run_every_periodic_job_once_per_slot_and_a_kill_misses_n
     noted = tmp_path / "jobs.jsonl"
     pair = [fleet("scheduler", host, SEER_TEST_RECORD_JOBS=str(noted)) for host in ("s1", "s2")]
 
-    def settled(events: list[dict]) -> bool:
-        # Every won slot's run has started and ended.
-        return all(
-            len(runs(events, job)) == len(runs(events, job, "end")) == len(won(events, job))
-            for job in MINUTE_JOBS + EVERY_5S
-        )
-
     def ran_and_ended(job: str, slots: int) -> list[dict] | None:
         events = job_events(noted)
-        return events if settled(events) and len(won(events, job)) >= slots else None
+        settle = settled(events, MINUTE_JOBS + EVERY_5S)
+        return events if settle and len(won(events, job)) >= slots else None
 
     before = wait_for(lambda: ran_and_ended("compact_memory", 2), 150, "two compactions", step=0.2)
     (last,) = won(before, "compact_memory")[-1:]
@@ -862,21 +884,11 @@ def test_two_schedulers_run_every_periodic_job_once_per_slot_and_a_kill_misses_n
     )
 
     for job in MINUTE_JOBS + EVERY_5S:
-        claims = won(events, job)
-        slots = [e["slot"] for e in claims]
-        assert len(slots) == len(set(slots)), f"{job}: a slot won twice"
-        assert len(runs(events, job)) == len(claims), f"{job}: runs {len(runs(events, job))}"
-        assert len(runs(events, job, "end")) == len(claims)
         # Both asked for the slots; after the kill only the survivor.
-        asked = {e["pid"] for e in events if e["event"] == "claim" and e["job"] == job}
-        assert asked == {victim.pid, survivor.pid}, job
+        assert_each_slot_won_once_and_run_once(events, job, {victim.pid, survivor.pid})
+        claims = won(events, job)
         assert all(e["pid"] == survivor.pid for e in claims if e["t"] > killed)
         assert any(e["t"] > killed for e in claims), f"{job}: no slot after the kill"
-        # They raced: refused claims, each for a slot the other won.
-        refused = [e for e in events if e["event"] == "claim" and e["job"] == job and not e["won"]]
-        winner = {e["slot"]: e["pid"] for e in claims}
-        assert refused and all(winner.get(e["slot"]) not in (None, e["pid"]) for e in refused)
-        assert slots == list(range(slots[0], slots[0] + len(slots))), f"{job}: skipped {slots}"
 
     # What the jobs themselves recorded agrees with the hook.
     compactions = runtime.ledger.rows(
@@ -897,6 +909,41 @@ def test_two_schedulers_run_every_periodic_job_once_per_slot_and_a_kill_misses_n
     ]
     assert len(reports) == len(won(events, "monitor_storage"))
     assert survivor.running
+
+
+@pytest.mark.backends("redis", "postgresql+redis")
+def test_two_schedulers_on_one_redis_queue_run_each_slot_once(root, fleet, tmp_path):
+    """Two scheduler consumers of two hosts on one Redis queue, on either ledger: each
+    scheduler's clock thread enqueues the periodic jobs it finds due, either consumer's workers
+    take them from the shared list, and the slot claimed in the ledger makes each 5-second
+    job's slot run once. Four slots of each with both up: about 25 s. (The test above does it
+    for a minute's jobs and a kill, on PostgreSQL's queue.)"""
+    runtime = root(SEER_SAMPLE_INTERVAL="5s")
+    noted = tmp_path / "jobs.jsonl"
+    pair = [fleet("scheduler", host, SEER_TEST_RECORD_JOBS=str(noted)) for host in ("s1", "s2")]
+    pids = {proc.pid for proc in pair}
+
+    def four_slots_since_both_asked() -> list[dict] | None:
+        events = job_events(noted)
+        if not settled(events, EVERY_5S):
+            return None
+        for job in EVERY_5S:
+            claims = [e for e in events if e["event"] == "claim" and e["job"] == job]
+            first = {e["pid"]: e["t"] for e in reversed(claims)}  # each one's first claim
+            if set(first) != pids:
+                return None
+            if len([e for e in won(events, job) if e["t"] >= max(first.values())]) < 4:
+                return None
+        return events
+
+    events = wait_for(four_slots_since_both_asked, 90, "four slots of each job", step=0.2)
+    for job in EVERY_5S:
+        assert_each_slot_won_once_and_run_once(events, job, pids)
+    # What the jobs themselves recorded agrees with the hook.
+    samples = runtime.ledger.scalar("SELECT count(*) FROM metric_samples WHERE resolution = 0")
+    assert samples == len(won(events, "sample"))
+    assert all(proc.running for proc in pair)
+    assert runtime.queues.backend == "redis"
 
 
 # -- 6. a full disk under the PostgreSQL server ------------------------------------------------
