@@ -111,6 +111,8 @@ def open_target(url: str) -> PostgresLedger:
     return PostgresLedger(url)
 
 
+# On Redis's queue too: the ledger moves, the queue stays where it is; real consumers.
+@pytest.mark.backends("sqlite", "redis")
 def test_every_table_and_counter_is_copied_and_the_queued_parcels_are_delivered_there(
     runtime, cli, target, consumers, monkeypatch
 ):
@@ -248,6 +250,8 @@ def test_a_copy_killed_with_sigkill_completes_on_the_next_run(runtime, cli, targ
     copy.close()
 
 
+# On Redis's queue too: the ledger moves, the queue stays where it is; real consumers.
+@pytest.mark.backends("sqlite", "redis")
 def test_refused_while_a_consumer_runs(runtime, cli, target, consumers, monkeypatch):
     on_source = consumers("postmaster")
     wait_for(

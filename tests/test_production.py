@@ -23,9 +23,6 @@ from worker.ledger import migrations
 from worker.ops import operations
 from worker.parcels import intake as parcels
 
-# Real consumers under supervisord: they run on the Redis queue too.
-pytestmark = pytest.mark.queue_facing
-
 
 @pytest.fixture
 def supervised(runtime, cli):
@@ -82,6 +79,7 @@ def test_supervisor_down_is_one_line_and_non_zero(runtime, cli):
     assert cli("supervisor", "stop", "--socket", "/nonexistent/supervisor.sock").code == 4
 
 
+@pytest.mark.queue_facing
 def test_sigkilled_postmaster_is_restarted_and_every_parcel_is_delivered_once(runtime, supervised):
     before = send(runtime, [parcel("a", n, attachment=f"b{n}") for n in range(100)])
     wait_for(lambda: delivered(runtime) >= 20, 30, "deliveries under way")
@@ -103,6 +101,7 @@ def test_sigkilled_postmaster_is_restarted_and_every_parcel_is_delivered_once(ru
     assert psutil.pid_exists(victim) is False or psutil.Process(victim).status() == "zombie"
 
 
+@pytest.mark.queue_facing
 def test_graceful_stop_while_parcels_are_running_loses_none(runtime, supervised, cli):
     # Big attachments keep the worker busy inside a batch when the stop comes.
     big = "x" * 200_000
@@ -312,6 +311,7 @@ def _worker_rows(runtime) -> dict:
     return {w.program: w for w in SnapshotSource(runtime.settings).read().workers}
 
 
+@pytest.mark.queue_facing
 def test_restarts_count_processes_and_the_last_exit_says_sigkill(runtime, supervised, cli):
     # Issue 9, item 4: the start-up hook runs once per worker thread (the scheduler has two),
     # so a fresh `seer up` showed the scheduler with "1 restart".
@@ -465,6 +465,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.queue_facing
 def test_consumers_die_with_a_killed_supervisord_and_up_starts_them_once(runtime, supervised, cli):
     from worker.fleet import consumers as registry
 
@@ -517,6 +518,7 @@ def test_a_worker_whose_supervisord_died_while_it_started_does_not_run(runtime, 
     assert "the parent process exited while the worker was starting" in log.read_text()
 
 
+@pytest.mark.queue_facing
 def test_up_and_down_stop_a_consumer_supervisord_does_not_run(runtime, cli, consumers):
     from worker.fleet import consumers as registry
 
