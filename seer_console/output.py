@@ -63,6 +63,25 @@ def one_line(text: str, limit: int = 80) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def latency(seconds: float | None) -> str:
+    """One round trip: 0.3 ms, 12 ms, 1.2 s."""
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{seconds:.1f} s"
+
+
+def doorbells(depths: dict[str, int]) -> str:
+    """Each queue's doorbells: `doorbells: postmaster 0, scheduler 1`."""
+    if not depths:
+        return "doorbells: not counted"
+    return "doorbells: " + ", ".join(f"{name} {count:,}" for name, count in depths.items())
+
+
 def clock(ts: float | None) -> str:
     return "-" if not ts else time.strftime("%H:%M:%S", time.localtime(ts))
 

@@ -1,4 +1,5 @@
-"""A parcel full of secrets fails; no command, view, log or metric that shows it shows a secret.
+"""A parcel full of secrets fails; no command, view, log or metric that shows it shows a secret;
+nor any that shows the queue's storage, REDIS_URL's password.
 
 Only a retry uses the raw copy: the parcel delivered after the retry carries its content.
 """
@@ -234,3 +235,56 @@ async def test_a_parcel_nested_too_deep_to_show_is_said_and_the_view_closes(runt
     async with app.run_test(size=(120, 40)) as pilot:
         assert "Cannot show parcel deep" in await open_failure(app, pilot)
         assert await closes(app, pilot)
+
+
+# -- REDIS_URL's password (issue 13, item 5) --------------------------------------------------
+
+REDIS_PASSWORD = "s3cret"
+REDIS_SHOWING = (
+    ("status",),
+    ("status", "--json"),
+    ("queue", "status"),
+    ("queue", "status", "--json"),
+    ("metrics",),
+    ("config", "show"),
+    ("config", "show", "--json"),
+    ("send-test-parcel",),
+)
+
+
+async def console_screen() -> str:
+    """Everything the console shows after one read, as its screenshot's text."""
+    app = SeerConsole(SnapshotSource(), live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        return app.export_screenshot()
+
+
+async def test_redis_url_password_is_never_shown(env, cli, monkeypatch, tmp_path, caplog):
+    from tests.redis_server import PrivateRedis
+
+    with PrivateRedis(tmp_path, extra=("--requirepass", REDIS_PASSWORD)) as server:
+        monkeypatch.setenv("QUEUE_CONNECTION", "redis")
+        monkeypatch.setenv("REDIS_URL", f"redis://:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0")
+        assert cli("init").code == 0
+        caplog.set_level(logging.DEBUG)
+        seen: dict[str, str] = {}
+
+        async def everything(state: str) -> None:
+            for args in REDIS_SHOWING:
+                result = cli(*args)
+                assert "Traceback" not in result.err, (state, args, result.err)
+                seen[f"{state}: {' '.join(args)}"] = result.out + result.err
+            seen[f"{state}: console"] = await console_screen()
+
+        await everything("answering")
+        assert "ping" in seen["answering: status"]  # reachable with the password
+        monkeypatch.setenv("REDIS_URL", f"redis://:wrong-{REDIS_PASSWORD}@127.0.0.1:{server.port}")
+        await everything("refusing the password")
+        assert "refused the password" in seen["refusing the password: status"]
+        server.stop()
+        await everything("stopped")
+        assert "UNREACHABLE" in seen["stopped: status"]
+    assert [key for key, text in seen.items() if REDIS_PASSWORD in text] == []
+    assert REDIS_PASSWORD not in "\n".join(r.getMessage() for r in caplog.records)

@@ -8,7 +8,7 @@ from typing import Any
 
 from seer_console import output
 from seer_console.cli.common import AddCommand, ExitCode, UserError, open_runtime
-from seer_console.cli.status import queue_lines
+from seer_console.cli.status import note_lines, queue_lines
 from worker.monitoring import status
 from worker.ops import operations
 
@@ -40,9 +40,12 @@ def cmd_queue(args: argparse.Namespace) -> int:
         return ExitCode.OK
     snap = status.snapshot(runtime)
     if args.json:
-        output.emit_json(snap.as_dict()["queue"])
+        shown = snap.as_dict()
+        # The queue's storage too, under the names `seer status --json` gives them.
+        storage = ("queue_backend", "queue_unreachable_since", "notes")
+        output.emit_json(shown["queue"] | {k: shown[k] for k in storage})
         return ExitCode.OK
-    print("\n".join(queue_lines(snap)))
+    print("\n".join(queue_lines(snap) + note_lines(snap)))
     return ExitCode.OK
 
 

@@ -30,7 +30,31 @@ def queue_lines(snap: status.Snapshot) -> list[str]:
     if q.backoff_reason:
         until = output.when(q.backoff_until, snap.taken_at)
         lines.append(f"backoff    {q.backoff_reason} (next try {until})")
+    if snap.queue_backend is not None:
+        lines.append(f"backend    {backend_line(snap)}")
     return lines
+
+
+def backend_line(snap: status.Snapshot) -> str:
+    """The queue's storage: `redis redis://host:port, ping 0.3 ms, doorbells: postmaster 0,
+    scheduler 1, persistence none`, or UNREACHABLE and why (never a password: the address is
+    Settings.queue_address)."""
+    probe = snap.queue_backend
+    assert probe is not None
+    where = f"{probe.backend} {output.printable(probe.address)}"
+    if not probe.reachable:
+        since = snap.queue_unreachable_since
+        when = f" since {output.when(since, snap.taken_at)}" if since else ""
+        why = (probe.error or "no answer").removeprefix(
+            f"cannot reach the queue at {probe.address}: "
+        )
+        why = output.one_line(output.printable(why), 200)
+        return f"{where}, UNREACHABLE{when}: {why}"
+    parts = [where, f"ping {output.latency(probe.latency)}"]
+    if probe.depths:
+        parts.append(output.doorbells(probe.depths))
+    parts.append(f"persistence {probe.persistence or 'unknown'}")
+    return ", ".join(parts)
 
 
 def status_lines(snap: status.Snapshot) -> list[str]:
@@ -64,7 +88,12 @@ def status_lines(snap: status.Snapshot) -> list[str]:
             )
     lines.append("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
     lines += [f"problem    {text}" for text in snap.problems]
-    return lines
+    return lines + note_lines(snap)
+
+
+def note_lines(snap: status.Snapshot) -> list[str]:
+    """What an operator should know though it changes no level (Redis persisting nothing)."""
+    return [f"note       {output.printable(text)}" for text in snap.notes]
 
 
 def heartbeat_lines(c: status.ConsumerStatus) -> list[str]:

@@ -1,6 +1,7 @@
 """The current metrics for Prometheus (the task card recommends Prometheus and Grafana): a
-prometheus_client collector over the ledger's counters, and a small loopback server to scrape
-it, in the classic text format or OpenMetrics, as the scraper asks."""
+prometheus_client collector over the ledger's counters and one look at the queue's storage, and
+a small loopback server to scrape it, in the classic text format or OpenMetrics, as the scraper
+asks."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from worker.alerts import alerting, outbox
+from worker.doorbells import QueueProbe
 from worker.fleet import consumers, control
 from worker.memory import compaction
-from worker.monitoring import metrics, rules
-from worker.monitoring.wiring import Wired
+from worker.monitoring import metrics, rules, status
+from worker.monitoring.wiring import WiredWithQueue
 
 
 def _gauge(name: str, help: str, value: float) -> GaugeMetricFamily:
@@ -34,9 +36,60 @@ def _gauges(name: str, help: str, label: str, values: dict[str, float]) -> Gauge
     return family
 
 
-def families(runtime: Wired, now: float | None = None) -> list[Metric]:
-    """Every figure from counters and indexes: cheap enough to scrape every few seconds. All
-    is read before anything is returned, so a ledger that cannot be read fails the whole."""
+# How each persistence keeps the doorbells over a restart of the storage: all of them (an
+# append-only file, a database), or not all (snapshots only, nothing).
+_KEEPS_EVERY_DOORBELL = {"aof": 1, "aof+rdb": 1, "disk": 1, "rdb": 0, "none": 0}
+
+
+def queue_families(probe: QueueProbe) -> list[Metric]:
+    """The queue's storage: up or not (labelled with its backend and its address, which is
+    Settings.queue_address: never a password), and while it answers its round trip, both
+    queues' doorbells and whether a restart keeps them. A figure the probe could not tell is
+    left out rather than given as 0."""
+    up = GaugeMetricFamily(
+        "seer_queue_up",
+        "1 if the queue's storage answers (while it does not, parcels wait in the ledger).",
+        labels=["backend", "address"],
+    )
+    up.add_metric([probe.backend, probe.address], 1 if probe.reachable else 0)
+    found: list[Metric] = [up]
+    if probe.reachable and probe.latency is not None:
+        found.append(
+            _gauge(
+                "seer_queue_latency_seconds",
+                "One round trip to the queue's storage.",
+                probe.latency,
+            )
+        )
+    if probe.depths:
+        found.append(
+            _gauges(
+                "seer_queue_doorbells",
+                "Doorbells waiting in the queue's storage, by queue (the ledger is the record: "
+                "seer_queue_depth counts the parcels).",
+                "queue",
+                dict(probe.depths),
+            )
+        )
+    keeps = _KEEPS_EVERY_DOORBELL.get(probe.persistence or "")
+    if keeps is not None:
+        persistent = GaugeMetricFamily(
+            "seer_queue_persistent",
+            "1 if a restart of the queue's storage keeps every doorbell (0: lost doorbells "
+            "delay delivery, never lose a parcel).",
+            labels=["persistence"],
+        )
+        persistent.add_metric([str(probe.persistence)], keeps)
+        found.append(persistent)
+    return found
+
+
+def families(runtime: WiredWithQueue, now: float | None = None) -> list[Metric]:
+    """Every figure from counters and indexes, and one look at the queue's storage (its
+    depths counted: LLEN on Redis, a count on a database, once per scrape at most a second):
+    cheap enough to scrape every few seconds. All is read before anything is returned, so a
+    ledger that cannot be read fails the whole; a queue that does not answer is
+    seer_queue_up 0."""
     now = runtime.ledger.now() if now is None else now
     ledger = runtime.ledger
     counts = metrics.counters(ledger)
@@ -47,6 +100,7 @@ def families(runtime: Wired, now: float | None = None) -> list[Metric]:
         ledger, host_id=settings.host_id, timeout=settings.heartbeat_timeout, now=now
     )
     levels = {s.rule: s.level for s in alerting.states(ledger).values()}
+    probe = status.queue_probe(runtime, depths=True)
     return [
         _gauge("seer_queue_depth", "Parcels queued.", counts.get("parcels_queued", 0)),
         _gauge(
@@ -121,13 +175,14 @@ def families(runtime: Wired, now: float | None = None) -> list[Metric]:
             "Notifications waiting to be sent.",
             outbox.pending_count(ledger),
         ),
+        *queue_families(probe),
     ]
 
 
 class SeerCollector(Collector):
     """Seer's metrics as a prometheus_client collector, read afresh on every collect."""
 
-    def __init__(self, runtime: Wired, now: float | None = None) -> None:
+    def __init__(self, runtime: WiredWithQueue, now: float | None = None) -> None:
         self.runtime, self.now = runtime, now
 
     def collect(self) -> Iterator[Metric]:
@@ -167,7 +222,7 @@ def encode(collector: Collector, accept: str = "") -> tuple[bytes, str]:
     return exact_integers(body.decode("utf-8")).encode("utf-8"), content_type
 
 
-def render(runtime: Wired, now: float | None = None) -> str:
+def render(runtime: WiredWithQueue, now: float | None = None) -> str:
     """`seer metrics`: the classic text format."""
     return exact_integers(generate_latest(registry(SeerCollector(runtime, now))).decode("utf-8"))
 
