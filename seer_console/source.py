@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from worker.doorbells import QueueProbe, backend_of
 from worker.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from worker.runtime import Runtime
 
 HISTORY_SECONDS = 15 * 60
+# A database's queue is counted at most this often (a count of queue.db grows with it: 200,000
+# doorbells took 30 ms of a poll); Redis's every poll (LLEN is O(1)).
+DEPTH_SECONDS = 5.0
 FAILURE_ROWS = 200
 COMPACTION_ROWS = 10
 DELIVERY_ROWS = 10
@@ -156,6 +160,8 @@ class SnapshotSource:
         self._failures: tuple[FailureRow, ...] = ()
         self._failures_version: tuple[int, int] | None = None
         self._channels: tuple[object, tuple[str, ...]] | None = None
+        # The doorbells last counted, where, and when (time.monotonic()).
+        self._depths: tuple[str, float, dict[str, int]] | None = None
         self.host = socket.gethostname()
 
     @property
@@ -202,9 +208,13 @@ class SnapshotSource:
         # The ledger's clock: the ages on screen are of the ledger's times (a host whose clock
         # is off still shows them right).
         now = ledger.now() if now is None else now
-        # supervisord first, outside the ledger's read transaction: a slow answer must not
-        # hold the snapshot (and the WAL behind it) open.
+        # supervisord and the queue's storage first, outside the ledger's read transaction: a
+        # slow answer (a Redis across a partition waits for its connect timeout) must not hold
+        # the snapshot (and the WAL behind it) open.
         view = status.supervisor_view(runtime.layout)
+        probe = self._with_depths(
+            runtime, status.queue_probe(runtime, depths=self._count_depths(runtime))
+        )
         # One read transaction: every figure on screen is of the same moment, and a delivery
         # committing halfway through cannot show as both queued and delivered.
         with ledger.read():
@@ -218,7 +228,9 @@ class SnapshotSource:
                 raise SchemaBehind(f"{reason} ({exc})", partial) from None
             counts = metrics.counters(ledger)
             inputs = rules.read_inputs(ledger, now, counts=counts)
-            snap = status.snapshot(runtime, now=now, view=view, counts=counts, inputs=inputs)
+            snap = status.snapshot(
+                runtime, now=now, view=view, counts=counts, inputs=inputs, probe=probe
+            )
             samples = metrics.history(ledger, now - HISTORY_SECONDS)
             # The failure list only changes when a parcel fails, is retried or purged: both
             # counters tell, so an unchanged list is neither read again nor compared again.
@@ -257,6 +269,30 @@ class SnapshotSource:
             next_compaction=_next_run(runtime.settings.compaction_cron, now),
             tracked=states,
         )
+
+    def _count_depths(self, runtime: Runtime) -> bool:
+        """Whether this poll counts the doorbells: every poll on Redis, where LLEN is O(1);
+        at most every DEPTH_SECONDS on a database, where a count grows with the queue (the
+        console polls every second; the doorbells are shown beside the ledger's depth, which
+        is the record, so a count a few seconds old says as much)."""
+        if backend_of(runtime.settings) == "redis" or self._depths is None:
+            return True
+        address, counted_at, _ = self._depths
+        fresh = time.monotonic() - counted_at < DEPTH_SECONDS
+        return address != runtime.settings.queue_address or not fresh
+
+    def _with_depths(self, runtime: Runtime, probe: QueueProbe) -> QueueProbe:
+        """The probe with the doorbells of the last count, when this poll did not count."""
+        if not probe.reachable:
+            self._depths = None  # counted again as soon as it answers
+            return probe
+        address = runtime.settings.queue_address
+        if probe.depths:
+            self._depths = (address, time.monotonic(), dict(probe.depths))
+            return probe
+        if self._depths is None or self._depths[0] != address:
+            return probe
+        return replace(probe, depths=dict(self._depths[2]))
 
     def _channel_names(self, runtime: Runtime) -> tuple[str, ...]:
         """The configured channels, built again only when the settings change."""

@@ -7,20 +7,56 @@ import json
 import os
 import time
 from dataclasses import replace
+from typing import ClassVar
 
 from seer_console.source import ConsoleSnapshot, SnapshotSource, WorkerRow
 from worker.alerts import outbox
 from worker.alerts.channels import Notification
+from worker.doorbells import QueueProbe
 from worker.fleet import control
 from worker.monitoring import metrics
 from worker.monitoring.status import ConsumerStatus
 from worker.parcels import intake as parcels
+from worker.queue.queues import redis_persistence
 from worker.runtime import Runtime
 
 NOW = 1_795_780_800.0  # 2026-11-27 08:00:00 UTC
 ROOT = "/srv/seer/storage"
 HOST = "seer-prod-1"
 GITHUB_TOKEN = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
+
+
+# One round trip to the queue's storage, pinned: the real one differs on every read.
+LATENCY = 0.0002
+
+
+class _RedisKeepingNothing:
+    """CONFIG GET as a Redis answers that persists nothing, as this machine's does."""
+
+    CONFIG: ClassVar[dict[str, str]] = {
+        "appendonly": "no",
+        "save": "",
+        "maxmemory": "0",
+        "maxmemory-policy": "noeviction",
+    }
+
+    def config_get(self, name: str) -> dict[str, str]:
+        return {name: self.CONFIG[name]}
+
+
+def redis_probe() -> QueueProbe:
+    """The queue on a production Redis that persists nothing, its warning in the words the
+    probe uses."""
+    kept, warnings = redis_persistence(_RedisKeepingNothing())
+    return QueueProbe(
+        "redis",
+        "redis://10.0.4.12:6379",
+        True,
+        latency=0.00041,
+        depths={"postmaster": 1, "scheduler": 0},
+        persistence=kept,
+        warnings=warnings,
+    )
 
 
 def use_utc() -> None:
@@ -168,15 +204,17 @@ WORKERS = (
 
 
 class FixedSource(SnapshotSource):
-    """The real snapshot read, at NOW, with host, root and processes pinned."""
+    """The real snapshot read, at NOW, with host, root, processes and the queue's storage
+    pinned (its address and latency; or all of it, given `queue_backend`)."""
 
     host = HOST
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, queue_backend: QueueProbe | None = None) -> None:
         super().__init__(runtime.settings)
         self._runtime = runtime
         self.host = HOST
         self.workers = WORKERS
+        self.queue_backend = queue_backend
 
     def storage_root(self) -> str:
         return ROOT
@@ -185,6 +223,13 @@ class FixedSource(SnapshotSource):
         snap = super().read(now=NOW, tracked=tracked)
         consumers = tuple(ConsumerStatus(w.queue, True, (w.pid,), w.state) for w in self.workers)
         problems = tuple(p for p in snap.status.problems if "consumer" not in p)
+        probe = self.queue_backend or snap.status.queue_backend
+        if self.queue_backend is None and probe is not None:
+            probe = replace(
+                probe,
+                address=f"{ROOT}/queue.db" if probe.backend == "sqlite" else probe.address,
+                latency=LATENCY if probe.latency is not None else None,
+            )
         status = replace(
             snap.status,
             storage_root=ROOT,
@@ -192,6 +237,8 @@ class FixedSource(SnapshotSource):
             consumers=consumers,
             problems=problems,
             level="warning" if problems else "ok",
+            queue_backend=probe,
+            notes=probe.warnings if probe else (),
         )
         return replace(
             snap,

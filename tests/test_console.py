@@ -13,7 +13,15 @@ from seer_console.app import GLOBAL_KEYS, SeerConsole
 from seer_console.panes import PANES, Pane
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import SnapshotSource
-from tests.console_fixtures import GITHUB_TOKEN, NOW, WORKERS, FixedSource, fill, use_utc
+from tests.console_fixtures import (
+    GITHUB_TOKEN,
+    NOW,
+    WORKERS,
+    FixedSource,
+    fill,
+    redis_probe,
+    use_utc,
+)
 from worker.fleet import control
 
 
@@ -374,7 +382,14 @@ async def test_locked_database_is_a_message_not_a_freeze(filled):
 # -- snapshots ------------------------------------------------------------------------------
 
 
+def _ring_queued(runtime) -> None:
+    """A doorbell for the parcels fill() queued in the ledger only, as sending them rings one."""
+    queued = runtime.ledger.rows("SELECT id FROM parcels WHERE state = 'queued' ORDER BY seq")
+    runtime.ring([r["id"] for r in queued])
+
+
 def _snap_app(runtime, **kw):
+    _ring_queued(runtime)
     return app_for(runtime, **kw)
 
 
@@ -390,7 +405,10 @@ def test_snapshot_main_120x40_paused(filled, snap_compare):
     from worker.fleet import control
 
     control.pause(filled.ledger, by="console", now=1_795_780_800.0 - 420)
-    assert snap_compare(_snap_app(filled), terminal_size=(120, 40), run_before=_ready)
+    # On a Redis that persists nothing: the Queue pane says so, in the warning colour.
+    _ring_queued(filled)
+    app = SeerConsole(FixedSource(filled, redis_probe()), live=False, clock=lambda: NOW)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=_ready)
 
 
 def test_snapshot_failure_detail(filled, snap_compare):

@@ -1,6 +1,6 @@
 """Issue 13, item 5: the queue's storage as operators see it, in `seer status` (text and
-JSON), `seer queue status` and `seer metrics`: where it is, whether it answers and how fast,
-both queues' doorbells, and a Redis that persists nothing."""
+JSON), `seer queue status`, `seer metrics` and the console's Queue pane: where it is, whether
+it answers and how fast, both queues' doorbells, and a Redis that persists nothing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import socket
 
 import pytest
 import redis
+from textual.color import Color
 
+from seer_console.app import SeerConsole
+from seer_console.source import SnapshotSource
 from tests.helpers import parcel
+from tests.redis_server import PrivateRedis
 from worker.runtime import Runtime
 
 NOT_PERSISTED = "Redis persists nothing (appendonly no, save ''): a restart loses the doorbells"
@@ -195,3 +199,112 @@ def test_metrics_of_an_unreachable_redis_are_up_0_and_nothing_it_could_not_tell(
     for name in ("seer_queue_latency_seconds", "seer_queue_doorbells", "seer_queue_persistent"):
         assert not any(key.startswith(name) for key in found), name
     assert found["seer_queue_depth"] == 0
+
+
+# -- the console -------------------------------------------------------------------------------
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def shown(app, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+@pytest.mark.backends("redis")
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+async def test_queue_pane_shows_redis_its_doorbells_and_its_warning(runtime, cli, size):
+    send(cli, 2)
+    app = SeerConsole(SnapshotSource(runtime.settings), live=False)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        storage = shown(app, "#queue-storage")
+        assert storage.startswith(f"{runtime.settings.queue_address}  ping "), storage
+        assert "doorbells: postmaster 2, scheduler 0" in storage
+        pane = app.query_one("#queue")
+        assert not pane.has_class("-critical") and "UNREACHABLE" not in pane.border_title
+        warning = Color.parse(app.theme_variables["warning"])
+        notes = app.query_one("#queue-notes")
+        if size == (120, 40):
+            assert notes.display and "Redis persists nothing" in shown(app, "#queue-notes")
+            assert "delivery is delayed, never lost" in shown(app, "#queue-notes")
+            assert notes.styles.color == warning  # the warning colour, as the theme has it
+        else:
+            # Short: four lines, as the CAS beside it has; the note on the bottom border,
+            # in the warning colour, instead of the rule lines.
+            assert not notes.display and pane.outer_size.height == 2 + 4
+            assert str(pane.border_subtitle).startswith("Redis persists nothing")
+            assert pane.styles.border_subtitle_color == warning
+
+
+@pytest.mark.backends("sqlite")
+async def test_queue_pane_shows_a_redis_that_stops_answering_and_comes_back(
+    env, cli, monkeypatch, tmp_path
+):
+    with PrivateRedis(tmp_path) as server:
+        monkeypatch.setenv("QUEUE_CONNECTION", "redis")
+        monkeypatch.setenv("REDIS_URL", server.url())
+        assert cli("init").code == 0
+        app = SeerConsole(SnapshotSource(), live=False)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            address = f"redis://127.0.0.1:{server.port}"
+            assert shown(app, "#queue-storage").startswith(f"{address}  ping ")
+            assert "doorbells: postmaster 0, scheduler 0" in shown(app, "#queue-storage")
+            assert "Redis persists nothing" in str(app.query_one("#queue").border_subtitle)
+
+            server.stop()
+            app.poll()
+            await settle(pilot)
+            pane = app.query_one("#queue")
+            assert shown(app, "#queue-storage").startswith(f"{address}  UNREACHABLE")
+            assert "doorbells" not in shown(app, "#queue-storage")
+            assert "UNREACHABLE" in pane.border_title and pane.has_class("-critical")
+            assert f"queue unreachable: {address}" in shown(app, "#banner")
+
+            server.start()
+            app.poll()
+            await settle(pilot)
+            assert "ping" in shown(app, "#queue-storage")
+            assert not pane.has_class("-critical")
+            assert "queue unreachable" not in shown(app, "#banner")
+
+
+@pytest.fixture
+def polls(runtime, monkeypatch):
+    """The console's source on `runtime`, counting a database's queue once an hour: each
+    call is one poll and gives the doorbells it shows."""
+    import seer_console.source as source_module
+
+    monkeypatch.setattr(source_module, "DEPTH_SECONDS", 3600.0)
+    source = SnapshotSource(runtime.settings)
+
+    def doorbells() -> dict[str, int]:
+        probe = source.read().status.queue_backend
+        assert probe is not None and probe.reachable
+        return probe.depths
+
+    return doorbells
+
+
+@pytest.mark.backends("sqlite")
+def test_the_console_counts_a_database_queue_every_few_seconds(polls, cli, monkeypatch):
+    import seer_console.source as source_module
+
+    assert polls() == {"postmaster": 0, "scheduler": 0}
+    send(cli, 1)
+    # The last count is shown until DEPTH_SECONDS have passed: a count grows with queue.db.
+    assert polls() == {"postmaster": 0, "scheduler": 0}
+    monkeypatch.setattr(source_module, "DEPTH_SECONDS", 0.0)
+    assert polls() == {"postmaster": 1, "scheduler": 0}
+
+
+@pytest.mark.backends("redis")
+def test_the_console_counts_redis_every_poll(polls, cli):
+    assert polls() == {"postmaster": 0, "scheduler": 0}
+    send(cli, 1)
+    assert polls() == {"postmaster": 1, "scheduler": 0}  # LLEN: O(1), every poll

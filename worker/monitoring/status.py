@@ -269,15 +269,18 @@ def snapshot(
     counts: dict[str, int] | None = None,
     inputs: rules.Inputs | None = None,
     queue_depths: bool = True,
+    probe: QueueProbe | None = None,
 ) -> Snapshot:
     """The report, its ledger part read in one read transaction (supervisord and the queue's
     storage asked first). A caller that has read the counters or the rules' inputs in its own
     transaction (the console) passes them, so nothing is read twice; one that polls often
-    leaves out `queue_depths` (a count of a database's queue grows with it)."""
+    leaves out `queue_depths` (a count of a database's queue grows with it). One that reads
+    inside its own transaction passes the `probe` it took before it, as supervisord's `view`:
+    a slow storage must not hold the transaction open."""
     now = runtime.ledger.now() if now is None else now
     ledger = runtime.ledger
     view = view or supervisor_view(runtime.layout)
-    probe = queue_probe(runtime, depths=queue_depths)
+    probe = probe or queue_probe(runtime, depths=queue_depths)
     with ledger.read():
         return _snapshot(runtime, now, view, counts, inputs, probe)
 
