@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -149,11 +150,49 @@ REDIS_ADMIN_URL = os.environ.get("SEER_TEST_REDIS_URL", "redis://127.0.0.1:6379"
 _flushed: list[str] = []
 
 
+_claimed_db: list[int] = []
+# A claim outlives a run killed without its cleanup for at most this long; each test that
+# uses the database renews it.
+_CLAIM_SECONDS = 1800
+
+
 def redis_run_database() -> int:
-    """This process's Redis database number: 1 to 15 (0 is left to whoever else uses it)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
-    return 1 + index % 15
+    """This process's Redis database number, 1 to 15 (0 is left to whoever else uses it):
+    claimed in database 0 with SET NX, so that test runs side by side on one machine (xdist
+    workers, two developers' suites) never flush each other's doorbells."""
+    if _claimed_db:
+        return _claimed_db[0]
+    import redis
+
+    client = redis.Redis.from_url(
+        f"{REDIS_ADMIN_URL.rstrip('/')}/0", socket_connect_timeout=5, socket_timeout=10
+    )
+    try:
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        for db in range(1, 16):
+            if client.set(f"seer-test-db:{db}", owner, nx=True, ex=_CLAIM_SECONDS):
+                _claimed_db.append(db)
+                return db
+    finally:
+        client.close()
+    raise RuntimeError(
+        "all 15 Redis test databases of 127.0.0.1:6379 are claimed by other test runs "
+        "(keys seer-test-db:N in database 0)"
+    )
+
+
+def release_redis_database() -> None:
+    import redis
+
+    if not _claimed_db:
+        return
+    client = redis.Redis.from_url(
+        f"{REDIS_ADMIN_URL.rstrip('/')}/0", socket_connect_timeout=5, socket_timeout=10
+    )
+    try:
+        client.delete(f"seer-test-db:{_claimed_db.pop()}")
+    finally:
+        client.close()
 
 
 def redis_url(db: int | None = None, base: str = REDIS_ADMIN_URL) -> str:
@@ -169,6 +208,8 @@ def fresh_redis_database() -> str:
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
     try:
         client.flushdb()
+        client.execute_command("SELECT", 0)
+        client.expire(f"seer-test-db:{redis_run_database()}", _CLAIM_SECONDS)
     finally:
         client.close()
     if url not in _flushed:
@@ -186,6 +227,7 @@ def flush_run_redis() -> None:
         finally:
             client.close()
     _flushed.clear()
+    release_redis_database()
 
 
 def other_ledger(runtime: Runtime, lock_timeout: float | None = None) -> Ledger:
