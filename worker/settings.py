@@ -400,6 +400,14 @@ class Settings:
         _int_range(0, 10**6),
         "Failed compaction runs in a day above which it is critical.",
     )
+    queue_outage_alert: float = _spec(
+        "SEER_QUEUE_OUTAGE_ALERT",
+        "30s",
+        lambda raw: _seconds_between(raw, 1, 3600),
+        "The queue's storage (Redis) not answering this long is a critical alert "
+        "(queue_unreachable), sent by every consumer's watchdog, not through that queue; "
+        "shorter outages, such as a restart, alert nobody (1s to 1h).",
+    )
     alert_repeat: float = _spec(
         "ALERT_REPEAT_INTERVAL",
         "4h",

@@ -47,6 +47,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "POSTMASTER_QUEUE_CRITICAL",
             "POSTMASTER_FAILED_PER_HOUR_WARNING",
             "ORCHESTRATION_COMPACTION_FAILURES_CRITICAL",
+            "SEER_QUEUE_OUTAGE_ALERT",
             "ORCHESTRATION_MONITOR_CRON",
             "ALERT_REPEAT_INTERVAL",
         ),

@@ -54,6 +54,7 @@ def _title(reading: Reading, level: str) -> str:
         "queue_depth": "Postmaster queue depth",
         "failed_per_hour": "Failed parcels",
         "compaction_failures": "Memory compaction failures",
+        "queue_unreachable": "Queue storage",
     }
     name = names.get(reading.rule, reading.rule)
     return f"{name} {'back to normal' if level == 'resolved' else level}"

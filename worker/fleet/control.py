@@ -1,5 +1,5 @@
 """Persisted control flags: the queue pause, the worker's disk-full backoff notice, the queue
-outage consumers have seen, and the slots periodic jobs have claimed."""
+outage consumers have seen, the slots periodic jobs have claimed and when they last ran."""
 
 from __future__ import annotations
 
@@ -101,47 +101,81 @@ QUEUE_OUTAGE = "queue.unreachable"
 
 @dataclass(frozen=True)
 class QueueOutage:
-    """The queue's storage (Redis, the queue's database) not answering, as a consumer first
-    saw it: since when (the ledger's clock), where, why and which host saw it."""
+    """The queue's storage (Redis, the queue's database) not answering, as consumers saw it:
+    since when (the ledger's clock, the first sighting), where, why, which host saw it first,
+    and when a consumer last found it still not answering (`seen`)."""
 
     address: str
     reason: str
     since: float
     host: str
+    seen: float
 
 
 def record_queue_outage(
     ledger: Ledger, address: str, reason: str, host: str, now: float | None = None
 ) -> bool:
-    """Notes that the queue at `address` stopped answering; the first consumer to see it
-    sets since when, later ones change nothing. Returns whether this call recorded it."""
+    """Notes that the queue at `address` does not answer. The first consumer to see it sets
+    since when; later sightings (every consumer's watchdog, at each look) only say it still
+    holds, so that a record nobody confirms any more can be told from one that is true.
+    Returns whether this call recorded a new outage."""
     now = ledger.now() if now is None else now
-    value = json.dumps({"address": address, "reason": reason, "host": host})
+    value = json.dumps({"address": address, "reason": reason, "host": host, "since": now})
     with ledger.write():
-        return (
-            ledger.execute(
-                "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO NOTHING",
-                (QUEUE_OUTAGE, value, now),
-            ).rowcount
-            == 1
+        # The insert is the check, as for the pause: two consumers seeing it at once (on
+        # PostgreSQL a look first would let both through) make one record between them.
+        if ledger.execute(
+            "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            (QUEUE_OUTAGE, value, now),
+        ).rowcount:
+            return True
+        ledger.execute(
+            "UPDATE control SET updated_at = ? WHERE key = ? AND updated_at < ?",
+            (now, QUEUE_OUTAGE, now),
         )
+    return False
 
 
-def clear_queue_outage(ledger: Ledger) -> bool:
-    """The queue answers again; returns whether an outage was recorded."""
-    if ledger.scalar("SELECT 1 FROM control WHERE key = ?", (QUEUE_OUTAGE,)) is None:
+def clear_queue_outage(ledger: Ledger, *, unconfirmed_since: float | None = None) -> bool:
+    """The queue answers again; returns whether an outage was recorded and is now cleared.
+    With `unconfirmed_since`, only a record no consumer has confirmed since then is cleared:
+    one that another host still confirms (a partition of that host alone) stays."""
+    condition = "key = ?"
+    params: tuple[object, ...] = (QUEUE_OUTAGE,)
+    if unconfirmed_since is not None:
+        condition, params = condition + " AND updated_at < ?", (*params, unconfirmed_since)
+    if ledger.scalar(f"SELECT 1 FROM control WHERE {condition}", params) is None:
         return False
     with ledger.write():
-        return ledger.execute("DELETE FROM control WHERE key = ?", (QUEUE_OUTAGE,)).rowcount > 0
+        return ledger.execute(f"DELETE FROM control WHERE {condition}", params).rowcount > 0
 
 
 def queue_outage(ledger: Ledger) -> QueueOutage | None:
     found = _get(ledger, QUEUE_OUTAGE)
     if not found:
         return None
-    value, since = found
-    return QueueOutage(value["address"], value["reason"], since, value["host"])
+    value, seen = found
+    # A record of the release before `since` was kept in the value was stamped with it.
+    since = value.get("since", seen)
+    return QueueOutage(value["address"], value["reason"], since, value["host"], seen)
+
+
+RAN = "ran:"
+
+
+def record_run(ledger: Ledger, job: str, now: float | None = None) -> None:
+    """Notes that periodic `job` ran just now (not merely that its slot was claimed: a slot
+    is claimed before its job goes through the queue, which may not deliver it)."""
+    now = ledger.now() if now is None else now
+    with ledger.write():
+        _put(ledger, RAN + job, {}, now)
+
+
+def last_run(ledger: Ledger, job: str) -> float | None:
+    """When periodic `job` last ran (the ledger's clock), None if never recorded."""
+    found = _get(ledger, RAN + job)
+    return found[1] if found else None
 
 
 SLOT = "slot:"

@@ -5,6 +5,12 @@
 | queue_depth         | > 100                                          | > 500             |
 | failed_per_hour     | > 10 failed parcels in the last hour           |                   |
 | compaction_failures |                                                | > 3 failed a day  |
+| queue_unreachable   |                                                | > 30 s no answer  |
+
+queue_unreachable is the dead man's switch of docs/SCALING.md: the queue's storage (Redis)
+not answering for SEER_QUEUE_OUTAGE_ALERT, as the consumers recorded it in the ledger. Every
+consumer's watchdog (worker.monitoring.watchdog) evaluates it, not only the scheduler, whose
+jobs reach it through that very queue.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ from dataclasses import dataclass
 import humanize
 
 from worker.alerts.alerting import Reading
+from worker.fleet import control
 from worker.ledger import Ledger
 from worker.memory import compaction
 from worker.monitoring import metrics
 from worker.settings import Settings
 
 LEVELS = ("ok", "warning", "critical")
-RULES = ("cas_size", "queue_depth", "failed_per_hour", "compaction_failures")
+RULES = ("cas_size", "queue_depth", "failed_per_hour", "compaction_failures", "queue_unreachable")
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class Inputs:
     queue_depth: int
     failed_last_hour: int
     compaction_failures_day: int
+    # The queue outage consumers recorded, if any, and how long it has lasted by then.
+    queue_outage: control.QueueOutage | None = None
+    queue_outage_age: float = 0.0
 
 
 def read_inputs(
@@ -37,12 +47,24 @@ def read_inputs(
     """What the rules measure; `counts`, the ledger's counters if the caller has read them."""
     now = ledger.now() if now is None else now
     counts = metrics.counters(ledger) if counts is None else counts
+    outage = control.queue_outage(ledger)
     return Inputs(
         cas_bytes=counts.get("cas_bytes", 0),
         queue_depth=counts.get("parcels_queued", 0),
         failed_last_hour=metrics.failed_since(ledger, now - 3600),
         compaction_failures_day=compaction.failures_per_day(ledger, now),
+        queue_outage=outage,
+        queue_outage_age=max(0.0, now - outage.since) if outage else 0.0,
     )
+
+
+def queue_outage_level(settings: Settings, outage: control.QueueOutage | None) -> str:
+    """queue_unreachable's level: critical once a consumer has confirmed a recorded outage
+    SEER_QUEUE_OUTAGE_ALERT after it began (shorter ones, a restart of Redis, alert nobody;
+    so does a stray record that nobody confirms)."""
+    if outage is None or outage.seen - outage.since < settings.queue_outage_alert:
+        return "ok"
+    return "critical"
 
 
 def cas_lines(settings: Settings) -> tuple[int, int]:
@@ -110,7 +132,26 @@ def evaluate(settings: Settings, inputs: Inputs) -> list[Reading]:
             f"(critical > {settings.compaction_failures_critical})",
         )
     )
+    readings.append(queue_outage_reading(settings, inputs.queue_outage, inputs.queue_outage_age))
     return readings
+
+
+def queue_outage_reading(
+    settings: Settings, outage: control.QueueOutage | None, age: float
+) -> Reading:
+    line = humanize.naturaldelta(settings.queue_outage_alert)
+    if outage is None:
+        summary = f"the queue answers (critical after {line} without an answer)"
+    else:
+        reason = outage.reason.removeprefix(f"cannot reach the queue at {outage.address}: ")
+        summary = (
+            f"the queue at {outage.address} has not answered for {humanize.naturaldelta(age)}, "
+            f"first seen by {outage.host} ({reason.rstrip('.')}; critical after {line}): parcels "
+            "wait in the ledger and are delivered when it answers"
+        )
+    return Reading(
+        "queue_unreachable", queue_outage_level(settings, outage), round(age, 1), summary
+    )
 
 
 def worst(levels: list[str]) -> str:
