@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from worker.cas import tools as cas_tools
 from worker.fleet import consumers, control
 from worker.identity import host_name
-from worker.monitoring import metrics, monitor
+from worker.monitoring import metrics, monitor, watchdog
 from worker.parcels import postmaster
 from worker.queue import Jobs, Periodic, QueueError
 from worker.queue import register as register_tasks
@@ -88,6 +88,7 @@ def build(runtime: Runtime) -> Jobs:
             ring_if_due(runtime)
 
     beating: list[consumers.Heartbeat] = []
+    watching: list[watchdog.Watchdog] = []
 
     def queue_changed(down_since: float | None, reason: str | None) -> None:
         # Since when the queue has not answered, in the ledger, for `seer status` and the
@@ -117,10 +118,21 @@ def build(runtime: Runtime) -> Jobs:
         )
         if heartbeat is not None:
             beating.append(heartbeat)
+            # The dead man's switch, one a process: alerting that needs no queue, for when
+            # the scheduler's jobs cannot come through it (docs/SCALING.md).
+            watching.append(
+                watchdog.Watchdog(
+                    runtime,
+                    host_name(settings.host_id),
+                    consumers.heartbeat_interval(settings.heartbeat_timeout),
+                ).start()
+            )
 
     def stopped() -> None:
         # The first worker thread to stop ends the heartbeat and removes the entry; a
         # SIGKILLed consumer leaves it, and its silence is what the reaper reads.
+        while watching:
+            watching.pop().stop()
         while beating:
             heartbeat = beating.pop()
             heartbeat.stop()
@@ -171,6 +183,9 @@ def build(runtime: Runtime) -> Jobs:
         runtime.compactor().run("schedule")
 
     def evaluate_rules() -> None:
+        # That it ran, not only that its slot was claimed: the watchdogs stand in for the
+        # scheduler's alerting when it stops running (dead, wedged, its queue unreachable).
+        control.record_run(runtime.ledger, watchdog.SCHEDULER_JOB)
         _, sent = monitor.evaluate(runtime)
         if sent:
             monitor.deliver(runtime)
