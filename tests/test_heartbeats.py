@@ -394,9 +394,11 @@ def test_a_stopped_consumer_is_reaped_after_the_timeout_and_its_late_commit_is_r
     reaper = dataclasses.replace(runtime.settings, heartbeat_timeout=5.0)
     ids = send(runtime, 3)  # no doorbell: the consumer rings for them as it starts
     consumer = consumers("postmaster")
-    wait_for(lambda: (hold / "holding").exists(), 30, "the consumer holding its batch")
+    holding = hold / "holding"
+    # Its content, not only the file: write_text creates it empty first.
+    said = wait_for(lambda: holding.exists() and holding.read_text(), 30, "the batch held")
     pid = consumer.proc.pid
-    assert (hold / "holding").read_text() == "3"
+    assert said == "3"
     assert held_by(runtime, host_name(runtime.settings.host_id)) == 3
 
     stop_outside_a_write(runtime, pid)
