@@ -145,6 +145,11 @@ def test_redis_down_alerts_a_person_parcels_wait_and_all_mends_when_it_returns(
     status = cli("status")
     assert status.code == 2, status.out + status.err
     assert re.search(rf"queue unreachable: {re.escape(address)} since ", status.out), status.out
+    # Said once: the queue_unreachable rule's summary would repeat the queue's own line.
+    said = [
+        line for line in status.out.splitlines() if line.startswith("problem") and address in line
+    ]
+    assert len(said) == 1, status.out
     listed = cli("alerts", "list", "--json").json()
     assert [a["rule"] for a in listed["active"]] == ["queue_unreachable"]
     assert cli("status", "--json").json()["rules"]["queue_unreachable"] == "critical"

@@ -324,8 +324,11 @@ def _snapshot(
         levels.append(level)
 
     readings = rules.evaluate(runtime.settings, inputs)
+    outage = None if probe.reachable else control.queue_outage(ledger)
+    unreachable = queue_problem(runtime, probe, outage, now)
     for reading in readings:
-        if reading.level != "ok":
+        # The queue's own line (below) says what the queue_unreachable rule would, and since when.
+        if reading.level != "ok" and not (unreachable and reading.rule == "queue_unreachable"):
             problem(reading.summary, reading.level)
     if queue.paused:
         problem("postmaster queue is PAUSED", "warning")
@@ -333,8 +336,6 @@ def _snapshot(
         problem(f"postmaster is backing off: {queue.backoff_reason}", "warning")
     for text in disk_problems(runtime):
         problem(text, "critical")
-    outage = None if probe.reachable else control.queue_outage(ledger)
-    unreachable = queue_problem(runtime, probe, outage, now)
     if unreachable:
         problem(unreachable, "critical")
     registered = consumers.consumers(
