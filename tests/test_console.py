@@ -72,6 +72,7 @@ async def test_pause_asks_first_cancel_is_the_default_and_resume_does_not_ask(fi
         assert not control.is_paused(filled.ledger)
 
 
+@pytest.mark.queue_facing
 async def test_send_test_parcel_queues_one_for_the_test_agent(filled):
     app = app_for(filled)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -84,6 +85,7 @@ async def test_send_test_parcel_queues_one_for_the_test_agent(filled):
         assert filled.queues.postmaster.pending_count() == 1
 
 
+@pytest.mark.queue_facing
 async def test_send_test_parcel_shows_it_arrive_through_a_real_consumer(runtime, consumers):
     app = SeerConsole(SnapshotSource(runtime.settings), refresh=0.2)
     consumers("postmaster")
@@ -103,6 +105,7 @@ async def test_send_test_parcel_shows_it_arrive_through_a_real_consumer(runtime,
     assert row["state"] == "delivered"
 
 
+@pytest.mark.queue_facing
 async def test_retry_selected_retry_all_and_purge(filled):
     app = app_for(filled)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -81,6 +81,7 @@ def test_every_fires_once_per_slot_however_the_checks_drift():
     assert rule.next_after(start) == start + dt.timedelta(seconds=15)
 
 
+@pytest.mark.queue_facing
 def test_scheduler_consumer_records_samples(runtime, consumers):
     consumers("scheduler")
     wait_for(lambda: metrics.history(runtime.ledger, 0), 30, "a metric sample")
