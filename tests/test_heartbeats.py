@@ -443,6 +443,18 @@ def consumers_of(runtime, host: str) -> list[fleet.ConsumerInfo]:
     return fleet.consumers(runtime.ledger, host_id=host, timeout=5.0)
 
 
+def huey_handles_signals(pid: int) -> bool:
+    """Huey's consumer has set its signal handlers: SIGHUP and SIGTERM are caught, which Python
+    alone does not do. Huey sets them only once every thread has started, and the first
+    thread's start-up hook registers the consumer before that: a SIGINT in between is a
+    KeyboardInterrupt in the main thread (exit -2, a traceback, no shutdown hooks)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            caught = int(line.split()[1], 16)
+            return all(caught >> (signum - 1) & 1 for signum in (signal.SIGHUP, signal.SIGTERM))
+    return False
+
+
 @pytest.mark.queue_facing
 @pytest.mark.slow
 @pytest.mark.parametrize("queue", ["postmaster", "scheduler"])
@@ -451,6 +463,7 @@ def test_a_consumer_stopped_gracefully_leaves_no_entry_one_killed_leaves_its_sil
 ):
     consumer = consumers(queue)
     wait_for(lambda: entry(runtime, queue), 30, "the consumer to register")
+    wait_for(lambda: huey_handles_signals(consumer.proc.pid), 30, "Huey's signal handlers")
     assert consumer.stop() == 0  # SIGINT: Huey's graceful stop runs the shutdown hooks
     assert entry(runtime, queue) is None
     assert "Traceback" not in consumer.output()
