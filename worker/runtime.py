@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from worker.cas import BlobStore, open_store
 from worker.fleet import control
@@ -16,9 +17,10 @@ from worker.ledger import Ledger, migrations, open_ledger
 from worker.memory.compaction import Compactor
 from worker.memory.service import MemoryService
 from worker.parcels.postmaster import Postmaster
-from worker.queue import Queues, build_queues
-from worker.queue import check_supported as check_queue_supported
 from worker.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from worker.queue import Queues
 
 
 @dataclass
@@ -31,7 +33,6 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
         settings = settings or load_settings()
-        check_supported(settings)
         layout = Layout.from_settings(settings)
         apply_umask(layout)
         layout.require_initialised()
@@ -44,6 +45,10 @@ class Runtime:
 
     @cached_property
     def queues(self) -> Queues:
+        # Imported here: Huey and its drivers (redis, psycopg) cost a command that never
+        # rings, `seer worker` refusing a schema among them, a tenth of a second at start.
+        from worker.queue import build_queues
+
         queues = build_queues(self.settings, self.layout)
         queues.set_pause_check(lambda: control.is_paused(self.ledger))
         return queues
@@ -72,8 +77,3 @@ class Runtime:
     def close(self) -> None:
         self.ledger.close()
         self.store.close()
-
-
-def check_supported(settings: Settings) -> None:
-    """Refuses, as a settings error, a queue connection not built yet."""
-    check_queue_supported(settings)

@@ -11,7 +11,6 @@ from seer_console import output
 from seer_console.cli.common import AddCommand, ExitCode, Failure, UserError, plural
 from worker.ledger.errors import LedgerError, LedgerUnavailable
 from worker.ops import migrate_backend as moving
-from worker.runtime import check_supported
 from worker.settings import load_settings
 
 NEXT = (
@@ -28,7 +27,6 @@ def _table(report: moving.MigrationReport) -> None:
 
 def cmd_migrate_backend(args: argparse.Namespace) -> int:
     settings = load_settings()
-    check_supported(settings)
     try:
         moving.target_settings(settings, args.to)
     except moving.MigrationRefused as exc:

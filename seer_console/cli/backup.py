@@ -24,7 +24,6 @@ from seer_console.cli.common import (
 from worker.layout import Layout
 from worker.ledger import migrations
 from worker.ops import backup as backups
-from worker.runtime import check_supported
 from worker.settings import Settings, load_settings
 
 # A disk or a database failing under a copy: the command says so in one line.
@@ -35,7 +34,6 @@ def _layout() -> tuple[Layout, Settings]:
     """The storage root's layout, and the settings (SEER_BACKUP_KEY, empty: unsigned; the
     ledger's database)."""
     settings = load_settings()
-    check_supported(settings)
     return Layout.from_settings(settings), settings
 
 

@@ -30,7 +30,7 @@ from worker.fleet import supervision
 from worker.layout import Layout, apply_umask
 from worker.ledger import migrations, open_ledger
 from worker.ops import operations
-from worker.runtime import Runtime, check_supported
+from worker.runtime import Runtime
 from worker.settings import load_settings
 
 # As early as the process can know it: the command modules are imported when `seer` starts.
@@ -39,7 +39,6 @@ _PARENT_AT_START = os.getppid()
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = load_settings()
-    check_supported(settings)
     layout = Layout.from_settings(settings)
     apply_umask(layout)
     created = layout.create()

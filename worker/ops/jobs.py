@@ -11,14 +11,14 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from worker.cas import tools as cas_tools
 from worker.fleet import consumers, control
 from worker.identity import host_name
 from worker.monitoring import metrics, monitor, watchdog
 from worker.parcels import postmaster
-from worker.queue import Jobs, Periodic, QueueError
-from worker.queue import register as register_tasks
+from worker.queue import QueueError
 from worker.runtime import Runtime
 from worker.schedules import TICK, Cron, Every
 from worker.settings import Settings
@@ -69,7 +69,15 @@ def ring_if_due(runtime: Runtime, now: float | None = None) -> str | None:
     return due
 
 
+if TYPE_CHECKING:
+    from worker.queue import Jobs
+
+
 def build(runtime: Runtime) -> Jobs:
+    # Huey is loaded by the consumer that runs the jobs, not by `seer schedule`, which only
+    # lists them (worker.queue loads it on first use).
+    from worker.queue import Jobs, Periodic
+
     queues = runtime.queues
     backoff_until = [0.0]
 
@@ -258,4 +266,6 @@ def once(runtime: Runtime, job: PeriodicJob) -> Callable[[dt.datetime], bool]:
 
 def register(runtime: Runtime) -> None:
     """Declares every job on the runtime's queues: what a consumer process does at start."""
+    from worker.queue import register as register_tasks
+
     register_tasks(runtime.queues, build(runtime))

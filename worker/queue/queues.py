@@ -101,11 +101,6 @@ class StorageChoice:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def check_supported(settings: Settings) -> None:
-    """Refuses, as a settings error, the queue connections that are not built yet (none
-    today: every QUEUE_CONNECTION is)."""
-
-
 # A dequeue waits this long for a doorbell's NOTIFY before it looks at the pause flag again:
 # a pause takes effect on every host within it.
 POSTGRES_READ_TIMEOUT = 0.5
@@ -113,7 +108,6 @@ POSTGRES_READ_TIMEOUT = 0.5
 
 def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
     """The one place the queue's storage is chosen from the settings (QUEUE_CONNECTION)."""
-    check_supported(settings)
     backend = backend_of(settings)
     if backend == "redis":
         return StorageChoice(
