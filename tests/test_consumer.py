@@ -20,6 +20,7 @@ from worker.monitoring import metrics
 from worker.ops import operations
 from worker.parcels import intake as parcels
 from worker.queue.queues import (
+    HealthWorker,
     PausableWorker,
     QueueHealth,
     TickingScheduler,
@@ -226,3 +227,23 @@ def test_the_real_scheduler_consumer_log_has_no_enqueueing_lines(runtime, consum
     wait_for(lambda: metrics.history(runtime.ledger, 0), 30, "a metric sample")
     wait_for(lambda: "Huey consumer started" in consumer.output(), 30, "the start-up line")
     assert "Enqueueing periodic task" not in consumer.output()
+
+
+def test_a_task_this_consumer_does_not_know_is_dropped_and_is_no_outage(caplog):
+    huey = MemoryHuey("shared", results=False)
+    huey.health = QueueHealth("memory://shared")
+    other = MemoryHuey("shared", results=False)  # another release or deployment
+
+    @other.task(name="ghost")
+    def ghost() -> None:
+        pass
+
+    huey.storage.enqueue(other.serialize_task(ghost.s()))
+    caplog.set_level(logging.INFO)
+    worker = HealthWorker(huey, threading.Event(), 0.01, 0.05, 1.15)
+    worker.loop()
+    assert huey.pending_count() == 0, "dropped, as Huey would"
+    assert huey.health.down_since is None
+    (line,) = [r for r in caplog.records if "does not know" in r.getMessage()]
+    assert line.levelno == logging.ERROR and "ghost" in line.getMessage()
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]

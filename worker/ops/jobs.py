@@ -7,6 +7,7 @@ decides what is delivered; a doorbell lost with a killed consumer loses no parce
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -69,6 +70,20 @@ def ring_if_due(runtime: Runtime, now: float | None = None) -> str | None:
     return due
 
 
+def ring_lost(runtime: Runtime) -> str | None:
+    """Rings for the oldest due parcel when no doorbell waits and nothing is paused: a ring
+    lost between the ledger and the queue (a crash in `seer parcel send`), or doorbells lost
+    with the queue (a Redis restart without persistence, FLUSHDB, an eviction, a consumer
+    killed after BRPOP). Returns the parcel rung for, if any."""
+    if (
+        not control.is_paused(runtime.ledger)
+        and runtime.queues.pending_count() == 0
+        and postmaster.due_parcel(runtime.ledger)
+    ):
+        return ring_if_due(runtime)
+    return None
+
+
 if TYPE_CHECKING:
     from worker.queue import Jobs
 
@@ -103,6 +118,10 @@ def build(runtime: Runtime) -> Jobs:
         # console on any host (the ledger is elsewhere: it may well be up).
         if down_since is None:
             control.clear_queue_outage(runtime.ledger)
+            # A Redis back from a restart without persistence has lost every doorbell: ring
+            # now rather than at the reaper's next slot (which tries again if this fails).
+            with contextlib.suppress(QueueError):
+                ring_lost(runtime)
         else:
             control.record_queue_outage(
                 runtime.ledger,
@@ -216,14 +235,7 @@ def build(runtime: Runtime) -> Jobs:
         postmaster.recover(runtime.ledger, runtime.settings)
         consumers.forget(runtime.ledger)
         runtime.store.clean_temp()
-        # A ring lost between the ledger and the queue (a crash in `seer parcel send`) is
-        # found here: due parcels, nothing waiting in the queue, nothing paused.
-        if (
-            not control.is_paused(runtime.ledger)
-            and queues.pending_count() == 0
-            and postmaster.due_parcel(runtime.ledger)
-        ):
-            ring_if_due(runtime)
+        ring_lost(runtime)
 
     runs: dict[str, Callable[[], None]] = {
         "sample": sample,

@@ -16,6 +16,7 @@ from typing import Any
 
 from huey import Huey
 from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
+from huey.exceptions import HueyException
 from huey.storage import BaseStorage, PostgresStorage, RedisStorage, SqliteStorage
 
 from worker.doorbells import QueueProbe, backend_of
@@ -246,6 +247,13 @@ class HealthWorker(Worker):
         health: QueueHealth = self.huey.health
         try:
             task = self.huey.dequeue()
+        except HueyException as exc:
+            # The storage answered with a task this process does not know (another release, or
+            # another deployment on the same queue name): not an outage. It is dropped, as
+            # Huey would; a doorbell it was costs only delay.
+            health.answered()
+            self._logger.error("dropped a task this consumer does not know: %s", exc)
+            return
         except Exception as exc:
             health.failed(exc)
             self.sleep()
@@ -299,6 +307,8 @@ class HealthScheduler(Scheduler):
         try:
             for task in self.huey.read_schedule(now):
                 self.huey.enqueue(task)
+        except HueyException as exc:  # a task of another release: not an outage
+            self._logger.error("dropped a scheduled task this consumer does not know: %s", exc)
         except Exception as exc:
             # A task popped from the schedule and not enqueued is a lost doorbell: its
             # parcel is rung again by the check for due parcels without one.
@@ -320,7 +330,21 @@ class HealthScheduler(Scheduler):
                 return  # the rest would fail alike; the next check tries again
 
 
-class PausableConsumer(Consumer):
+class SignalsFirstConsumer(Consumer):
+    """Huey's consumer with its signal handlers set before its threads start, not after.
+
+    A worker thread's start-up hook registers the consumer while Huey is still starting the
+    others: a SIGINT (a graceful stop) in that window was a KeyboardInterrupt, an exit with a
+    traceback and no shutdown hooks, and a registration left behind. The handlers only note
+    the signal; the consumer's loop acts on it once the start is done.
+    """
+
+    def start(self) -> None:
+        self._set_signal_handlers()
+        super().start()
+
+
+class PausableConsumer(SignalsFirstConsumer):
     worker_class = PausableWorker
     scheduler_class = HealthScheduler
 
@@ -380,7 +404,7 @@ def quiet_huey_logging() -> None:
             logger.addFilter(QuietRoutineLines())
 
 
-class SchedulerConsumer(Consumer):
+class SchedulerConsumer(SignalsFirstConsumer):
     worker_class = HealthWorker
     scheduler_class = TickingScheduler
 
