@@ -85,7 +85,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 # Files whose tests run for minutes of wall time (real schedulers across minute slots): started
 # first, so that the rest of the suite fills the other workers meanwhile instead of waiting for
 # them at the end.
-LONG_FIRST = ("test_scaleout_faults.py", "test_doorbells.py")
+LONG_FIRST = ("test_scaleout_faults.py", "test_doorbells.py", "test_queue_outage.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

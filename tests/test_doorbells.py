@@ -264,6 +264,8 @@ def test_doorbells_lost_to_a_restart_of_redis_without_persistence_are_rung_again
     delivered_in_time(runtime, ids, lost, "the parcels of doorbells lost to a restart")
 
 
+# What Redis does to its keys is the same whatever the ledger: one ledger suffices.
+@pytest.mark.backends("redis")
 def test_doorbells_lost_to_flushdb_are_rung_again(on_redis, private_redis, consumers):
     server = private_redis()
     runtime = on_redis(server)
@@ -277,6 +279,8 @@ def test_doorbells_lost_to_flushdb_are_rung_again(on_redis, private_redis, consu
     delivered_in_time(runtime, ids, lost, "the parcels of flushed doorbells")
 
 
+# What Redis does to its keys is the same whatever the ledger: one ledger suffices.
+@pytest.mark.backends("redis")
 def test_doorbells_lost_to_an_eviction_are_rung_again(on_redis, private_redis, consumers):
     # Evicts any key, the queue's among them, when it holds more than 4 MB: a cache's Redis
     # shared with the queue. The consumers' connections and the doorbells fit in it easily.
@@ -339,6 +343,8 @@ def test_a_doorbell_lost_with_a_consumer_killed_after_its_brpop_is_rung_again(
 
 
 @pytest.mark.parametrize("loss", ["flushdb", "restart"])
+# What Redis does to its keys is the same whatever the ledger: one ledger suffices.
+@pytest.mark.backends("redis")
 def test_a_retry_whose_delayed_doorbell_was_lost_is_rung_after_its_retry_time(
     on_redis, private_redis, consumers, monkeypatch, tmp_path: Path, loss: str
 ):
