@@ -411,14 +411,17 @@ def drained(runtime: Runtime, total: int, since: float) -> float:
     was delivered while some were left. Fails on a stall of more than the claim and margin,
     or a drain longer than SETUP."""
     limit = RUNG_AGAIN_WITHIN + MARGIN
-    last_count, last_progress, longest = -1, since, 0.0
-    while True:
+    seen = {"count": -1, "progress": since, "longest": 0.0}
+
+    def done() -> bool:
         count, now = delivered(runtime), time.monotonic()
-        if count != last_count:
-            last_count, last_progress = count, now
-        longest = max(longest, now - last_progress)
-        if count == total:
-            return longest
-        assert longest <= limit, f"no delivery for {longest:.1f}s with {total - count} left"
-        assert now - since < SETUP, f"{total - count} parcels left after {SETUP}s"
-        time.sleep(0.05)
+        if count != seen["count"]:
+            seen["count"], seen["progress"] = count, now
+        seen["longest"] = max(seen["longest"], now - seen["progress"])
+        assert seen["longest"] <= limit, (
+            f"no delivery for {seen['longest']:.1f}s with {total - count} left"
+        )
+        return count == total
+
+    wait_for(done, SETUP - (time.monotonic() - since), f"{total} parcels delivered", step=0.05)
+    return seen["longest"]
