@@ -17,15 +17,17 @@ from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, HorizontalGroup, Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from seer_console import output
 from seer_console.messages import ParcelSent, SnapshotFailed, SnapshotReady
 from seer_console.panes import PANES, Pane, PaneKey
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import ConsoleSnapshot, SnapshotSource
+from seer_console.views import VIEWS, View
+from seer_console.views.base import ConsoleFooter, key_label
 from worker.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -50,22 +52,6 @@ NAV_KEYS = (
     (f"1-{JUMP_KEYS}", "jump to a pane"),
     ("ctrl+p", "command palette: every action by name"),
 )
-ALWAYS_IN_FOOTER = ("help", "quit")
-
-
-class ConsoleFooter(Footer):
-    """The footer, with help and quit held at its right edge: a focused pane's own keys come
-    first and would otherwise push them out of an 80-column screen."""
-
-    def compose(self) -> ComposeResult:
-        always = []
-        for widget in super().compose():
-            if getattr(widget, "action", None) in ALWAYS_IN_FOOTER:
-                always.append(widget)
-            else:
-                yield widget
-        if always:
-            yield HorizontalGroup(*always, id="footer-always")
 
 
 def _pane_bindings() -> list[Binding]:
@@ -96,6 +82,8 @@ class SeerConsole(App):
             for key, action, label, _ in GLOBAL_KEYS
         ),
         *(Binding(str(i + 1), f"jump({i})", show=False) for i in range(JUMP_KEYS)),
+        # The views: from the main screen and from each other (a view's own keys come first).
+        *(Binding(v.KEY, f"view('{v.view_id}')", v.view_title, show=False) for v in VIEWS),
         Binding("escape", "minimize", show=False),
     ]
 
@@ -192,6 +180,8 @@ class SeerConsole(App):
             # first read can come back before the last pane has its widgets.
             if pane.is_mounted:
                 pane.show(message.snapshot)
+        if isinstance(self.screen, View):
+            self.screen.show(message.snapshot)
         self._announce_arrivals(message.snapshot)
         self._banner()
         self._next_poll()
@@ -220,6 +210,9 @@ class SeerConsole(App):
     # -- actions -----------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The main screen's keys: on a view, the same letter is the view's or nothing.
+        if action in ("jump", "zoom", "pane") and isinstance(self.screen, View):
+            return False
         if action != "pane":
             return True
         pane_id, name = (str(p) for p in parameters)
@@ -272,6 +265,45 @@ class SeerConsole(App):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_sections(), self._help_note()))
 
+    # -- views -------------------------------------------------------------------------------
+
+    def action_view(self, view_id: str) -> None:
+        """Opens a view: over the main screen, or in place of the view on screen."""
+        if isinstance(self.screen, View) and self.screen.view_id == view_id:
+            return
+        if not self.is_screen_installed(view_id):
+            view = next(v for v in VIEWS if v.view_id == view_id)
+            self.install_screen(view(), name=view_id)
+        if isinstance(self.screen, View):
+            self.switch_screen(view_id)
+        elif len(self.screen_stack) == 1:
+            self.push_screen(view_id)
+        # A modal (a confirmation, the help) is on top: its own keys decide, nothing opens.
+
+    def leave_view(self, view: View) -> None:
+        """escape on a view: back to the main screen."""
+        if self.screen is view:
+            self.pop_screen()
+
+    def show_help(self, view: View) -> None:
+        sections = [
+            (f"{view.view_title} view", view.help_keys()),
+            ("Views", self.view_keys()),
+            (
+                "Everywhere",
+                [
+                    ("q", "leave the console (the worker keeps running)"),
+                    ("f", "stop or restart the live refresh"),
+                    ("ctrl+p", "command palette: every action by name"),
+                ],
+            ),
+        ]
+        self.push_screen(HelpScreen(sections, self._help_note()))
+
+    def view_keys(self) -> list[tuple[str, str]]:
+        keys = [(v.KEY, f"{v.view_title}: {v.DESCRIPTION}") for v in VIEWS]
+        return [*keys, ("escape", "back: out of a view, to the main screen")]
+
     def _help_note(self) -> str:
         note = f"Refresh every {self.refresh_every:g}s. "
         if self.read_only:
@@ -282,6 +314,8 @@ class SeerConsole(App):
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         sections = [("Everywhere", [(_key(k), h) for k, _, _, h in GLOBAL_KEYS] + list(NAV_KEYS))]
+        if VIEWS:
+            sections.append(("Views", self.view_keys()))
         for pane in PANES:
             keys = [(_key(k.key), k.help + _ro(k, self.read_only)) for k in pane.KEYS]
             keys += list(pane.LOCAL_KEYS)
@@ -303,6 +337,19 @@ class SeerConsole(App):
         """Every action of every pane on `screen`, titled by what it does (the palette matches
         titles only), and the global ones."""
         yield from super().get_system_commands(screen)
+        for view in VIEWS:
+            if not (isinstance(screen, View) and screen.view_id == view.view_id):
+                yield SystemCommand(
+                    f"Open the {view.view_title} view",
+                    f"key {view.KEY}: {view.DESCRIPTION}",
+                    lambda v=view.view_id: self.action_view(v),
+                )
+        if isinstance(screen, View):
+            for title, text, action, mutates in screen.commands():
+                if self.read_only and mutates:
+                    continue
+                yield SystemCommand(title, text, lambda s=screen, a=action: s.run_action(a))
+            return
         for pane in screen.query(Pane):
             for command in pane.commands():
                 if self.read_only and command.mutates:
@@ -419,7 +466,7 @@ def _failure_loader(source: Any) -> Callable[[str], ParcelEntry | None]:
 
 
 def _key(key: str) -> str:
-    return {"question_mark": "?", "slash": "/"}.get(key, key)
+    return key_label(key)
 
 
 def _ro(key: PaneKey, read_only: bool) -> str:

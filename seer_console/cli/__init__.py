@@ -20,6 +20,8 @@ from seer_console.cli import (
     cas,
     config,
     failed,
+    inbox,
+    logs,
     memory,
     monitor,
     parcels,
@@ -52,6 +54,7 @@ GROUPS = (
     setup,
     status,
     parcels,
+    inbox,
     failed,
     memory,
     config,
@@ -61,6 +64,7 @@ GROUPS = (
     backup,
     backend,
     queue,
+    logs,
 )
 
 
