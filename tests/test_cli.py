@@ -270,15 +270,16 @@ def test_rollback_refuses_without_a_backup_newer_than_the_last_migration(runtime
 def test_rollback_says_what_it_drops_and_asks_first(runtime, cli, tmp_path):
     # Issue 9, item 5: the rollback ran without asking or saying what it would destroy.
     send(cli, parcel("agent-1", 1))
-    asked = one_line_failure(cli("migrate", "--rollback", "2", "--force"), 2)
+    asked = one_line_failure(cli("migrate", "--rollback", "3", "--force"), 2)
     assert "pass --yes" in asked
     assert migrations.current_version(runtime.ledger) == migrations.LATEST
-    shown = cli("migrate", "--rollback", "2", "--force").out
+    shown = cli("migrate", "--rollback", "3", "--force").out
+    assert "column parcels.history" in shown and "index messages_unread" in shown
     assert "table alert_outbox (0 rows)" in shown and "table memory (0 rows)" in shown
-    assert f"schema version {migrations.LATEST} -> {migrations.LATEST - 2}" in shown
-    out = ok(cli("migrate", "--rollback", "2", "--force", "--yes"))
+    assert f"schema version {migrations.LATEST} -> {migrations.LATEST - 3}" in shown
+    out = ok(cli("migrate", "--rollback", "3", "--force", "--yes"))
     assert "table compaction_runs (0 rows)" in out
-    assert f"schema version now {migrations.LATEST - 2}" in out
+    assert f"schema version now {migrations.LATEST - 3}" in out
 
 
 @pytest.mark.queue_facing

@@ -234,6 +234,33 @@ MIGRATIONS += (
     ),
 )
 
+# A parcel's life, one JSON line an event (worker/ledger/history.py), appended by the
+# very UPDATE that makes the change: no extra statement on the Postmaster's path. Indexes for
+# the parcel finder (newest first within a task, an agent, a type) and for an inbox's unread.
+PARCEL_HISTORY_UP = (
+    "ALTER TABLE parcels ADD COLUMN history TEXT",
+    "CREATE INDEX parcels_task_seq ON parcels (task_id, seq)",
+    "CREATE INDEX parcels_agent_seq ON parcels (to_agent_id, seq)",
+    "CREATE INDEX parcels_type_seq ON parcels (type, seq)",
+    "CREATE INDEX messages_unread ON messages (to_agent_id, id) WHERE read_at IS NULL",
+)
+PARCEL_HISTORY_DOWN = (
+    "DROP INDEX messages_unread",
+    "DROP INDEX parcels_type_seq",
+    "DROP INDEX parcels_agent_seq",
+    "DROP INDEX parcels_task_seq",
+    "ALTER TABLE parcels DROP COLUMN history",
+)
+
+MIGRATIONS += (
+    Migration(
+        6,
+        "parcel history, finder and unread-inbox indexes",
+        PARCEL_HISTORY_UP,
+        PARCEL_HISTORY_DOWN,
+    ),
+)
+
 LATEST = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -311,6 +338,8 @@ def rollback_effects(ledger: Ledger, migration: Migration) -> list[str]:
         if words[:2] == ["DROP", "TABLE"]:
             rows = ledger.scalar(f'SELECT count(*) FROM "{words[2]}"')
             effects.append(f"table {words[2]} ({rows} rows)")
+        elif words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["DROP", "COLUMN"]:
+            effects.append(f"column {words[2]}.{words[5]} (every row's)")
         elif words[0] == "DROP":
             effects.append(f"{words[1].lower()} {words[2]}")
         elif words[:4] == ["CREATE", "OR", "REPLACE", "FUNCTION"]:

@@ -11,7 +11,7 @@ What differs on purpose:
 
 from __future__ import annotations
 
-from worker.ledger.migrations import Migration
+from worker.ledger.migrations import PARCEL_HISTORY_DOWN, PARCEL_HISTORY_UP, Migration
 
 
 def _parcel_counting(totals: bool) -> str:
@@ -256,5 +256,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX alert_outbox_due ON alert_outbox (status, next_attempt_at)",
         ),
         ("DROP TABLE alert_outbox", "DROP TABLE alert_state"),
+    ),
+    # The same statements on both engines: a column, b-trees and a partial index.
+    Migration(
+        6, "parcel history, finder and unread-inbox indexes", PARCEL_HISTORY_UP, PARCEL_HISTORY_DOWN
     ),
 )

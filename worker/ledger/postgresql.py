@@ -45,6 +45,7 @@ from worker.ledger.errors import (
     LedgerError,
     LedgerUnavailable,
 )
+from worker.ledger.history import APPEND, event_line
 from worker.settings import server_address
 
 __all__ = ["PostgresLedger"]
@@ -457,9 +458,16 @@ class PostgresLedger(Ledger):
                 return []
             found = self.execute(
                 "UPDATE parcels SET state = 'in_flight', owner = ?, claimed_at = ?, "
-                "claim_size = ?, lease_until = ? WHERE seq = ANY(?) "
+                f"claim_size = ?, lease_until = ?, {APPEND} WHERE seq = ANY(?) "
                 "RETURNING seq, id, payload, size, attempts, isolate",
-                (owner, now, len(heads), now + lease, [h.seq for h in heads]),
+                (
+                    owner,
+                    now,
+                    len(heads),
+                    now + lease,
+                    event_line("claimed", now, owner),
+                    [h.seq for h in heads],
+                ),
             ).fetchall()
         return sorted((ClaimedParcel(*r) for r in found), key=lambda p: p.seq)
 

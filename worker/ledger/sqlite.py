@@ -21,6 +21,7 @@ from worker.ledger.errors import (
     LedgerDiskFull,
     LedgerError,
 )
+from worker.ledger.history import APPEND, event_line
 
 __all__ = ["SqliteLedger"]
 
@@ -285,10 +286,11 @@ class SqliteLedger(Ledger):
                     [h.seq for h in heads],
                 ).fetchall()
             ]
+            line = event_line("claimed", now, owner)
             self.executemany(
                 "UPDATE parcels SET state = 'in_flight', owner = ?, claimed_at = ?, "
-                "claim_size = ?, lease_until = ? WHERE seq = ?",
-                [(owner, now, len(claimed), now + lease, p.seq) for p in claimed],
+                f"claim_size = ?, lease_until = ?, {APPEND} WHERE seq = ?",
+                [(owner, now, len(claimed), now + lease, line, p.seq) for p in claimed],
             )
         return claimed
 

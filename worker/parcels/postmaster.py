@@ -26,6 +26,7 @@ from worker.cas.errors import DiskFull
 from worker.fleet import consumers, control
 from worker.identity import Owner, current_owner, is_alive
 from worker.ledger import ClaimedParcel, Ledger, LedgerBusy, LedgerDiskFull, LedgerUnavailable
+from worker.ledger.history import APPEND, event_line
 from worker.parcels.intake import ParcelError, attachments_of, dumps, stored_bytes, validate
 from worker.redaction import redact_key, redact_text, redact_value
 from worker.settings import Settings
@@ -130,11 +131,12 @@ class Postmaster:
             (self.owner.token,),
         ):
             return 0
+        line = event_line("released", self.ledger.now(), self.owner.token)
         with self.ledger.write():
             return self.ledger.execute(
-                "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL "
-                "WHERE state = 'in_flight' AND owner = ?",
-                (self.owner.token,),
+                "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL, "
+                f"{APPEND} WHERE state = 'in_flight' AND owner = ?",
+                (line, self.owner.token),
             ).rowcount
 
     def _give_back(self) -> None:
@@ -240,6 +242,7 @@ class Postmaster:
     def _mark_delivered(self, parcel_ids: list[str], now: float) -> set[str]:
         """Marks delivered those of the parcels this consumer still owns; returns their ids."""
         owned: set[str] = set()
+        line = event_line("delivered", now, self.owner.token)
         for start in range(0, len(parcel_ids), 500):
             chunk = parcel_ids[start : start + 500]
             owned.update(
@@ -247,10 +250,10 @@ class Postmaster:
                 for r in self.ledger.execute(
                     "UPDATE parcels SET state = 'delivered', payload = NULL, owner = NULL, "
                     "lease_until = NULL, finished_at = ?, attempts = attempts + 1, "
-                    "error = NULL, traceback = NULL "
+                    f"error = NULL, traceback = NULL, {APPEND} "
                     f"WHERE id IN ({','.join('?' * len(chunk))}) "
                     "AND state = 'in_flight' AND owner = ? RETURNING id",
-                    [now, *chunk, self.owner.token],
+                    [now, line, *chunk, self.owner.token],
                 ).fetchall()
             )
         return owned
@@ -462,11 +465,12 @@ class Postmaster:
                 error = _error_text(exc)
                 trace = redact_text("".join(traceback.format_exception(exc)))[:20000]
                 if permanent or attempts >= self.settings.tries:
+                    line = event_line("failed", now, token, attempt=attempts, error=error)
                     changed = ledger.execute(
                         "UPDATE parcels SET state = 'failed', owner = NULL, lease_until = NULL, "
-                        "attempts = ?, finished_at = ?, error = ?, traceback = ? "
+                        f"attempts = ?, finished_at = ?, error = ?, traceback = ?, {APPEND} "
                         "WHERE id = ? AND state = 'in_flight' AND owner = ?",
-                        (attempts, now, error, trace, claimed.id, token),
+                        (attempts, now, error, trace, line, claimed.id, token),
                     ).rowcount
                     failed += changed
                     if not changed:
@@ -477,11 +481,14 @@ class Postmaster:
                         )
                 else:
                     due = now + self.settings.retry_delay * 2 ** (attempts - 1)
+                    line = event_line(
+                        "try_failed", now, token, attempt=attempts, error=error, retry_at=due
+                    )
                     changed = ledger.execute(
                         "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL, "
-                        "attempts = ?, not_before = ?, error = ?, traceback = ? "
+                        f"attempts = ?, not_before = ?, error = ?, traceback = ?, {APPEND} "
                         "WHERE id = ? AND state = 'in_flight' AND owner = ?",
-                        (attempts, due, error, trace, claimed.id, token),
+                        (attempts, due, error, trace, line, claimed.id, token),
                     ).rowcount
                     retried += changed
                     if not changed:
@@ -605,16 +612,21 @@ def recover(
         for row in stale:
             # A death is blamed on a parcel only when it was the only one in flight on that worker.
             crashes = row["crashes"] + (1 if row["claim_size"] == 1 else 0)
+            # The holder's token goes into the line: the take-back says whose death it was.
             if crashes >= settings.max_crashes:
+                error = (
+                    f"WorkerDied: the worker died {crashes} times while delivering this "
+                    "parcel alone (POSTMASTER_MAX_CRASHES)"
+                )
                 failed += ledger.execute(
                     "UPDATE parcels SET state = 'failed', owner = NULL, lease_until = NULL, "
-                    "crashes = ?, finished_at = ?, error = ?, traceback = NULL "
+                    f"crashes = ?, finished_at = ?, error = ?, traceback = NULL, {APPEND} "
                     "WHERE id = ? AND state = 'in_flight' AND owner IS NOT DISTINCT FROM ?",
                     (
                         crashes,
                         now,
-                        f"WorkerDied: the worker died {crashes} times while delivering this "
-                        "parcel alone (POSTMASTER_MAX_CRASHES)",
+                        error,
+                        event_line("failed", now, row["owner"], error=error, crashes=crashes),
                         row["id"],
                         row["owner"],
                     ),
@@ -622,9 +634,14 @@ def recover(
             else:
                 requeued += ledger.execute(
                     "UPDATE parcels SET state = 'queued', owner = NULL, lease_until = NULL, "
-                    "crashes = ?, isolate = 1 WHERE id = ? AND state = 'in_flight' "
+                    f"crashes = ?, isolate = 1, {APPEND} WHERE id = ? AND state = 'in_flight' "
                     "AND owner IS NOT DISTINCT FROM ?",
-                    (crashes, row["id"], row["owner"]),
+                    (
+                        crashes,
+                        event_line("taken_back", now, row["owner"], crashes=crashes),
+                        row["id"],
+                        row["owner"],
+                    ),
                 ).rowcount
     if requeued or failed:
         log.warning(
