@@ -47,6 +47,7 @@ GLOBAL_TITLES = {
     "help": "Help: every key of the console",
 }
 JUMP_KEYS = min(len(PANES), 9)
+BIG_HEIGHT = 48
 NAV_KEYS = (
     ("tab / shift+tab", "move between panes"),
     (f"1-{JUMP_KEYS}", "jump to a pane"),
@@ -71,8 +72,9 @@ class SeerConsole(App):
     TITLE = "Seer Ops"
     ENABLE_COMMAND_PALETTE = True
     # On a short terminal (80x24 over SSH) the panes drop their least useful lines so that
-    # every pane keeps a place on the screen.
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    # every pane keeps a place on the screen; on a big one (200x60) the lists grow, so that the
+    # room the failed jobs do not need goes to the lists that have more to show.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall"), (BIG_HEIGHT, "-big")]
     BINDINGS = [
         *_pane_bindings(),
         # Freeze and zoom stay out of the footer (room for the actions); help and the palette

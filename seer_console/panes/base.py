@@ -65,6 +65,11 @@ class Pane(Vertical, can_focus=True):
         """True on a short terminal: show fewer lines."""
         return self.screen.has_class("-short")
 
+    @property
+    def big(self) -> bool:
+        """True on a big terminal (48 rows or more): lists show more."""
+        return self.screen.has_class("-big")
+
     def on_mount(self) -> None:
         # Mounted after a snapshot arrived: shown at once, not a refresh later.
         snapshot = getattr(self.app, "snapshot", None)

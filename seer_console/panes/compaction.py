@@ -37,7 +37,7 @@ class CompactionPane(Pane):
     def show(self, snapshot: ConsoleSnapshot) -> None:
         wide = (self.content_region.width or 40) >= 60
         text = Text()
-        rows = snapshot.compactions[: 2 if self.short else 6 if wide else 3]
+        rows = snapshot.compactions[: 2 if self.short else 10 if self.big else 6 if wide else 3]
         if not rows:
             text.append("no compaction has run yet\n", style="dim")
         for run in rows:
