@@ -6,6 +6,7 @@ or from an index, so taking a sample costs the same at a thousand parcels or a m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from worker.fleet import consumers
@@ -124,13 +125,19 @@ def measure(
     )
 
 
-def record(ledger: Ledger, sample: Sample) -> None:
-    marks = ", ".join("?" * len(_COLUMNS))
+def record(ledger: Ledger, sample: Sample, resolution: int = RAW) -> None:
+    record_many(ledger, [sample], resolution)
+
+
+def record_many(ledger: Ledger, samples: Iterable[Sample], resolution: int = RAW) -> None:
+    """Samples written in one commit; `resolution` other than RAW is for history brought in
+    already rolled up (a migration, a test's week, the bench's 90 days)."""
+    marks = ", ".join("?" * (len(_COLUMNS) + 1))
     with ledger.write():
-        ledger.execute(
+        ledger.executemany(
             f"INSERT INTO metric_samples (resolution, {', '.join(_COLUMNS)}) "
-            f"VALUES (0, {marks}) {_REPLACE}",
-            [getattr(sample, c) for c in _COLUMNS],
+            f"VALUES ({marks}) {_REPLACE}",
+            [[resolution, *(getattr(s, c) for c in _COLUMNS)] for s in samples],
         )
 
 
@@ -227,3 +234,139 @@ def growth_per_day(ledger: Ledger, now: float | None = None, window: float = 864
     if not first or not last or last["ts"] - first["ts"] < 600:
         return None
     return (last["cas_bytes"] - first["cas_bytes"]) / (last["ts"] - first["ts"]) * 86400
+
+
+# -- windows: what the console's history plots show ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A span the history plots show, the width of one point, and the resolutions it reads:
+    only those no coarser than the point (a 10-minute point cannot split an hour's row)."""
+
+    name: str
+    title: str
+    span: int
+    bucket: int
+    resolutions: tuple[int, ...]
+
+
+# A few hundred points at most: a plot 120 columns wide has about 220 braille dots across.
+# Raw samples roll into minutes only once older than 24 h, so a 24 h window is raw samples
+# (and minutes, if SEER_METRICS_KEEP_RAW is shorter), and a week is minutes plus the last
+# day's raw samples (and hours, if SEER_METRICS_KEEP_MINUTE is shorter).
+WINDOWS: dict[str, Window] = {
+    w.name: w
+    for w in (
+        Window("15m", "15 minutes", 900, 15, (RAW,)),
+        Window("1h", "1 hour", 3600, 30, (RAW,)),
+        Window("24h", "24 hours", 86400, 600, (RAW, MINUTE)),
+        Window("7d", "7 days", 7 * 86400, 3600, (RAW, MINUTE, HOUR)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One window's points, oldest first. A None in every value column at a point is a gap:
+    no sample for longer than two sample intervals (the sampler or its host was down), drawn
+    as a break in the line, never as a straight line across."""
+
+    window: str
+    start: float
+    end: float
+    bucket: int  # seconds a point covers
+    resolutions: tuple[int, ...]  # what was read: RAW, MINUTE, HOUR
+    ts: tuple[float, ...]  # each point's bucket start
+    queue_depth: tuple[int | None, ...]  # the highest in the bucket: a spike stays visible
+    delivered_per_min: tuple[float | None, ...]
+    failed_per_min: tuple[float | None, ...]
+    cas_bytes: tuple[int | None, ...]  # the highest in the bucket
+
+    @property
+    def empty(self) -> bool:
+        return not self.ts
+
+
+def _window_arm(resolution: int) -> str:
+    # One range of the (resolution, ts) key per resolution. What a row counts is since the row
+    # before it (a raw sample's delta is since the previous sample, which after an outage is
+    # the whole outage): that span, not the bucket, is what the counts are divided by, so a
+    # half-covered bucket or the first sample after a gap is not shown as a spike.
+    alone = ":interval" if resolution == RAW else str(resolution)
+    return (
+        "SELECT ts, queue_depth, delivered, failed, cas_bytes, "
+        f"COALESCE(ts - lag(ts) OVER (ORDER BY ts), {alone}) AS covered "
+        f"FROM metric_samples WHERE resolution = {resolution} AND ts >= :start AND ts <= :end"
+    )
+
+
+def _window_sql(resolutions: tuple[int, ...]) -> str:
+    bucket = _BUCKET.replace(":to", ":bucket")
+    arms = " UNION ALL ".join(_window_arm(r) for r in resolutions)
+    return (
+        f"SELECT {bucket} * :bucket AS b, max(queue_depth) AS queue_depth, "
+        "sum(delivered) AS delivered, sum(failed) AS failed, max(cas_bytes) AS cas_bytes, "
+        f"sum(covered) AS covered FROM ({arms}) AS s GROUP BY {bucket} ORDER BY b"
+    )
+
+
+def window_plan(name: str, sample_interval: int = 15) -> tuple[Window, int]:
+    """The window called `name` and the seconds one of its points covers: its bucket, widened
+    to a whole multiple that holds at least one sample at the sampler's interval."""
+    if name not in WINDOWS:
+        raise ValueError(f"unknown history window {name!r}: one of {', '.join(WINDOWS)}")
+    chosen = WINDOWS[name]
+    multiple = max(1, -(-int(sample_interval) // chosen.bucket))
+    return chosen, chosen.bucket * multiple
+
+
+def window(
+    ledger: Ledger, name: str, now: float | None = None, *, sample_interval: int = 15
+) -> Series:
+    """The last `name` ("15m", "1h", "24h", "7d") of history, bucketed in the database: a
+    week is 168 rows returned, not the 15,000 it reads. `sample_interval` is the sampler's
+    (SEER_SAMPLE_INTERVAL): a raw sample's span when nothing precedes it, and what counts as
+    a gap."""
+    now = ledger.now() if now is None else now
+    chosen, bucket = window_plan(name, sample_interval)
+    start = now - chosen.span
+    rows = ledger.rows(
+        _window_sql(chosen.resolutions),
+        {"bucket": bucket, "start": start, "end": now, "interval": int(sample_interval)},
+    )
+    # A bucket or two without a sample is jitter (a sample late by a second lands in the next
+    # bucket); longer than two intervals is an outage, shown as a break.
+    gap = max(2 * int(sample_interval), bucket)
+    ts: list[float] = []
+    depth: list[int | None] = []
+    delivered: list[float | None] = []
+    failed: list[float | None] = []
+    cas: list[int | None] = []
+    for r in rows:
+        at = float(r["b"])
+        if ts and at - ts[-1] > gap and depth[-1] is not None:
+            ts.append(ts[-1] + bucket)
+            depth.append(None)
+            delivered.append(None)
+            failed.append(None)
+            cas.append(None)
+        # Counts per minute of time the rows cover; sums come back as Decimal on PostgreSQL.
+        covered = max(float(r["covered"]), 1.0)
+        ts.append(at)
+        depth.append(int(r["queue_depth"]))
+        delivered.append(float(r["delivered"]) * 60 / covered)
+        failed.append(float(r["failed"]) * 60 / covered)
+        cas.append(int(r["cas_bytes"]))
+    return Series(
+        name,
+        start,
+        now,
+        bucket,
+        chosen.resolutions,
+        tuple(ts),
+        tuple(depth),
+        tuple(delivered),
+        tuple(failed),
+        tuple(cas),
+    )
