@@ -1,5 +1,5 @@
-"""`seer send-test-parcel`, `parcel send|show` and `artifacts pull`: parcels in, and what they
-became."""
+"""`seer send-test-parcel`, `parcel send|find|show` and `artifacts pull`: parcels in, finding
+them among millions, and what became of each (its whole life)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from seer_console.cli.common import (
     Parser,
     UserError,
     open_runtime,
+    positive_int,
     warn,
 )
 from worker.cas.artifacts import Artifact, ArtifactError, artifacts_of_parcel, digest_of
 from worker.fleet import control
 from worker.ops import operations
-from worker.parcels import failures, inbox
+from worker.parcels import failures, finder, inbox
 from worker.parcels import intake as parcels
 from worker.parcels.failures import ParcelEntry
 from worker.parcels.inbox import Message
@@ -72,6 +73,64 @@ def cmd_send_test_parcel(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _when(text: str | None, now: float, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return finder.parse_when(text, now, option)
+    except finder.FinderError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_parcel_find(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    now = runtime.ledger.now()
+    for option in ("task", "agent", "type"):
+        value = getattr(args, option)
+        if value is not None and not value.strip():
+            raise UserError(f"--{option} needs a value that is not blank")
+    try:
+        page = finder.find(
+            runtime.ledger,
+            id_prefix=args.id,
+            task_id=args.task,
+            agent=args.agent,
+            type=args.type,
+            state=args.state,
+            since=_when(args.since, now, "--since"),
+            until=_when(args.until, now, "--until"),
+            before=args.before,
+            limit=args.limit,
+        )
+    except finder.FinderError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        output.emit_json(
+            {"parcels": [r.as_dict() for r in page.rows], "next_before": page.next_before}
+        )
+        return ExitCode.OK
+    output.table(
+        [
+            (
+                r.id,
+                output.one_line(r.to_agent_id, 24),
+                output.one_line(r.task_id, 24),
+                output.one_line(r.type, 24),
+                r.state,
+                r.attempts,
+                output.when(r.created_at, now),
+            )
+            for r in page.rows
+        ],
+        ("PARCEL", "AGENT", "TASK", "TYPE", "STATE", "TRIES", "QUEUED"),
+    )
+    if page.next_before is not None:
+        print(f"({len(page.rows):,} shown, newest first; next page: --before {page.next_before})")
+    else:
+        print(f"({len(page.rows):,} shown, newest first; no more)")
+    return ExitCode.OK
+
+
 def cmd_parcel_show(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     found = failures.parcel(runtime.ledger, args.id)
@@ -79,6 +138,8 @@ def cmd_parcel_show(args: argparse.Namespace) -> int:
         raise Failure(f"no parcel {args.id!r}")
     message = inbox.message_for_parcel(runtime.ledger, args.id)
     arts = artifacts_of_parcel(runtime.ledger, args.id)
+    life = finder.life(runtime.ledger, args.id)
+    events = list(life.events) if life else []
     if args.json:
         shown = found.as_dict()
         if not args.traceback:
@@ -88,11 +149,24 @@ def cmd_parcel_show(args: argparse.Namespace) -> int:
                 **shown,
                 "message_id": message.id if message else None,
                 "artifacts": [a.as_dict() for a in arts],
+                "events": [e.as_dict() for e in events],
             }
         )
         return ExitCode.OK
-    print_parcel(found, message, arts, show_traceback=args.traceback, now=runtime.ledger.now())
+    now = runtime.ledger.now()
+    print_parcel(found, message, arts, show_traceback=args.traceback, now=now)
+    print_events(events, now)
     return ExitCode.OK
+
+
+def print_events(events: list[finder.Event], now: float | None = None) -> None:
+    """The parcel's life, one line an event, oldest first."""
+    if not events:
+        return
+    print("life")
+    for event in events:
+        at = output.when(event.at, now) if event.at else "(time not kept)"
+        print(f"  {at}  {output.printable(event.describe())}")
 
 
 def print_parcel(
@@ -158,7 +232,24 @@ def register(sub: Any, add: AddCommand) -> None:
     p.add_argument("file", metavar="FILE|-")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_parcel_send)
-    p = psub.add_parser("show", help="a parcel's state, message and artifacts")
+    p = psub.add_parser(
+        "find",
+        help="find parcels by id prefix, task, agent, type, state or time, newest first",
+        description="Find parcels, newest first, a page at a time (every filter uses an index). "
+        "WHEN is an age (15m, 2h, 7d) or an ISO time (UTC unless it has an offset).",
+    )
+    p.add_argument("--id", metavar="PREFIX", help="a parcel id or its start")
+    p.add_argument("--task", metavar="ID")
+    p.add_argument("--agent", metavar="AGENT")
+    p.add_argument("--type", metavar="TYPE")
+    p.add_argument("--state", choices=finder.STATES)
+    p.add_argument("--since", metavar="WHEN", help="queued at or after WHEN")
+    p.add_argument("--until", metavar="WHEN", help="queued at or before WHEN")
+    p.add_argument("--limit", type=positive_int, default=50, help="a page (default 50)")
+    p.add_argument("--before", type=positive_int, metavar="CURSOR", help="the next page's cursor")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parcel_find)
+    p = psub.add_parser("show", help="a parcel's state, message, artifacts and life")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.add_argument("--traceback", action="store_true", help="include the last traceback")
