@@ -1,6 +1,8 @@
-"""Console benchmark (issue 3): snapshot read, metric sample, idle CPU and start to first frame.
+"""Console benchmark (issues 3 and 14): snapshot read, metric sample, idle CPU, start to first
+frame; parcel searches, a parcel's life and inboxes at a million parcels.
 
     .venv/bin/python bench/console.py [--reps 50] [--cpu-seconds 30] [--launches 5] [--code HEAD]
+        [--section all|issue3|parcels]
 
 In one run, in a fresh temporary directory:
 
@@ -24,6 +26,15 @@ In one run, in a fresh temporary directory:
    pane (polled every 20 ms) that shows the Queue pane with a depth ("<n> queued"); median of
    --launches (goal < 1.5 s). Baseline in the same run: a minimal Textual app (one
    Static("hello")) timed the same way until "hello" shows.
+
+5. Issue 14 (--section parcels, also in all): another root, its ledger filled with raw SQL
+   (~1-2 min): 1,000,000 parcels (200 agents, tasks of 10, 8 types; 100,000 failed after
+   three tries, 20,000 queued, 200 in flight, the rest delivered), each with its history
+   lines, 1,000,000 messages (a third unread), the artifacts of one delivered parcel in ten,
+   then ANALYZE. Median and p95 of 20 calls of `finder.find` by id prefix, task, agent (and,
+   for scale, other filters, page 101, time ranges), `finder.life`, `finder.recent` and
+   `inbox.messages` (goal < 50 ms each); a figure that misses it gets its statements' plans.
+   SQLite only: PostgreSQL is not measured here.
 
 The code measured is the commit --code (default HEAD) of worker/ and seer_console/, unpacked
 into the temporary directory and put first on the import path of this process and of every
@@ -251,6 +262,293 @@ def check_counters(path: Path) -> list[str]:
         lines.append(f"{name}: counter {kept:,} vs count {value:,} {note}")
     lines.append(f"messages rows {messages:,}, metric_samples rows {samples:,}")
     return lines
+
+
+# -- issue 14: parcels and inboxes at a million ------------------------------------------------
+
+BIG_PARCELS = 1_000_000
+BIG_MESSAGES = 1_000_000
+BIG_FAILED = 100_000
+BIG_QUEUED = 20_000
+BIG_IN_FLIGHT = 200
+AGENTS = 200
+ARTIFACT_EVERY = 10  # one parcel in ten has an attachment (and every delivered one a manifest)
+FINDER_REPS = 20
+FINDER_GOAL_MS = 50.0
+HOST = "bench-host/4242/1700000000/140000000000001"
+
+
+def _history(*events: tuple[str, float, dict[str, Any]]) -> str:
+    return "".join(
+        json.dumps({"k": k, "t": t, "o": HOST, **extra}, separators=(",", ":")) + "\n"
+        for k, t, extra in events
+    )
+
+
+def fill_parcels(path: Path, now: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """1,000,000 parcels (200 agents, tasks of ~10, 8 types; 100,000 failed after three
+    tries, 20,000 queued, 200 in flight, the rest delivered, each with its history lines),
+    1,000,000 messages (one per delivered parcel, the rest older ones of no parcel still in
+    the ledger, a third unread) and the artifacts of one delivered parcel in ten; raw SQL in
+    big transactions. Returns the seconds each part took and what the reads look for."""
+    rng = random.Random(14)
+    took: dict[str, float] = {}
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("pragma synchronous = OFF")
+    conn.execute("pragma cache_size = -400000")
+    insert = (
+        "INSERT INTO parcels (id, to_agent_id, task_id, type, stream, state, payload, size, "
+        "attempts, owner, created_at, claimed_at, finished_at, error, history) "
+        "VALUES (?, ?, ?, ?, 'bench', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    payload = json.dumps({"envelope": {"body": "queued by bench/console.py"}, "attachments": {}})
+    start = now - BIG_PARCELS * 2.0  # a parcel every 2 s: ~23 days
+    delivered_ids: list[str] = []
+    failed = 0
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    for chunk in range(0, BIG_PARCELS, CHUNK):
+        rows = []
+        for i in range(chunk, min(BIG_PARCELS, chunk + CHUNK)):
+            pid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            created = start + i * 2.0
+            agent, task, kind = f"agent-{i % AGENTS}", f"task-{i // 10}", f"bench.type.{i % 8}"
+            # Failures spread over the whole range, the queue at the newest end.
+            if i >= BIG_PARCELS - BIG_QUEUED:
+                row = ("queued", payload, 0, None, None, None, None, None)
+            elif i >= BIG_PARCELS - BIG_QUEUED - BIG_IN_FLIGHT:
+                row = (
+                    "in_flight",
+                    payload,
+                    0,
+                    HOST,
+                    now,
+                    None,
+                    None,
+                    _history(("claimed", now, {})),
+                )
+            elif i % 9 == 7 and failed < BIG_FAILED:
+                failed += 1
+                error = ERRORS[i % len(ERRORS)]
+                history = _history(
+                    ("claimed", created + 1, {}),
+                    ("try_failed", created + 2, {"attempt": 1, "error": error}),
+                    ("claimed", created + 5, {}),
+                    ("try_failed", created + 6, {"attempt": 2, "error": error}),
+                    ("claimed", created + 9, {}),
+                    ("failed", created + 10, {"attempt": 3, "error": error}),
+                )
+                row = ("failed", payload, 3, None, created + 9, created + 10, error, history)
+            else:
+                history = _history(("claimed", created + 1, {}), ("delivered", created + 1.5, {}))
+                row = ("delivered", None, 1, None, created + 1, created + 1.5, None, history)
+                delivered_ids.append(pid)
+            state, body, attempts, owner, claimed, finished, error, history = row
+            rows.append(
+                (pid, agent, task, kind, state, body, len(payload), attempts, owner, created,
+                 claimed, finished, error, history)
+            )  # fmt: skip
+        conn.executemany(insert, rows)
+    conn.execute("COMMIT")
+    took["parcels"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    headers = json.dumps({"original_type": "bench.type.0", "artifact_count": 0})
+    envelope = json.dumps({"body": "a delivered message of a modest size", "metadata": {}})
+    older = BIG_MESSAGES - len(delivered_ids)  # messages of parcels purged long ago
+    conn.execute("BEGIN")
+    message_rows = (
+        (
+            f"{i:08x}-0000-4000-8000-{i:012x}" if i < older else delivered_ids[i - older],
+            f"agent-{i % AGENTS}",
+            headers,
+            envelope,
+            start - (older - i) * 2.0 if i < older else start + (i - older) * 2.0,
+            None if i % 3 == 0 else now - 60,
+        )
+        for i in range(BIG_MESSAGES)
+    )
+    while True:
+        batch = [r for _, r in zip(range(CHUNK), message_rows, strict=False)]
+        if not batch:
+            break
+        conn.executemany(
+            "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, envelope, "
+            "created_at, read_at) VALUES (?, ?, 'postmaster.delivery', 'bench', ?, ?, ?, ?)",
+            batch,
+        )
+    conn.execute("COMMIT")
+    took["messages"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    rows = []
+    for n, pid in enumerate(delivered_ids[::ARTIFACT_EVERY]):
+        task = "task-bench"
+        digest, manifest = f"{n:064x}", f"{n + 10**9:064x}"
+        rows.append((pid, task, "attachment", "notes.txt", digest, "notes.txt", "text/plain",
+                     1024, f"fe://artifacts/by-task/{task}/{digest}/notes.txt", now))  # fmt: skip
+        rows.append((pid, task, "manifest", "manifest.json", manifest, "manifest.json",
+                     "application/json", 300,
+                     f"fe://artifacts/by-task/{task}/{manifest}/manifest.json", now))  # fmt: skip
+    conn.executemany(
+        "INSERT INTO artifacts (parcel_id, task_id, kind, name, hash, filename, mime_type, "
+        "size, uri, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.execute("COMMIT")
+    took["artifacts"] = time.perf_counter() - t
+    t = time.perf_counter()
+    conn.execute("ANALYZE")
+    conn.execute("pragma wal_checkpoint(TRUNCATE)")
+    took["analyze + checkpoint"] = time.perf_counter() - t
+    failed_id = conn.execute(
+        "SELECT id FROM parcels WHERE state = 'failed' ORDER BY seq LIMIT 1 OFFSET 50000"
+    ).fetchone()[0]
+    conn.close()
+    wanted = {
+        "with_artifacts": delivered_ids[ARTIFACT_EVERY * 4000],
+        "failed": failed_id,
+        "task": f"task-{(BIG_PARCELS // 2) // 10}",
+        "agent": f"agent-{AGENTS // 2}",
+    }
+    return took, wanted
+
+
+def measure_finder(settings: Any, wanted: dict[str, Any]) -> list[tuple[str, float, bool]]:
+    """Median of FINDER_REPS of each console read of issue 14; each against the 50 ms goal."""
+    import inspect
+
+    from worker.parcels import finder, inbox
+    from worker.runtime import Runtime
+
+    runtime = Runtime.open(settings)
+    ledger = runtime.ledger
+    conn = ledger.db.connection()
+    pid = wanted["with_artifacts"]
+    inbox_kw = (
+        {"unread_first": True}
+        if "unread_first" in inspect.signature(inbox.messages).parameters
+        else {}
+    )
+    page_100_cursor = [None]
+
+    def hundredth_page() -> None:
+        before = None
+        for _ in range(100):
+            before = finder.find(ledger, agent=wanted["agent"], before=before).next_before
+        page_100_cursor[0] = before
+
+    hundredth_page()
+    cursor = page_100_cursor[0]
+    figures: list[tuple[str, Callable[[], Any], bool]] = [
+        ("find: id prefix (8 hex)", lambda: finder.find(ledger, id_prefix=pid[:8]), True),
+        ("find: id prefix (13, with '-')", lambda: finder.find(ledger, id_prefix=pid[:13]), False),
+        ("find: id prefix (1 hex)", lambda: finder.find(ledger, id_prefix=pid[:1]), False),
+        ("find: task id", lambda: finder.find(ledger, task_id=wanted["task"]), True),
+        ("find: agent (5,000 parcels)", lambda: finder.find(ledger, agent=wanted["agent"]), True),
+        (
+            "find: agent, page 101",
+            lambda: finder.find(ledger, agent=wanted["agent"], before=cursor),
+            False,
+        ),
+        (
+            "find: agent + failed",
+            lambda: finder.find(ledger, agent=wanted["agent"], state="failed"),
+            False,
+        ),
+        ("find: type", lambda: finder.find(ledger, type="bench.type.3"), False),
+        ("find: state failed", lambda: finder.find(ledger, state="failed"), False),
+        (
+            "find: since 2h",
+            lambda: finder.find(ledger, since=ledger.now() - 7200),
+            False,
+        ),
+        (
+            "find: a day, 10 days ago",
+            lambda: finder.find(
+                ledger, since=ledger.now() - 11 * 86400, until=ledger.now() - 10 * 86400
+            ),
+            False,
+        ),
+        ("life: a delivered parcel", lambda: finder.life(ledger, pid), True),
+        ("life: a failed parcel", lambda: finder.life(ledger, wanted["failed"]), False),
+        ("recent deliveries (20)", lambda: finder.recent(ledger), False),
+        (
+            "inbox: 50 newest of an agent" + (" (unread first)" if inbox_kw else ""),
+            lambda: inbox.messages(ledger, wanted["agent"], limit=50, **inbox_kw),
+            True,
+        ),
+        (
+            "inbox: 50 unread of an agent",
+            lambda: inbox.messages(ledger, wanted["agent"], unread=True, limit=50),
+            False,
+        ),
+    ]
+    results = []
+    for name, call, asked in figures:
+        med, p95 = median_p95(timed(call, FINDER_REPS))
+        met = med * 1000 < FINDER_GOAL_MS
+        results.append((name, med, met))
+        print(
+            f"  {name:34} median {ms(med)}, p95 {ms(p95)}"
+            + (
+                f"  (goal < {FINDER_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
+                if asked
+                else ""
+            )
+        )
+        if not met:
+            with Tracer(conn) as tracer:
+                call()
+            explain(conn, profile_statements(conn, tracer.statements))
+    with Tracer(conn) as tracer:
+        finder.life(ledger, pid)
+    print(f"  life runs {len(tracer.statements)} statements; plans of the searches:")
+    for label, sql in (
+        ("id prefix", f"SELECT seq FROM parcels WHERE id >= '{pid[:8]}' AND id < "
+         f"'{pid[:7]}{chr(ord(pid[7]) + 1)}' AND substr(id, 1, 8) = '{pid[:8]}' "
+         "ORDER BY seq DESC LIMIT 51"),
+        ("task", f"SELECT seq FROM parcels WHERE task_id = '{wanted['task']}' "
+         "ORDER BY seq DESC LIMIT 51"),
+        ("agent", f"SELECT seq FROM parcels WHERE to_agent_id = '{wanted['agent']}' "
+         "ORDER BY seq DESC LIMIT 51"),
+    ):  # fmt: skip
+        print(f"    {label:10} {plan(conn, sql)}")
+    runtime.close()
+    return results
+
+
+def print_parcel_summary(results: list[tuple[str, float, bool]]) -> None:
+    print(f"summary, issue 14 (load average now {os.getloadavg()[0]:.2f}):")
+    for name, med, met in results:
+        print(
+            f"  {name:34} {med * 1000:7.2f} ms  goal < {FINDER_GOAL_MS:.0f} ms "
+            f"{'met' if met else 'NOT met'}"
+        )
+
+
+def parcels_section(top: Path) -> list[tuple[str, float, bool]]:
+    from worker.settings import load_settings
+
+    env_file = top / "seer.env"
+    env_file.write_text("")
+    root = top / "million"
+    init_root(root, env_file)
+    settings = load_settings(environment(root, env_file))
+    ledger_path = Path(settings.storage_root) / "ledger.db"
+    t = time.perf_counter()
+    took, wanted = fill_parcels(ledger_path, time.time())
+    print(
+        f"issue 14 fill: {BIG_PARCELS:,} parcels ({BIG_FAILED:,} failed, {BIG_QUEUED:,} queued, "
+        f"{BIG_IN_FLIGHT} in flight, the rest delivered, each with its history), "
+        f"{BIG_MESSAGES:,} messages, {AGENTS} agents, in {time.perf_counter() - t:.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
+        + f"); ledger.db {ledger_path.stat().st_size / 1e6:.0f} MB"
+    )
+    print(f"reads (median and p95 of {FINDER_REPS}, after 3 warm-up calls):")
+    sys.stdout.flush()
+    return measure_finder(settings, wanted)
 
 
 # -- 2. reads -----------------------------------------------------------------------------------
@@ -561,6 +859,13 @@ def main(argv: list[str] | None = None) -> int:
         default="HEAD",
         help="commit of worker/ and seer_console/ to measure (default HEAD), or 'worktree'",
     )
+    parser.add_argument(
+        "--section",
+        choices=("all", "issue3", "parcels"),
+        default="all",
+        help="issue 3's figures (snapshot, sample, CPU, first frame), issue 14's parcels and "
+        "inboxes at a million, or both (default)",
+    )
     args = parser.parse_args(argv)
     if not shutil.which("tmux"):
         print("console benchmark: tmux is required")
@@ -577,7 +882,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"code: {snapshot_code(top / 'code', args.code)}")
     started = time.perf_counter()
     try:
-        return run(top, args)
+        code = run(top, args) if args.section in ("all", "issue3") else 0
+        if args.section in ("all", "parcels"):
+            print_parcel_summary(parcels_section(top))
+        return code
     finally:
         tmux("kill-server", check=False)
         # tmux leaves its socket file behind: remove ours (tmux's default place for -L names).
