@@ -90,6 +90,25 @@ def purge_failed(
     return failures.purge(runtime.ledger, older_than, now)
 
 
+def retry_failed_matching(
+    runtime: Runtime, failure_filter: failures.FailureFilter, now: float | None = None
+) -> Rung:
+    """Retries, as `retry_failed` does, the failed parcels the filter selects when it runs
+    (in batches: `failures.BATCH`); `len(rung.ids)` is how many, which may differ from a
+    count shown before (parcels failing or retried meanwhile)."""
+    ids = failures.retry_matching(runtime.ledger, failure_filter, now)
+    return _ring(runtime, ids) if ids else Rung((), True)
+
+
+def purge_failed_matching(
+    runtime: Runtime, failure_filter: failures.FailureFilter, now: float | None = None
+) -> int:
+    """Deletes the failed parcels the filter selects when it runs, as `purge_failed` does
+    (the parcels' rows only: a failed parcel has no artifact rows, and the blobs a failed
+    try stored are gc's, referenced by no artifact); returns how many."""
+    return failures.purge_matching(runtime.ledger, failure_filter, now)
+
+
 def compact_memory(
     runtime: Runtime, trigger: str, agent: str | None = None, dry_run: bool = False
 ) -> Run:
