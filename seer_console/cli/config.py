@@ -3,48 +3,104 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import sys
+import time
 from typing import Any
 
 from seer_console import output
-from seer_console.cli.common import AddCommand, ExitCode, Parser, open_runtime
-from worker.ops.jobs import periodic
+from seer_console.cli.common import AddCommand, ExitCode, Parser, UserError, open_runtime
+from worker.ops import schedule
+from worker.runtime import Runtime
 from worker.settings import load_settings
+
+
+def _stamp(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _iso(ts: object) -> str | None:
+    if not isinstance(ts, float | int) or not ts:
+        return None
+    return datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+def _result(job: schedule.JobStatus) -> str:
+    last = job.last
+    if last is None:
+        return "never ran"
+    by = "" if last.by == "scheduler" else f" (by {last.by})"
+    return ("ok" if last.ok else f"FAILED: {output.one_line(last.error or '', 60)}") + by
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     runtime = open_runtime()
-    now = datetime.datetime.now()
-    jobs = [
-        {
-            "job": j.name,
-            "queue": runtime.settings.scheduler_queue,
-            "schedule": j.rule.describe(),
-            "next_run": (
-                n.isoformat(timespec="seconds") if (n := j.rule.next_after(now)) else None
-            ),
-            "description": j.description,
-        }
-        for j in periodic(runtime.settings)
-    ]
+    if args.action == "run":
+        return _run_job(runtime, args)
+    if args.job is not None:
+        raise UserError(f"unexpected {args.job!r}: `seer schedule` or `seer schedule run JOB`")
+    shown = schedule.schedule(runtime)
     if args.json:
-        output.emit_json(jobs)
+        # A list of jobs, as before the runs were recorded; times in local ISO form, as
+        # next_run always was; the queue and its depth on each, so the list stays a list.
+        output.emit_json(
+            [
+                {
+                    **j.as_dict(),
+                    **{key: _iso(j.as_dict()[key]) for key in ("next_run", "last_run", "last_ok")},
+                    "queue": shown.queue,
+                    "queue_depth": shown.depth,
+                }
+                for j in shown.jobs
+            ]
+        )
         return ExitCode.OK
     output.table(
         [
             (
-                j["job"],
-                j["schedule"],
-                (j["next_run"] or "never").replace("T", " "),
-                j["description"],
+                j.name,
+                j.schedule,
+                _stamp(j.next_run) if j.next_run else "never",
+                _stamp(j.last.started_at if j.last else None),
+                f"{j.last.took:.2f}s" if j.last else "-",
+                _result(j),
+                _stamp(j.last_ok_at),
             )
-            for j in jobs
+            for j in shown.jobs
         ],
-        ("JOB", "SCHEDULE", "NEXT RUN (local time)", "WHAT"),
+        ("JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "TOOK", "RESULT", "LAST OK"),
     )
-    print(f"(run by the {runtime.settings.scheduler_queue} consumer, paused queue or not)")
+    depth = (
+        f"{shown.depth} waiting"
+        if shown.depth is not None
+        else f"unknown ({output.one_line(shown.depth_error or 'not reachable', 60)})"
+    )
+    print(
+        f"(local time; run by the {shown.queue} consumer, paused queue or not; "
+        f"{shown.queue} queue: {depth}; `seer schedule run JOB` runs "
+        f"{', '.join(schedule.SAFE)} now)"
+    )
     return ExitCode.OK
+
+
+def _run_job(runtime: Runtime, args: argparse.Namespace) -> int:
+    if args.job is None:
+        raise UserError(
+            f"which job? `seer schedule run JOB`, JOB one of {', '.join(schedule.SAFE)}"
+        )
+    try:
+        schedule.check_runnable(runtime, args.job)
+    except schedule.NotRunnable as exc:
+        raise UserError(str(exc)) from None
+    run = schedule.run_now(runtime, args.job, by=f"cli:{output.operator()}")
+    if args.json:
+        output.emit_json(dataclasses.asdict(run) | {"ok": run.ok})
+    elif run.ok:
+        print(f"{run.job} ran: ok in {run.took:.2f}s")
+    else:
+        print(f"{run.job} ran: FAILED in {run.took:.2f}s: {output.one_line(run.error or '', 200)}")
+    return ExitCode.OK if run.ok else ExitCode.FAILED
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -71,7 +127,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, add: AddCommand) -> None:
-    p = add("schedule", cmd_schedule, "periodic jobs, their schedules and next run times")
+    p = add(
+        "schedule",
+        cmd_schedule,
+        "periodic jobs: schedules, next and last runs, results; `run JOB` runs a safe one now",
+    )
+    p.add_argument("action", nargs="?", choices=("run",), help="run JOB now")
+    p.add_argument("job", nargs="?", metavar="JOB", help=", ".join(schedule.SAFE))
     p.add_argument("--json", action="store_true")
 
     cfg = add("config", cmd_config, "settings: `show` those in force, `example` for a new .env")

@@ -1,5 +1,6 @@
 """Persisted control flags: the queue pause, the worker's disk-full backoff notice, the queue
-outage consumers have seen, the slots periodic jobs have claimed and when they last ran."""
+outage consumers have seen, the slots periodic jobs have claimed, when they last ran and how
+that went."""
 
 from __future__ import annotations
 
@@ -200,3 +201,74 @@ def claim_slot(ledger: Ledger, job: str, slot: int, now: float | None = None) ->
             (SLOT + job, str(slot), now),
         ).rowcount
     return claimed == 1
+
+
+JOB_RUN = "run:"
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """A periodic job's last run (the ledger's clock): when it started, how long it took,
+    its error (None: it went well), who ran it, and when it last went well."""
+
+    job: str
+    started_at: float
+    took: float
+    error: str | None
+    by: str
+    last_ok_at: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def record_job_run(
+    ledger: Ledger,
+    job: str,
+    started_at: float,
+    took: float,
+    error: str | None = None,
+    by: str = "scheduler",
+    now: float | None = None,
+) -> JobRun:
+    """Records a run of periodic `job`, keeping the last good one's time across failures.
+    One short transaction, after the run (never held while the job runs)."""
+    now = ledger.now() if now is None else now
+    with ledger.write():
+        found = _get(ledger, JOB_RUN + job)
+        last_ok = found[0].get("last_ok_at") if found else None
+        if error is None:
+            last_ok = max(started_at, last_ok or 0.0)
+        run = JobRun(job, started_at, took, error, by, last_ok)
+        _put(
+            ledger,
+            JOB_RUN + job,
+            {
+                "started_at": started_at,
+                "took": took,
+                "ok": error is None,
+                "error": error,
+                "by": by,
+                "last_ok_at": last_ok,
+            },
+            now,
+        )
+    return run
+
+
+def job_runs(ledger: Ledger) -> dict[str, JobRun]:
+    """Every periodic job's last recorded run, by job name."""
+    runs = {}
+    for row in ledger.rows("SELECT key, value FROM control WHERE key LIKE ?", (JOB_RUN + "%",)):
+        value = json.loads(row["value"])
+        job = row["key"][len(JOB_RUN) :]
+        runs[job] = JobRun(
+            job,
+            float(value["started_at"]),
+            float(value.get("took") or 0.0),
+            value.get("error"),
+            str(value.get("by") or "scheduler"),
+            value.get("last_ok_at"),
+        )
+    return runs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,8 +19,10 @@ from worker.cas import tools as cas_tools
 from worker.fleet import consumers, control
 from worker.identity import host_name
 from worker.monitoring import metrics, monitor, watchdog
+from worker.ops import operations
 from worker.parcels import postmaster
 from worker.queue import QueueError
+from worker.redaction import redact_text
 from worker.runtime import Runtime
 from worker.schedules import TICK, Cron, Every
 from worker.settings import Settings
@@ -82,6 +85,103 @@ def ring_lost(runtime: Runtime) -> str | None:
     ):
         return ring_if_due(runtime)
     return None
+
+
+def sample(runtime: Runtime) -> None:
+    """Records one metric sample and rolls old ones up."""
+    settings = runtime.settings
+    taken = metrics.measure(
+        runtime.ledger,
+        settings.postmaster_queue,
+        settings.scheduler_queue,
+        host_id=settings.host_id,
+        heartbeat_timeout=settings.heartbeat_timeout,
+    )
+    metrics.record(runtime.ledger, taken)
+    metrics.downsample(
+        runtime.ledger,
+        metrics.Retention(
+            settings.keep_raw_samples, settings.keep_minute_samples, settings.keep_hour_samples
+        ),
+    )
+
+
+def compact_memory(runtime: Runtime, trigger: str) -> str | None:
+    """A compaction run (recorded with `trigger`); its error if it failed. Selects by expiry
+    time, so a run missed while the consumer was down costs only delay, and a run already in
+    progress elsewhere makes this one a recorded skip."""
+    run = operations.compact_memory(runtime, trigger)
+    return (run.error or "compaction failed") if run.status == "failed" else None
+
+
+def monitor_storage(runtime: Runtime) -> str | None:
+    """The storage report to the orchestration log, and the CAS size rule evaluated (an alert
+    sent if it crossed a level); what went wrong writing the report, if anything."""
+    report = monitor.storage_report(runtime)
+    error = None
+    try:
+        monitor.log_storage_report(runtime, report)
+    except OSError as exc:
+        # A refused link or a full disk: said in one line; the alert rule still runs.
+        log.error("storage report not logged: %s", exc)
+        error = f"storage report not logged: {exc}"
+    _, sent = monitor.evaluate(runtime, only=("cas_size",))
+    if sent:
+        monitor.deliver(runtime)
+    return error
+
+
+def one_line_error(exc: BaseException) -> str:
+    """An exception as a run's result: one line, secrets redacted, bounded."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = redact_text(text)
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+def run_recorded(
+    runtime: Runtime, name: str, body: Callable[[], str | None], by: str = "scheduler"
+) -> control.JobRun | None:
+    """Runs a periodic job's body and records the run (start, duration, result, who) in the
+    ledger once it is over; an exception is recorded, then raised again. Returns the run as
+    recorded, None if the ledger could not take the record (logged: the job's own outcome
+    matters more than its record)."""
+    try:
+        started = runtime.ledger.now()
+    except Exception:  # the ledger out of reach: the job says so itself, the record cannot
+        started = time.time()
+    clock = time.monotonic()
+    try:
+        error = body()
+    except Exception as exc:
+        _record(runtime, name, started, time.monotonic() - clock, one_line_error(exc), by)
+        raise
+    return _record(runtime, name, started, time.monotonic() - clock, error, by)
+
+
+def _record(
+    runtime: Runtime, name: str, started: float, took: float, error: str | None, by: str
+) -> control.JobRun | None:
+    try:
+        return control.record_job_run(runtime.ledger, name, started, took, error, by)
+    except Exception as exc:
+        log.error("periodic %s ran but its run was not recorded: %s", name, exc)
+        return None
+
+
+def _recorded(runtime: Runtime, name: str, body: Callable[[], str | None]) -> Callable[[], None]:
+    def run() -> None:
+        run_recorded(runtime, name, body)
+
+    run.__name__ = name
+    return run
+
+
+def _quiet(body: Callable[[], None]) -> Callable[[], str | None]:
+    def run() -> str | None:
+        body()
+        return None
+
+    return run
 
 
 if TYPE_CHECKING:
@@ -188,27 +288,6 @@ def build(runtime: Runtime) -> Jobs:
     def scheduler_started() -> None:
         started(runtime.settings.scheduler_queue)
 
-    def sample() -> None:
-        settings = runtime.settings
-        taken = metrics.measure(
-            runtime.ledger,
-            settings.postmaster_queue,
-            settings.scheduler_queue,
-            host_id=settings.host_id,
-            heartbeat_timeout=settings.heartbeat_timeout,
-        )
-        metrics.record(runtime.ledger, taken)
-        metrics.downsample(
-            runtime.ledger,
-            metrics.Retention(
-                settings.keep_raw_samples, settings.keep_minute_samples, settings.keep_hour_samples
-            ),
-        )
-
-    def compact_memory() -> None:
-        # Selects by expiry time, so a run missed while the consumer was down costs only delay.
-        runtime.compactor().run("schedule")
-
     def evaluate_rules() -> None:
         # That it ran, not only that its slot was claimed: the watchdogs stand in for the
         # scheduler's alerting when it stops running (dead, wedged, its queue unreachable).
@@ -220,31 +299,21 @@ def build(runtime: Runtime) -> Jobs:
     def deliver_alerts() -> None:
         monitor.deliver(runtime)
 
-    def monitor_storage() -> None:
-        report = monitor.storage_report(runtime)
-        try:
-            monitor.log_storage_report(runtime, report)
-        except OSError as exc:
-            # A refused link or a full disk: said in one line; the alert rule still runs.
-            log.error("storage report not logged: %s", exc)
-        _, sent = monitor.evaluate(runtime, only=("cas_size",))
-        if sent:
-            monitor.deliver(runtime)
-
     def reap() -> None:
         postmaster.recover(runtime.ledger, runtime.settings)
         consumers.forget(runtime.ledger)
         runtime.store.clean_temp()
         ring_lost(runtime)
 
-    runs: dict[str, Callable[[], None]] = {
-        "sample": sample,
-        "compact_memory": compact_memory,
-        "evaluate_rules": evaluate_rules,
-        "deliver_alerts": deliver_alerts,
-        "monitor_storage": monitor_storage,
-        "reap": reap,
+    bodies: dict[str, Callable[[], str | None]] = {
+        "sample": lambda: sample(runtime),
+        "compact_memory": lambda: compact_memory(runtime, "schedule"),
+        "evaluate_rules": _quiet(evaluate_rules),
+        "deliver_alerts": _quiet(deliver_alerts),
+        "monitor_storage": lambda: monitor_storage(runtime),
+        "reap": _quiet(reap),
     }
+    runs = {name: _recorded(runtime, name, body) for name, body in bodies.items()}
     return Jobs(
         deliver=deliver,
         postmaster_started=postmaster_started,
