@@ -2,7 +2,8 @@
 line below; its KEY opens it from anywhere."""
 
 from seer_console.views.base import View, ViewKey
+from seer_console.views.parcels import ParcelsView
 
-VIEWS: tuple[type[View], ...] = ()
+VIEWS: tuple[type[View], ...] = (ParcelsView,)
 
 __all__ = ["VIEWS", "View", "ViewKey"]
