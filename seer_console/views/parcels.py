@@ -32,6 +32,11 @@ def _stamp(ts: float | None) -> str:
     return "-" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def _short_stamp(ts: float | None) -> str:
+    # Month, day and time: the whole row fits 80 columns; the life screen has the year and age.
+    return "-" if not ts else time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
+
+
 def _state(state: str) -> Text:
     return Text(state, style=_STATE_STYLE.get(state, ""))
 
@@ -151,7 +156,6 @@ class ParcelsView(View):
         self.page = page
         table = self.query_one("#parcels-table", DataTable)
         table.clear()
-        now = self.now()
         for row in page.rows:
             table.add_row(
                 Text(row.id[:8]),
@@ -160,7 +164,7 @@ class ParcelsView(View):
                 Text(output.one_line(row.type, 20)),
                 _state(row.state),
                 Text(str(row.attempts)),
-                Text(output.when(row.created_at, now)),
+                Text(_short_stamp(row.created_at)),
                 key=row.id,
             )
         number = len(self.cursors)
