@@ -33,8 +33,8 @@ def _stamp(ts: float | None) -> str:
 
 
 def _short_stamp(ts: float | None) -> str:
-    # Month, day and time: the whole row fits 80 columns; the life screen has the year and age.
-    return "-" if not ts else time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
+    # Month, day, hour and minute: a row fits 80 columns; the life screen has the rest.
+    return "-" if not ts else time.strftime("%m-%d %H:%M", time.localtime(ts))
 
 
 def _state(state: str) -> Text:
@@ -83,7 +83,7 @@ class ParcelsView(View):
         yield Input(placeholder=self.HELP, id="parcels-filter", compact=True)
         yield Static(Text("Searching…"), id="parcels-status")
         table: DataTable[Any] = DataTable(id="parcels-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns("Id", "Agent", "Task", "Type", "State", "Tries", "Queued")
+        table.add_columns("Id", "Agent", "Task", "Type", "State", "Try", "Queued")
         yield table
         yield Static(Text("Recent deliveries: loading…"), id="parcels-recent")
 
@@ -159,9 +159,9 @@ class ParcelsView(View):
         for row in page.rows:
             table.add_row(
                 Text(row.id[:8]),
-                Text(output.one_line(row.to_agent_id, 20)),
-                Text(output.one_line(row.task_id, 16)),
-                Text(output.one_line(row.type, 20)),
+                Text(output.one_line(row.to_agent_id, 14)),
+                Text(output.one_line(row.task_id, 12)),
+                Text(output.one_line(row.type, 14)),
                 _state(row.state),
                 Text(str(row.attempts)),
                 Text(_short_stamp(row.created_at)),
