@@ -242,6 +242,18 @@ def test_life_of_a_delivery_after_a_failed_try(runtime, monkeypatch):
     assert finder.life(runtime.ledger, "00000000-0000-4000-8000-000000000000") is None
 
 
+def test_life_names_the_consumer_of_a_registered_process(runtime):
+    from worker.fleet import consumers
+
+    (pid,) = queue(runtime, parcel("agent-c", 1))
+    consumers.register(runtime.ledger, "postmaster", host_id=runtime.settings.host_id)
+    runtime.postmaster().deliver_waiting(now=1001.0)
+    life = finder.life(runtime.ledger, pid)
+    claimed = life.events[1]
+    assert claimed.kind == "claimed" and claimed.consumer == "postmaster"
+    assert claimed.describe().endswith(f"thread {claimed.thread} (postmaster)")
+
+
 def test_life_of_a_failure_then_a_retry(runtime):
     (pid,) = queue(runtime, parcel("agent-f", 1))
     with runtime.ledger.write():
