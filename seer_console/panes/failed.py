@@ -1,15 +1,28 @@
-"""Failed jobs pane: a sortable, filterable table; Enter opens a failure with its traceback."""
+"""Failed jobs pane: a sortable, filterable table; Enter opens a failure with its traceback.
+
+The `/` filter takes words and fields: `agent:NAME type:TYPE error:TEXT age:>2h age:<30m`
+(quote a value with spaces: `error:"did not answer"`); bare words match the id, the agent or
+the error. While a filter is set, R and X act on what it shows: every failed parcel it
+matches when the operator confirms (the service applies the same filter, not the ids on
+screen, which are at most the first 200).
+"""
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
+
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input
 
 from seer_console import output
 from seer_console.panes.base import Pane, PaneCommand, PaneKey
-from seer_console.source import ConsoleSnapshot, FailureRow
+from seer_console.source import FAILURE_ROWS, ConsoleSnapshot, FailureRow
+from worker.parcels.failures import FailureFilter
+from worker.settings import parse_duration
 
 SORTS = (
     ("failed", lambda r: -r.failed_at),
@@ -17,6 +30,65 @@ SORTS = (
     ("tries", lambda r: (-r.tries, -r.failed_at)),
     ("error", lambda r: (r.error, -r.failed_at)),
 )
+
+
+FILTER_HELP = "agent:NAME type:TYPE error:TEXT age:>2h age:<30m, or words"
+
+
+def parse_filter(text: str) -> FailureFilter:
+    """The `/` box's words as a FailureFilter. ValueError: a field's value is not allowed."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()  # an unclosed quote: taken as it is, not refused while typing
+    fields: dict[str, object] = {}
+    bare = []
+    for word in words:
+        key, sep, value = word.partition(":")
+        key = key.lower()
+        if not sep or key not in ("agent", "type", "error", "age"):
+            bare.append(word)
+            continue
+        if not value:
+            raise ValueError(f"{key}: needs a value ({FILTER_HELP})")
+        if key != "age":
+            fields[key] = value
+            continue
+        side, age = value[0], value[1:]
+        if side not in "<>" or not age:
+            raise ValueError(f"age:{value}: say age:>2h (older) or age:<30m (newer)")
+        try:
+            seconds = parse_duration(age)
+        except ValueError as exc:
+            raise ValueError(f"age:{value}: {age!r} is not {exc}") from None
+        fields["older_than" if side == ">" else "newer_than"] = seconds
+    if bare:
+        fields["text"] = " ".join(bare)
+    return FailureFilter(**fields)  # type: ignore[arg-type]
+
+
+def admits(f: FailureFilter, row: FailureRow, now: float) -> bool:
+    """The filter on a row already on screen, until the ledger's answer comes (which also
+    knows each parcel's type)."""
+    if f.agent and row.agent != f.agent:
+        return False
+    if f.error and f.error.lower() not in row.error.lower():
+        return False
+    if f.text and f.text.lower() not in f"{row.id} {row.agent} {row.error}".lower():
+        return False
+    if f.older_than is not None and not row.failed_at < now - f.older_than:
+        return False
+    return f.newer_than is None or row.failed_at >= now - f.newer_than
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The ledger's answer for a filter: its first rows, how many match, how many failed."""
+
+    text: str
+    rows: tuple[FailureRow, ...]
+    count: int
+    total: int
 
 
 class FailedTable(DataTable):
@@ -63,11 +135,25 @@ class FailedPane(Pane):
             title="Retry every failed parcel",
         ),
         PaneKey(
+            "R",
+            "retry_shown",
+            "Retry shown",
+            "with a / filter: retry every failed parcel it shows (asks, with the count)",
+            title="Retry the failed parcels shown",
+        ),
+        PaneKey(
             "X",
             "purge",
             "Purge",
             "delete every failed parcel for good",
             title="Purge every failed parcel",
+        ),
+        PaneKey(
+            "X",
+            "purge_shown",
+            "Purge shown",
+            "with a / filter: delete every failed parcel it shows (asks, with the count)",
+            title="Purge the failed parcels shown",
         ),
     )
     COMMANDS = (
@@ -85,7 +171,7 @@ class FailedPane(Pane):
         ),
         PaneCommand(
             "Filter failed jobs",
-            "key / in Failed jobs: by agent, error or parcel id",
+            "key / in Failed jobs: agent:, type:, error:, age:>2h, or words",
             "start_filter",
             mutates=False,
         ),
@@ -93,7 +179,7 @@ class FailedPane(Pane):
     LOCAL_KEYS = (
         ("enter", "open the selected failure: error, traceback, redacted parcel"),
         ("s", "sort by the next column (failed, agent, tries, error)"),
-        ("/", "filter the rows; escape clears the filter"),
+        ("/", f"filter: {FILTER_HELP}; escape clears it"),
         ("up/down", "move the selection"),
     )
 
@@ -102,9 +188,14 @@ class FailedPane(Pane):
         self._rows: tuple[FailureRow, ...] = ()
         self._sort = 0
         self._filter = ""
+        self._parsed = FailureFilter()
+        self._bad_filter: str | None = None
+        self._matched: Matched | None = None
+        self._total = 0
+        self._taken_at = 0.0
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: agent, error or parcel id", id="failed-filter")
+        yield Input(placeholder=f"filter: {FILTER_HELP}", id="failed-filter")
         table = FailedTable(id="failed-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("Parcel", "Agent", "Tries", "Failed", "Error")
         yield table
@@ -119,22 +210,91 @@ class FailedPane(Pane):
         self.query_one(FailedTable).focus()
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
-        self.border_subtitle = ""
-        if snapshot.failures is not self._rows and snapshot.failures != self._rows:
-            self._rows = snapshot.failures
-            self._fill()
-        if not self._rows:
-            self.border_subtitle = "no failed parcels"
+        self._taken_at = snapshot.taken_at
         total = snapshot.status.parcels["failed"]
+        changed = snapshot.failures is not self._rows and snapshot.failures != self._rows
+        if changed or total != self._total:
+            self._rows = snapshot.failures
+            self._total = total
+            if self._parsed:
+                self._match()  # the failures changed: what the filter shows may have too
+            self._fill()
         self.border_title = f"Failed jobs ({total:,})" + (
             f" · sort: {SORTS[self._sort][0]}" if self._sort else ""
         )
+        self._subtitle()
+
+    @property
+    def filtered(self) -> bool:
+        """A valid filter is set: R and X act on what it shows."""
+        return bool(self._parsed) and self._bad_filter is None
+
+    def _subtitle(self) -> None:
+        if self._bad_filter is not None:
+            self.border_subtitle = Text(f"filter: {self._bad_filter}")
+        elif self.filtered:
+            matched = self._current()
+            if matched is None:
+                self.border_subtitle = f"counting… of {self._total:,}"
+            else:
+                listed = (
+                    f" (first {len(matched.rows):,} listed)"
+                    if matched.count > len(matched.rows)
+                    else ""
+                )
+                self.border_subtitle = f"{matched.count:,} shown of {matched.total:,}{listed}"
+        else:
+            self.border_subtitle = "" if self._rows else "no failed parcels"
+
+    def _current(self) -> Matched | None:
+        matched = self._matched
+        return matched if matched is not None and matched.text == self._filter else None
+
+    def _now(self) -> float | None:
+        clock = self.console.clock
+        return clock() if clock else None
+
+    def _match(self) -> None:
+        self._read_matching(self._filter, self._parsed, self._now())
+
+    @work(thread=True, exclusive=True, group="failed-filter")
+    def _read_matching(self, text: str, chosen: FailureFilter, now: float | None) -> None:
+        from worker.parcels import failures
+
+        ledger = self.console.source.runtime.ledger
+        try:
+            with ledger.read():
+                found = failures.matching(ledger, chosen, now, limit=FAILURE_ROWS)
+                count = failures.count_matching(ledger, chosen, now)
+                total = failures.count_failed(ledger)
+        except Exception as exc:  # shown, not raised: the console stays up
+            self.app.call_from_thread(self.app.notify, f"Filter failed: {exc}", severity="error")
+            return
+        rows = tuple(
+            FailureRow(f.id, f.to_agent_id, f.error or "", f.attempts, f.failed_at) for f in found
+        )
+        self.app.call_from_thread(self._matched_now, Matched(text, rows, count, total))
+
+    def _matched_now(self, matched: Matched) -> None:
+        if matched.text != self._filter:
+            return  # an answer for what the box said before
+        self._matched = matched
+        self._fill()
+        self._subtitle()
+        self.app.refresh_bindings()
 
     def _visible(self) -> list[FailureRow]:
-        needle = self._filter.lower()
-        rows = [
-            r for r in self._rows if not needle or needle in f"{r.id} {r.agent} {r.error}".lower()
-        ]
+        if self._bad_filter is not None:
+            return []
+        if not self._parsed:
+            rows: list[FailureRow] = list(self._rows)
+        else:
+            matched = self._current()
+            if matched is not None:
+                rows = list(matched.rows)
+            else:
+                now = self._now() or self._taken_at
+                rows = [r for r in self._rows if admits(self._parsed, r, now)]
         return sorted(rows, key=SORTS[self._sort][1])
 
     def _fill(self) -> None:
@@ -156,8 +316,7 @@ class FailedPane(Pane):
             )
         if selected and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
-        if not table.row_count:
-            self.border_subtitle = "no failed parcels" if not self._filter else "no match"
+        self._subtitle()
 
     def selected_id(self) -> str | None:
         table = self.query_one(FailedTable)
@@ -179,8 +338,20 @@ class FailedPane(Pane):
         box.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        self._filter = event.value
+        self._set_filter(event.value)
+
+    def _set_filter(self, text: str) -> None:
+        self._filter = text
+        try:
+            self._parsed = parse_filter(text)
+            self._bad_filter = None
+        except ValueError as exc:
+            self._parsed = FailureFilter()
+            self._bad_filter = str(exc)
+        if self.filtered:
+            self._match()
         self._fill()
+        self.app.refresh_bindings()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.query_one(FailedTable).focus()
@@ -190,9 +361,16 @@ class FailedPane(Pane):
         if box.display:
             box.value = ""
             box.display = False
-            self._filter = ""
-            self._fill()
+            self._set_filter("")
             self.query_one(FailedTable).focus()
+
+    def available(self, action: str) -> bool:
+        # R and X: everything without a filter, what the filter shows with one.
+        if action in ("retry_all", "purge"):
+            return not self.filtered
+        if action in ("retry_shown", "purge_shown"):
+            return self.filtered
+        return True
 
     def open_selected(self) -> None:
         parcel_id = self.selected_id()
@@ -232,6 +410,53 @@ class FailedPane(Pane):
             "Purge",
             lambda: self.console.perform(
                 "Purge", lambda ops, rt: ops.purge_failed(rt), "purged {} failed parcels"
+            ),
+            danger=True,
+        )
+
+    def _shown_for_action(self, verb: str) -> Matched | None:
+        matched = self._current()
+        if matched is None:
+            self.app.notify("Still counting what the filter shows; try again in a moment.")
+            return None
+        if not matched.count:
+            self.app.notify(f"No failed parcels match the filter to {verb}.")
+            return None
+        return matched
+
+    def act_retry_shown(self) -> None:
+        matched = self._shown_for_action("retry")
+        if matched is None:
+            return
+        chosen, now, said = self._parsed, self._now(), self._parsed.describe()
+        count, literal = matched.count, said.replace("{", "{{").replace("}", "}}")
+        self.console.confirm(
+            f"Retry the {count:,} failed parcel{'s' if count != 1 else ''} shown ({said})?\n\n"
+            "Every failed parcel matching this filter when you confirm goes back in the queue "
+            "with its original contents and fresh tries; the notice says how many did.",
+            "Retry shown",
+            lambda: self.console.perform(
+                "Retry shown",
+                lambda ops, rt: len(ops.retry_failed_matching(rt, chosen, now).ids),
+                f"{{}} failed parcels back in the queue ({literal})",
+            ),
+        )
+
+    def act_purge_shown(self) -> None:
+        matched = self._shown_for_action("purge")
+        if matched is None:
+            return
+        chosen, now, said = self._parsed, self._now(), self._parsed.describe()
+        count, literal = matched.count, said.replace("{", "{{").replace("}", "}}")
+        self.console.confirm(
+            f"Delete the {count:,} failed parcel{'s' if count != 1 else ''} shown ({said}) "
+            "for good?\n\nEvery failed parcel matching this filter when you confirm is "
+            "deleted with its contents, error and traceback; it cannot be undone.",
+            "Purge shown",
+            lambda: self.console.perform(
+                "Purge shown",
+                lambda ops, rt: ops.purge_failed_matching(rt, chosen, now),
+                f"purged {{}} failed parcels ({literal})",
             ),
             danger=True,
         )
