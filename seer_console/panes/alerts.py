@@ -37,11 +37,11 @@ class AlertsPane(Pane):
         if not snapshot.alerts:
             text.append("no active alerts", style="green")
             text.append(f" · channels: {', '.join(snapshot.channels) or 'none'}\n", style="dim")
-        for alert in snapshot.alerts[: 2 if self.short else 4]:
+        for alert in snapshot.alerts[: 2 if self.short else 8 if self.big else 4]:
             text.append(f" {alert.level.upper()} ", style=LEVEL_STYLE.get(alert.level, ""))
             text.append(f" since {output.clock(alert.since)} ")
             text.append(output.one_line(alert.summary or alert.rule, max(20, width - 26)) + "\n")
-        room = 1 if self.short else 3
+        room = 1 if self.short else 8 if self.big else 3
         for d in snapshot.deliveries[: room if snapshot.alerts else room + 1]:
             when = output.clock(d.sent_at or d.created_at)
             text.append(f"{when} {d.channel:<5} ")
