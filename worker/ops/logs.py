@@ -57,6 +57,7 @@ _FILES = (
     ("orchestration", "orchestration.log", "JSON lines: storage reports, compactions, alerts"),
 )
 NAMES = tuple(name for name, _, _ in _FILES)
+FILENAMES = {name: filename for name, filename, _ in _FILES}
 
 
 def log_files(layout: Layout) -> tuple[LogFile, ...]:
