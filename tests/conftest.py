@@ -225,3 +225,13 @@ def tmpfs():
         # until their runtime is collected.
         if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@pytest.fixture
+def filled(runtime: Runtime) -> Runtime:
+    """The console's fixed data (tests/console_fixtures.fill) in a real ledger, in UTC."""
+    from tests.console_fixtures import fill, use_utc
+
+    use_utc()
+    fill(runtime)
+    return runtime

@@ -7,8 +7,9 @@ import json
 import os
 import time
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from seer_console.app import SeerConsole
 from seer_console.source import ConsoleSnapshot, SnapshotSource, WorkerRow
 from worker.alerts import outbox
 from worker.alerts.channels import Notification
@@ -20,7 +21,7 @@ from worker.parcels import intake as parcels
 from worker.queue.queues import redis_persistence
 from worker.runtime import Runtime
 
-NOW = 1_795_780_800.0  # 2026-11-27 08:00:00 UTC
+NOW = 1_795_780_800.0  # 2026-11-27 12:00:00 UTC
 ROOT = "/srv/seer/storage"
 HOST = "seer-prod-1"
 GITHUB_TOKEN = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
@@ -57,6 +58,19 @@ def redis_probe() -> QueueProbe:
         persistence=kept,
         warnings=warnings,
     )
+
+
+def app_for(runtime: Runtime, **kw: Any) -> SeerConsole:
+    """A console over `runtime` at the fixed clock, refreshed only when a test says so."""
+    return SeerConsole(FixedSource(runtime), live=False, clock=lambda: NOW, **kw)
+
+
+async def settle(pilot: Any, rounds: int = 2) -> None:
+    """Until the thread workers a key started are done and their results are on screen: a
+    worker's result can start another (a view's search, then its page)."""
+    for _ in range(rounds):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
 
 
 def use_utc() -> None:

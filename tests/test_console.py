@@ -18,29 +18,12 @@ from tests.console_fixtures import (
     NOW,
     WORKERS,
     FixedSource,
-    fill,
+    app_for,
     redis_probe,
+    settle,
     use_utc,
 )
 from worker.fleet import control
-
-
-@pytest.fixture
-def filled(runtime):
-    use_utc()
-    fill(runtime)
-    return runtime
-
-
-def app_for(runtime, **kw) -> SeerConsole:
-    return SeerConsole(FixedSource(runtime), live=False, clock=lambda: NOW, **kw)
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def failed_ids(runtime) -> list[str]:

@@ -8,7 +8,7 @@ from textual.widgets import DataTable, Static
 
 from seer_console.app import SeerConsole
 from seer_console.panes import PANES, Pane
-from tests.console_fixtures import NOW, FixedSource, fill, use_utc
+from tests.console_fixtures import NOW, FixedSource
 from worker.alerts import outbox
 from worker.alerts.channels import Notification
 
@@ -42,13 +42,6 @@ def busy(runtime) -> None:
     for n in range(4):
         note = Notification("queue_depth", "critical", f"Queue {n}", "queue", NOW - 500 + n)
         outbox.enqueue(ledger, note, ["log", "slack", "email"], now=NOW - 500 + n)
-
-
-@pytest.fixture
-def filled(runtime):
-    use_utc()
-    fill(runtime)
-    return runtime
 
 
 def rows_of(pane: Pane) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from textual.color import Color
 
 from seer_console.app import SeerConsole
 from seer_console.source import SnapshotSource
+from tests.console_fixtures import settle
 from tests.helpers import parcel
 from tests.redis_server import PrivateRedis
 from worker.runtime import Runtime
@@ -202,13 +203,6 @@ def test_metrics_of_an_unreachable_redis_are_up_0_and_nothing_it_could_not_tell(
 
 
 # -- the console -------------------------------------------------------------------------------
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def shown(app, selector: str) -> str:

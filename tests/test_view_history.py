@@ -8,7 +8,7 @@ import pytest
 from seer_console.app import SeerConsole
 from seer_console.screens import HelpScreen
 from seer_console.views.history import EMPTY, HistoryPlot, HistoryView, time_ticks, value_ticks
-from tests.console_fixtures import NOW, FixedSource, use_utc
+from tests.console_fixtures import NOW, FixedSource, app_for, settle, use_utc
 from worker.monitoring import metrics
 
 PLOTS = ("queue-depth", "delivered", "failed", "cas-size")
@@ -46,16 +46,6 @@ def fill_history(runtime, seconds: int = 7 * 86400) -> None:
 @pytest.fixture
 def utc():
     use_utc()
-
-
-def app_for(runtime, **kw) -> SeerConsole:
-    return SeerConsole(FixedSource(runtime), live=False, clock=lambda: NOW, **kw)
-
-
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def plot(app, name: str) -> HistoryPlot:

@@ -9,10 +9,10 @@ import stat
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from seer_console.app import SeerConsole
 from seer_console.screens import ConfirmScreen
 from seer_console.views.parcels import ParcelLifeScreen, ParcelsView, PathPrompt
-from tests.console_fixtures import FixedSource, use_utc
+from tests.console_fixtures import app_for, use_utc
+from tests.console_fixtures import settle as settle_rounds
 from tests.helpers import wait_for
 from tests.parcels_view_fixtures import (
     COUNT,
@@ -20,7 +20,6 @@ from tests.parcels_view_fixtures import (
     LIFE,
     MARKUP_AGENT,
     NOTES,
-    NOW,
     fill_parcels,
     parcel_id,
 )
@@ -35,14 +34,8 @@ def filled(runtime):
     return runtime
 
 
-def app_for(runtime, **kw) -> SeerConsole:
-    return SeerConsole(FixedSource(runtime), live=False, clock=lambda: NOW, **kw)
-
-
 async def settle(pilot) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+    await settle_rounds(pilot, 3)
 
 
 def table_keys(app, selector: str = "#parcels-table") -> list[str]:

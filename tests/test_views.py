@@ -7,33 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from seer_console.app import SeerConsole
 from seer_console.screens import HelpScreen
 from seer_console.views import VIEWS, View
 from seer_console.views.base import key_label
-from tests.console_fixtures import NOW, FixedSource, fill, use_utc
+from tests.console_fixtures import app_for, settle
 
 pytestmark = pytest.mark.backends("sqlite")
 
 VIEW_IDS = [v.view_id for v in VIEWS]
-
-
-@pytest.fixture
-def filled(runtime):
-    use_utc()
-    fill(runtime)
-    return runtime
-
-
-def app_for(runtime, **kw) -> SeerConsole:
-    return SeerConsole(FixedSource(runtime), live=False, clock=lambda: NOW, **kw)
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def help_text(app) -> str:
