@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     # Imported when the first snapshot is read, in the worker thread: the alert channels pull
     # in requests and smtplib, which would add a quarter of a second before the first frame.
     from worker.alerts import alerting, outbox
-    from worker.fleet import supervision
+    from worker.fleet import consumers, supervision
     from worker.memory import compaction
     from worker.monitoring import status
     from worker.monitoring.rules import Reading
@@ -47,6 +47,10 @@ class FailureRow:
 
 @dataclass(frozen=True)
 class WorkerRow:
+    """One consumer in the Worker pane: a program of this host's supervisord (its keys act on
+    it), or a consumer of the fleet that it does not run, another host's above all (shown
+    only: `host` names it, `local` is False)."""
+
     program: str
     queue: str
     state: str
@@ -58,6 +62,10 @@ class WorkerRow:
     last_exit: supervision.LastExit | None = None
     heartbeat_age: float | None = None  # its process's, on the ledger's clock; None: unknown
     stale: bool = False  # silent past SEER_HEARTBEAT_TIMEOUT: taken for dead
+    # Restarts not on purpose within SEER_RESTART_ALERT_WINDOW (consumer_restarts counts them).
+    restarts_recent: int | None = None
+    host: str = ""  # empty: this host
+    local: bool = True  # run by this host's supervisord: the pane's keys act on it
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,10 @@ class ConsoleSnapshot:
     critical_bytes: int
     failures: tuple[FailureRow, ...]
     workers: tuple[WorkerRow, ...]
+    # The fleet's consumers that this host's supervisord does not run: other hosts' (and any
+    # started here by hand), this host's first; view-only.
+    hosts: tuple[WorkerRow, ...] = ()
+    restart_window: float = 600.0  # SEER_RESTART_ALERT_WINDOW, for the pane's label
     queue_warning: int = 100
     queue_critical: int = 500
     alerts: tuple[alerting.RuleState, ...] = ()
@@ -227,7 +239,7 @@ class SnapshotSource:
                 partial = PartialSnapshot(reason, self._workers(runtime, found, now), supervisor)
                 raise SchemaBehind(f"{reason} ({exc})", partial) from None
             counts = metrics.counters(ledger)
-            inputs = rules.read_inputs(ledger, now, counts=counts)
+            inputs = rules.read_inputs(ledger, now, counts=counts, settings=runtime.settings)
             snap = status.snapshot(
                 runtime, now=now, view=view, counts=counts, inputs=inputs, probe=probe
             )
@@ -247,6 +259,7 @@ class SnapshotSource:
             compactions = tuple(runtime.compactor().recent(COMPACTION_ROWS))
             states = parcels.states_of(ledger, tracked)
         warning, critical = rules.cas_lines(runtime.settings)
+        workers = self._workers(runtime, snap.consumers, now, snap.hosts)
         return ConsoleSnapshot(
             taken_at=now,
             host=self.host,
@@ -258,7 +271,9 @@ class SnapshotSource:
             warning_bytes=warning,
             critical_bytes=critical,
             failures=self._failures,
-            workers=self._workers(runtime, snap.consumers, now),
+            workers=workers,
+            hosts=host_rows(runtime.settings, snap.hosts, workers, now),
+            restart_window=runtime.settings.restart_alert_window,
             queue_warning=runtime.settings.queue_warning,
             queue_critical=runtime.settings.queue_critical,
             alerts=alerts,
@@ -304,8 +319,14 @@ class SnapshotSource:
         return self._channels[1]
 
     def _workers(
-        self, runtime: Runtime, found: tuple[status.ConsumerStatus, ...], now: float
+        self,
+        runtime: Runtime,
+        found: tuple[status.ConsumerStatus, ...],
+        now: float,
+        fleet: tuple[consumers.HostConsumer, ...] = (),
     ) -> tuple[WorkerRow, ...]:
+        since = now - runtime.settings.restart_alert_window
+        recent = {c.queue: c.restarts_since(since) for c in fleet if c.local}
         rows = []
         for program, queue_status in zip(("seer-postmaster", "seer-scheduler"), found, strict=True):
             pid = queue_status.supervisor_pid or (
@@ -345,6 +366,45 @@ class SnapshotSource:
                     queue_status.last_exit,
                     beat.heartbeat_age if beat else None,
                     beat.stale if beat else False,
+                    recent.get(queue_status.queue),
                 )
             )
         return tuple(rows)
+
+
+def host_rows(
+    settings: Settings,
+    fleet: tuple[consumers.HostConsumer, ...],
+    workers: tuple[WorkerRow, ...],
+    now: float,
+) -> tuple[WorkerRow, ...]:
+    """The fleet's consumers beside this host's supervisord programs, as Worker pane rows:
+    every other host's, and this host's processes that its supervisord does not run (started
+    by hand). This host's programs that do not run are its supervisord rows already."""
+    from worker.monitoring.rules import program_of
+
+    shown = {(w.queue, w.pid) for w in workers if w.pid}
+    supervised = {w.queue for w in workers}
+    since = now - settings.restart_alert_window
+    rows = []
+    for c in fleet:
+        if c.local and ((c.queue, c.pid) in shown or (c.queue in supervised and not c.running)):
+            continue
+        rows.append(
+            WorkerRow(
+                program_of(settings, c.queue),
+                c.queue,
+                c.state,
+                c.pid,
+                None,
+                c.cpu_percent,
+                c.rss,
+                c.restarts,
+                heartbeat_age=c.heartbeat_age,
+                stale=c.state == "STALE",
+                restarts_recent=c.restarts_since(since),
+                host=c.host,
+                local=False,
+            )
+        )
+    return tuple(rows)

@@ -408,6 +408,36 @@ class Settings:
         "(queue_unreachable), sent by every consumer's watchdog, not through that queue; "
         "shorter outages, such as a restart, alert nobody (1s to 1h).",
     )
+    consumer_down_alert: float = _spec(
+        "SEER_CONSUMER_DOWN_ALERT",
+        "60s",
+        lambda raw: _seconds_between(raw, 1, 86400),
+        "A consumer expected on a host (one that registered there and was not stopped on "
+        "purpose) not running, or silent, this long is a critical alert (consumer_down); a "
+        "graceful stop (`seer supervisor stop`, a rollback) alerts nobody (1s to 1d).",
+    )
+    restart_alert_count: int = _spec(
+        "SEER_RESTART_ALERT_COUNT",
+        "3",
+        # The ledger keeps the last 100 restart times of each consumer.
+        _int_range(0, 99),
+        "More restarts than this of one consumer on one host within "
+        "SEER_RESTART_ALERT_WINDOW warn (consumer_restarts); a stop and start on purpose is "
+        "no restart here (0 to 99).",
+    )
+    restart_alert_window: float = _spec(
+        "SEER_RESTART_ALERT_WINDOW",
+        "10m",
+        lambda raw: _seconds_between(raw, 60, 86400),
+        "The window in which consumer restarts are counted (1m to 1d).",
+    )
+    oldest_queued_alert: float = _spec(
+        "SEER_OLDEST_QUEUED_ALERT",
+        "5m",
+        lambda raw: _seconds_between(raw, 1, 30 * 86400),
+        "The oldest queued parcel waiting longer than this warns (oldest_queued), unless the "
+        "queue is paused (1s to 30d).",
+    )
     alert_repeat: float = _spec(
         "ALERT_REPEAT_INTERVAL",
         "4h",

@@ -1,6 +1,7 @@
 """Worker pane: each consumer's supervisord state, pid, uptime, CPU, memory, restarts and
-heartbeat, the consumers of other hosts (stale ones marked), and the keys that start, stop
-and restart them, and roll back."""
+heartbeat; every other host's consumers (state, heartbeat with stale ones marked, pid, CPU and
+memory as each measured itself, restarts in the window and in all), view-only; and the keys
+that start, stop and restart this host's programs, and roll back."""
 
 from __future__ import annotations
 
@@ -22,8 +23,32 @@ from seer_console.source import ConsoleSnapshot, PartialSnapshot, WorkerRow
 if TYPE_CHECKING:  # the status module pulls in the alert rules: not before the first frame
     from worker.monitoring.status import ConsumerProcess
 
-STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow"}
+STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow", "STOPPED": "yellow"}
 PROGRAMS = ("seer-postmaster", "seer-scheduler")
+# Other hosts' rows shown on a short terminal (80x24); the zoomed pane shows them all.
+SHORT_HOSTS = 2
+
+
+def _fit(text: Text, parts: list[tuple[str, str]], width: int) -> None:
+    """Appends each part after a space, or on a new indented line when it would run past
+    the width."""
+    for part, style in parts:
+        line = text.plain.rsplit("\n", 1)[-1]
+        if cell_len(line) + 1 + cell_len(part) > width and line.strip():
+            text.append("\n  ")
+        else:
+            text.append(" ")
+        text.append(part, style=style)
+
+
+def _restarts(w: WorkerRow, window: float) -> str:
+    """All restarts, and those not on purpose within the window (consumer_restarts')."""
+    said = f"{w.restarts} restart" + ("" if w.restarts == 1 else "s")
+    return said + f" ({w.restarts_recent or 0} crashes in {_window(window)})"
+
+
+def _window(seconds: float) -> str:
+    return output.short_age(seconds).replace("m00s", "m").replace("h00m", "h")
 
 
 def _heartbeat(text: Text, age: float | None, stale: bool, width: int) -> None:
@@ -95,6 +120,16 @@ class WorkerPane(Pane):
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
         self._snapshot = snapshot
+        if snapshot.hosts or snapshot.status.hosts:
+            self._draw(
+                snapshot.workers,
+                snapshot.status.supervisor,
+                snapshot.taken_at,
+                hosts=snapshot.hosts,
+                window=snapshot.restart_window,
+            )
+            return
+        # A snapshot without the fleet's reading (built by hand): the processes of status.
         shown = {(w.queue, w.pid) for w in snapshot.workers if w.pid}
         others = tuple(
             p
@@ -103,6 +138,18 @@ class WorkerPane(Pane):
             if not (p.local and (p.queue, p.pid) in shown)
         )
         self._draw(snapshot.workers, snapshot.status.supervisor, snapshot.taken_at, others)
+
+    @property
+    def rows(self) -> tuple[WorkerRow, ...]:
+        """The rows the selection moves over: this host's programs, then the fleet's."""
+        if self._snapshot is not None:
+            return self._snapshot.workers + self._shown_hosts(self._snapshot.hosts)
+        return self._partial.workers if self._partial else ()
+
+    def _shown_hosts(self, hosts: tuple[WorkerRow, ...]) -> tuple[WorkerRow, ...]:
+        if self.short and self.screen.maximized is not self:
+            return hosts[:SHORT_HOSTS]
+        return hosts
 
     def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
         if partial is None:
@@ -120,6 +167,9 @@ class WorkerPane(Pane):
         supervisor: str,
         now: float,
         others: tuple[ConsumerProcess, ...] = (),
+        *,
+        hosts: tuple[WorkerRow, ...] = (),
+        window: float = 600.0,
     ) -> None:
         width = self.content_region.width or 40
         wide = width >= 70
@@ -149,18 +199,59 @@ class WorkerPane(Pane):
             if wide:
                 _heartbeat(text, w.heartbeat_age, w.stale, width)
             text.append("\n")
+            # Restarts not on purpose in the window (what consumer_restarts counts), beside
+            # the last exit: a crash loop reads as one line.
+            recent = ""
+            if w.restarts_recent:
+                recent = f"{w.restarts_recent} crash restarts in {_window(window)}"
             if w.last_exit:
                 ago = output.short_age(max(0.0, now - w.last_exit.at))
-                text.append(f"  last exit {w.last_exit.short} {ago} ago\n", style="dim")
+                text.append(f"  last exit {w.last_exit.short} {ago} ago", style="dim")
+                _fit(text, [(f"· {recent}", "bold yellow")] if recent else [], width)
+                text.append("\n")
+            elif recent:
+                text.append(f"  {recent}\n", style="bold yellow")
         # Consumers this host's supervisord does not run: other hosts', or started by hand.
         for p in others:
             text.append(f" {p.host} {p.queue} pid {p.pid}", style="dim")
             _heartbeat(text, p.heartbeat_age, p.stale, width)
             text.append("\n")
+        shown = self._shown_hosts(hosts)
+        for index, w in enumerate(shown, len(workers)):
+            self._host_row(text, w, width, window, focused and index == self.selected)
+        if len(shown) < len(hosts):
+            more = len(hosts) - len(shown)
+            text.append(f"  +{more} more on other hosts: z zooms\n", style="dim")
         text.rstrip()
         self.put("#worker-rows", text)
         self.border_title = f"Worker · supervisord {supervisor}"
         self.border_subtitle = ""
+
+    def _host_row(
+        self, text: Text, w: WorkerRow, width: int, window: float, selected: bool
+    ) -> None:
+        """Another host's consumer: host, queue, pid, heartbeat and state, then CPU, memory
+        and restarts, wrapped to the width; a short terminal leaves out all but the first
+        and the state."""
+        text.append("▶" if selected else " ", style="bold")
+        # The host's name comes from the ledger: plain text, cut to a column's worth.
+        text.append(output.one_line(w.host, 24), style="bold")
+        text.append(f" {w.queue}")
+        brief = self.short and self.screen.maximized is not self
+        bad = w.stale or w.state == "GONE"
+        parts: list[tuple[str, str]] = [] if brief else [(f"pid {w.pid or '-'}", "")]
+        parts.append((f"hb {output.short_age(w.heartbeat_age)}", "bold red" if bad else "dim"))
+        parts.append((w.state, STATE_STYLE.get(w.state, "bold red")))
+        if not brief:
+            cpu = "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}%"
+            mem = humanize.naturalsize(w.rss, binary=True, format="%.0f") if w.rss else "-"
+            parts += [
+                (f"cpu {cpu}", ""),
+                (f"mem {mem}", ""),
+                (_restarts(w, window), "bold yellow" if w.restarts_recent else ""),
+            ]
+        _fit(text, parts, width)
+        text.append("\n")
 
     def _again(self) -> None:
         if self._snapshot:
@@ -180,17 +271,38 @@ class WorkerPane(Pane):
         return True
 
     def action_select(self, step: int) -> None:
-        self.selected = (self.selected + step) % len(PROGRAMS)
+        self.selected = (self.selected + step) % max(1, len(self.rows) or len(PROGRAMS))
         self._again()
 
     def act_control(self, verb: str, program: str) -> None:
         """The palette names the program: select it, then act as its key does."""
-        self.selected = PROGRAMS.index(program)
+        rows = self.rows
+        local = [i for i, w in enumerate(rows) if w.local and w.program == program]
+        self.selected = local[0] if local else PROGRAMS.index(program)
         self.action_select(0)  # shows the selection
         self.action_program(verb)
 
+    def _selected_row(self) -> WorkerRow | None:
+        rows = self.rows
+        return rows[self.selected] if 0 <= self.selected < len(rows) else None
+
+    def _refuse_remote(self, verb: str, row: WorkerRow) -> bool:
+        """A row of another host is shown only: this host's supervisord does not run it."""
+        if row.local:
+            return False
+        self.app.notify(
+            f"{verb.capitalize()}: {row.program} on {row.host} is not run by this host's "
+            f"supervisord; run `seer supervisor {verb} {row.program}` on {row.host}.",
+            severity="warning",
+            markup=False,
+        )
+        return True
+
     def action_program(self, verb: str) -> None:
-        program = PROGRAMS[self.selected]
+        row = self._selected_row()
+        if row is not None and self._refuse_remote(verb, row):
+            return
+        program = row.program if row is not None else PROGRAMS[self.selected % len(PROGRAMS)]
 
         def run() -> None:
             self.console.perform(

@@ -84,6 +84,57 @@ def queue_families(probe: QueueProbe) -> list[Metric]:
     return found
 
 
+def host_families(fleet: tuple[consumers.HostConsumer, ...], since: float) -> list[Metric]:
+    """Each host's consumers by queue and host: running or not, how long since it was heard
+    from, the CPU and memory it measured of itself, its restarts (not on purpose) since
+    `since` (SEER_RESTART_ALERT_WINDOW ago). One series per (queue, host): a host with two
+    processes of a queue shows its busiest."""
+    labels = ["queue", "host"]
+    running = GaugeMetricFamily(
+        "seer_host_consumer_running",
+        "1 if a consumer of the queue runs on the host (0: stale, gone, or stopped on purpose).",
+        labels=labels,
+    )
+    age = GaugeMetricFamily(
+        "seer_host_consumer_heartbeat_age_seconds",
+        "Seconds since the host's consumer of the queue was last heard from.",
+        labels=labels,
+    )
+    cpu = GaugeMetricFamily(
+        "seer_host_consumer_cpu_percent",
+        "CPU the consumer used between its last two heartbeats, as it measured itself.",
+        labels=labels,
+    )
+    rss = GaugeMetricFamily(
+        "seer_host_consumer_memory_bytes",
+        "Resident memory of the consumer at its last heartbeat.",
+        labels=labels,
+    )
+    recent = GaugeMetricFamily(
+        "seer_host_consumer_restarts_recent",
+        "Restarts not on purpose within SEER_RESTART_ALERT_WINDOW (consumer_restarts).",
+        labels=labels,
+    )
+    best: dict[tuple[str, str], consumers.HostConsumer] = {}
+    for c in fleet:
+        key = (c.queue, c.host)
+        if key not in best or (c.running, c.cpu_percent or 0.0) > (
+            best[key].running,
+            best[key].cpu_percent or 0.0,
+        ):
+            best[key] = c
+    for (queue, host), c in sorted(best.items()):
+        running.add_metric([queue, host], 1 if c.running else 0)
+        if c.heartbeat_age is not None:
+            age.add_metric([queue, host], round(c.heartbeat_age, 3))
+        if c.running and c.cpu_percent is not None:
+            cpu.add_metric([queue, host], c.cpu_percent)
+        if c.running and c.rss is not None:
+            rss.add_metric([queue, host], c.rss)
+        recent.add_metric([queue, host], c.restarts_since(since))
+    return [running, age, cpu, rss, recent]
+
+
 def families(runtime: WiredWithQueue, now: float | None = None) -> list[Metric]:
     """Every figure from counters and indexes, and one look at the queue's storage (its
     depths counted: LLEN on Redis, a count on a database, once per scrape at most a second):
@@ -100,6 +151,9 @@ def families(runtime: WiredWithQueue, now: float | None = None) -> list[Metric]:
         ledger, host_id=settings.host_id, timeout=settings.heartbeat_timeout, now=now
     )
     levels = {s.rule: s.level for s in alerting.states(ledger).values()}
+    fleet = consumers.fleet(
+        ledger, host_id=settings.host_id, timeout=settings.heartbeat_timeout, now=now
+    )
     probe = status.queue_probe(runtime, depths=True)
     return [
         _gauge("seer_queue_depth", "Parcels queued.", counts.get("parcels_queued", 0)),
@@ -159,6 +213,7 @@ def families(runtime: WiredWithQueue, now: float | None = None) -> list[Metric]:
                 for q in (settings.postmaster_queue, settings.scheduler_queue)
             },
         ),
+        *host_families(fleet, now - settings.restart_alert_window),
         _gauge(
             "seer_compaction_failures_24h",
             "Failed memory compactions in 24 hours.",

@@ -1,16 +1,29 @@
 """The alert rules of the task card, evaluated from O(1) readings of the ledger.
 
-| rule                | warning                                        | critical          |
-| cas_size            | > ALERT_THRESHOLD of quota or > 10 GB, lower   | > 90% of quota    |
-| queue_depth         | > 100                                          | > 500             |
-| failed_per_hour     | > 10 failed parcels in the last hour           |                   |
-| compaction_failures |                                                | > 3 failed a day  |
-| queue_unreachable   |                                                | > 30 s no answer  |
+| rule                | warning                                        | critical            |
+| cas_size            | > ALERT_THRESHOLD of quota or > 10 GB, lower   | > 90% of quota      |
+| queue_depth         | > 100                                          | > 500               |
+| failed_per_hour     | > 10 failed parcels in the last hour           |                     |
+| compaction_failures |                                                | > 3 failed a day    |
+| queue_unreachable   |                                                | > 30 s no answer    |
+| consumer_down       |                                                | > 60 s not running  |
+| consumer_restarts   | > 3 restarts of one consumer in 10 minutes     |                     |
+| oldest_queued       | oldest queued parcel > 5 minutes, not paused   |                     |
 
 queue_unreachable is the dead man's switch of docs/SCALING.md: the queue's storage (Redis)
 not answering for SEER_QUEUE_OUTAGE_ALERT, as the consumers recorded it in the ledger. Every
 consumer's watchdog (worker.monitoring.watchdog) evaluates it, not only the scheduler, whose
-jobs reach it through that very queue.
+jobs reach it through that very queue; it follows consumer_down too (a dead scheduler cannot
+say that it is dead).
+
+consumer_down: each program (seer-postmaster, seer-scheduler) on each host where it registered
+and was not stopped on purpose since (a graceful stop, as `seer supervisor stop` and the
+rollback do, is a decision, not an outage) and not forgotten (FORGET_AFTER, a day after it was
+last heard from), with no live process or no heartbeat for SEER_CONSUMER_DOWN_ALERT.
+consumer_restarts counts the starts of one (program, host) that followed a process that did
+not stop on purpose (crashes, kills), SEER_RESTART_ALERT_COUNT within SEER_RESTART_ALERT_WINDOW.
+oldest_queued: the oldest queued parcel older than SEER_OLDEST_QUEUED_ALERT while the queue is
+not paused (a paused queue is meant to hold its parcels).
 """
 
 from __future__ import annotations
@@ -20,14 +33,23 @@ from dataclasses import dataclass
 import humanize
 
 from worker.alerts.alerting import Reading
-from worker.fleet import control
+from worker.fleet import consumers, control
 from worker.ledger import Ledger
 from worker.memory import compaction
 from worker.monitoring import metrics
 from worker.settings import Settings
 
 LEVELS = ("ok", "warning", "critical")
-RULES = ("cas_size", "queue_depth", "failed_per_hour", "compaction_failures", "queue_unreachable")
+RULES = (
+    "cas_size",
+    "queue_depth",
+    "failed_per_hour",
+    "compaction_failures",
+    "queue_unreachable",
+    "consumer_down",
+    "consumer_restarts",
+    "oldest_queued",
+)
 
 
 @dataclass(frozen=True)
@@ -39,12 +61,21 @@ class Inputs:
     # The queue outage consumers recorded, if any, and how long it has lasted by then.
     queue_outage: control.QueueOutage | None = None
     queue_outage_age: float = 0.0
+    # Every host's consumers, when they were read, and the queue's oldest parcel.
+    fleet: tuple[consumers.HostConsumer, ...] = ()
+    now: float = 0.0
+    oldest_queued_age: float | None = None
+    paused: bool = False
 
 
 def read_inputs(
-    ledger: Ledger, now: float | None = None, counts: dict[str, int] | None = None
+    ledger: Ledger,
+    now: float | None = None,
+    counts: dict[str, int] | None = None,
+    settings: Settings | None = None,
 ) -> Inputs:
-    """What the rules measure; `counts`, the ledger's counters if the caller has read them."""
+    """What the rules measure; `counts`, the ledger's counters if the caller has read them;
+    `settings` say which host this is and when a heartbeat is stale (defaults otherwise)."""
     now = ledger.now() if now is None else now
     counts = metrics.counters(ledger) if counts is None else counts
     outage = control.queue_outage(ledger)
@@ -55,6 +86,20 @@ def read_inputs(
         compaction_failures_day=compaction.failures_per_day(ledger, now),
         queue_outage=outage,
         queue_outage_age=max(0.0, now - outage.since) if outage else 0.0,
+        fleet=read_fleet(ledger, settings, now),
+        now=now,
+        oldest_queued_age=metrics.oldest_queued_age(ledger, now),
+        paused=control.is_paused(ledger),
+    )
+
+
+def read_fleet(
+    ledger: Ledger, settings: Settings | None, now: float
+) -> tuple[consumers.HostConsumer, ...]:
+    if settings is None:
+        return consumers.fleet(ledger, now=now)
+    return consumers.fleet(
+        ledger, host_id=settings.host_id, timeout=settings.heartbeat_timeout, now=now
     )
 
 
@@ -133,7 +178,120 @@ def evaluate(settings: Settings, inputs: Inputs) -> list[Reading]:
         )
     )
     readings.append(queue_outage_reading(settings, inputs.queue_outage, inputs.queue_outage_age))
+    readings.append(consumer_down_reading(settings, inputs.fleet, inputs.now))
+    readings.append(consumer_restarts_reading(settings, inputs.fleet, inputs.now))
+    readings.append(oldest_queued_reading(settings, inputs.oldest_queued_age, inputs.paused))
     return readings
+
+
+def program_of(settings: Settings, queue: str) -> str:
+    """The supervisord program that runs a queue's consumer."""
+    return {
+        settings.postmaster_queue: "seer-postmaster",
+        settings.scheduler_queue: "seer-scheduler",
+    }.get(queue, f"the {queue} consumer")
+
+
+def _seconds(n: float) -> str:
+    """74 s, 5 min, 6 min 40 s, 2 h 05 min: exact enough to compare with the line."""
+    n = int(n)
+    if n < 120:
+        return f"{n} s"
+    if n < 7200:
+        return f"{n // 60} min" + (f" {n % 60} s" if n % 60 else "")
+    return f"{n // 3600} h {n % 3600 // 60:02d} min"
+
+
+def _running(settings: Settings, c: consumers.HostConsumer) -> bool:
+    # Judged again by these settings' timeout: the scheduler's evaluation reads the fleet
+    # without them (worker.monitoring.monitor).
+    return c.running and (c.heartbeat_age or 0.0) <= settings.heartbeat_timeout
+
+
+def down_consumers(
+    settings: Settings, fleet: tuple[consumers.HostConsumer, ...], now: float
+) -> list[tuple[consumers.HostConsumer, float]]:
+    """Each expected (queue, host) with no live process, and for how long it has not been
+    heard from, longest first."""
+    running = {(c.queue, c.host) for c in fleet if _running(settings, c)}
+    found = [
+        (c, max(0.0, now - (c.last_heard if c.last_heard is not None else now)))
+        for c in fleet
+        if c.expected and (c.queue, c.host) not in running
+    ]
+    return sorted(found, key=lambda pair: (-pair[1], pair[0].host, pair[0].queue))
+
+
+def consumer_down_level(
+    settings: Settings, fleet: tuple[consumers.HostConsumer, ...], now: float
+) -> str:
+    down = down_consumers(settings, fleet, now)
+    return "critical" if down and down[0][1] > settings.consumer_down_alert else "ok"
+
+
+def consumer_down_reading(
+    settings: Settings, fleet: tuple[consumers.HostConsumer, ...], now: float
+) -> Reading:
+    line = _seconds(settings.consumer_down_alert)
+    down = down_consumers(settings, fleet, now)
+    level = consumer_down_level(settings, fleet, now)
+    if not down:
+        live = [c for c in fleet if c.running]
+        hosts = len({c.host for c in live})
+        summary = (
+            f"every expected consumer runs ({len(live)} on {hosts} host"
+            f"{'' if hosts == 1 else 's'}; critical after {line} down)"
+        )
+        return Reading("consumer_down", "ok", 0, summary)
+    parts = []
+    for c, silent in down:
+        how = "not running" if c.state == "GONE" else "no heartbeat"
+        parts.append(f"{program_of(settings, c.queue)} on {c.host}: {how} for {_seconds(silent)}")
+    summary = "; ".join(parts) + f" (critical after {line})"
+    return Reading("consumer_down", level, round(down[0][1], 1), summary)
+
+
+def consumer_restarts_reading(
+    settings: Settings, fleet: tuple[consumers.HostConsumer, ...], now: float
+) -> Reading:
+    window = settings.restart_alert_window
+    limit = settings.restart_alert_count
+    shown = humanize.naturaldelta(window)
+    counted: dict[tuple[str, str], int] = {}
+    for c in fleet:
+        counted[(c.queue, c.host)] = c.restarts_since(now - window)
+    over = sorted(
+        ((n, queue, host) for (queue, host), n in counted.items() if n > limit), reverse=True
+    )
+    most = max(counted.values(), default=0)
+    if not over:
+        return Reading(
+            "consumer_restarts",
+            "ok",
+            most,
+            f"at most {most} restarts of a consumer in {shown} (warning > {limit})",
+        )
+    summary = "; ".join(
+        f"{program_of(settings, queue)} on {host}: {n} restarts in {shown}"
+        for n, queue, host in over
+    )
+    return Reading("consumer_restarts", "warning", most, f"{summary} (warning > {limit})")
+
+
+def oldest_queued_reading(settings: Settings, age: float | None, paused: bool) -> Reading:
+    line = _seconds(settings.oldest_queued_alert)
+    if age is None:
+        return Reading("oldest_queued", "ok", 0, f"no parcel queued (warning after {line})")
+    over = age > settings.oldest_queued_alert
+    if paused:
+        summary = f"oldest queued parcel waiting {_seconds(age)}; the queue is paused"
+        return Reading("oldest_queued", "ok", round(age, 1), summary)
+    return Reading(
+        "oldest_queued",
+        "warning" if over else "ok",
+        round(age, 1),
+        f"oldest queued parcel waiting {_seconds(age)} (warning > {line})",
+    )
 
 
 def queue_outage_reading(

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from worker.alerts.alerting import Reading
 from worker.doorbells import QueueProbe, backend_of
 from worker.fleet import consumers, control, supervision
+from worker.fleet.consumers import HostConsumer
 from worker.identity import host_name
 from worker.layout import Layout
 from worker.monitoring import metrics, rules
@@ -97,6 +98,9 @@ class Snapshot:
     # What an operator should know though it changes no health level (Redis persisting
     # nothing: a lost doorbell delays delivery, never loses a parcel).
     notes: tuple[str, ...] = ()
+    # Every host's consumers (the rules' reading): live processes, and (queue, host)s with
+    # none running, this host's first.
+    hosts: tuple[HostConsumer, ...] = ()
 
     @property
     def exit_code(self) -> Health:
@@ -295,7 +299,11 @@ def _snapshot(
 ) -> Snapshot:
     ledger = runtime.ledger
     counts = metrics.counters(ledger) if counts is None else counts
-    inputs = rules.read_inputs(ledger, now, counts=counts) if inputs is None else inputs
+    inputs = (
+        rules.read_inputs(ledger, now, counts=counts, settings=runtime.settings)
+        if inputs is None
+        else inputs
+    )
     oldest = ledger.scalar(
         "SELECT created_at FROM parcels WHERE state = 'queued' ORDER BY seq LIMIT 1"
     )
@@ -373,4 +381,5 @@ def _snapshot(
         queue_backend=probe,
         queue_unreachable_since=outage.since if outage else None,
         notes=probe.warnings,
+        hosts=inputs.fleet,
     )

@@ -12,7 +12,8 @@ consumer process looks every few seconds, asking nothing of the queue but one pr
 - it evaluates the queue_unreachable rule whenever the rule's recorded level disagrees with
   that record: the alert goes out at the look that confirms the outage SEER_QUEUE_OUTAGE_ALERT
   after it began, the resolved notice within a look of the record's clearing, whatever the
-  scheduler is doing;
+  scheduler is doing; and consumer_down likewise, from the fleet's heartbeats (the scheduler
+  is a consumer that may be the one down, and its rules run a minute apart);
 - while the queue does not answer, or the scheduler's evaluate_rules has not run for
   SCHEDULER_SILENT, it evaluates every rule once a minute and delivers the outbox at every look,
   as the scheduler's jobs would.
@@ -49,6 +50,7 @@ EVALUATE_EVERY = 60
 # cannot reach the queue confirms it at each look (5 s apart at most, plus a probe's 3 s).
 UNCONFIRMED_AFTER = 20.0
 RULE = "queue_unreachable"
+CONSUMERS_RULE = "consumer_down"
 # The job whose runs tell whether the scheduler's periodic jobs go through (worker.ops.jobs
 # records each of them).
 SCHEDULER_JOB = "evaluate_rules"
@@ -136,14 +138,25 @@ class Watchdog:
         return Look(probe is None or probe.reachable, standing_in, tuple(sent), evaluated)
 
     def _follow_the_outage(self, now: float) -> list[Notification]:
-        """Evaluates queue_unreachable when its recorded level is not what the outage record
-        calls for: two reads at a look, a write only at a change."""
+        """Evaluates queue_unreachable and consumer_down when their recorded levels are not
+        what the outage record and the fleet's heartbeats call for: three reads at a look, a
+        write only at a change."""
         ledger = self.runtime.ledger
-        wanted = rules.queue_outage_level(self.runtime.settings, control.queue_outage(ledger))
-        state = alerting.states(ledger).get(RULE)
-        if wanted == (state.level if state else "ok"):
+        settings = self.runtime.settings
+        fleet = rules.read_fleet(ledger, settings, now)
+        wanted = {
+            RULE: rules.queue_outage_level(settings, control.queue_outage(ledger)),
+            CONSUMERS_RULE: rules.consumer_down_level(settings, fleet, now),
+        }
+        states = alerting.states(ledger)
+        changed = tuple(
+            rule
+            for rule, level in wanted.items()
+            if level != (states[rule].level if rule in states else "ok")
+        )
+        if not changed:
             return []
-        return monitor.evaluate(self.runtime, now=now, only=(RULE,))[1]
+        return monitor.evaluate(self.runtime, now=now, only=changed)[1]
 
     def _stand_in_reason(self, probe: QueueProbe | None, now: float) -> str | None:
         if probe is not None and not probe.reachable:
