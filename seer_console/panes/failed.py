@@ -10,6 +10,7 @@ screen, which are at most the first 200).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -366,10 +367,12 @@ class FailedPane(Pane):
 
     def available(self, action: str) -> bool:
         # R and X: everything without a filter, what the filter shows with one.
+        # A filter that does not parse still counts as one: R must not become "retry all".
+        filtering = self.filtered or self._bad_filter is not None
         if action in ("retry_all", "purge"):
-            return not self.filtered
+            return not filtering
         if action in ("retry_shown", "purge_shown"):
-            return self.filtered
+            return filtering
         return True
 
     def open_selected(self) -> None:
@@ -415,6 +418,10 @@ class FailedPane(Pane):
         )
 
     def _shown_for_action(self, verb: str) -> Matched | None:
+        if self._bad_filter is not None:
+            # Not "everything": a mistyped filter must not turn R into "retry all".
+            self.app.notify(f"Fix the filter first: {self._bad_filter}", severity="warning")
+            return None
         matched = self._current()
         if matched is None:
             self.app.notify("Still counting what the filter shows; try again in a moment.")
@@ -424,39 +431,52 @@ class FailedPane(Pane):
             return None
         return matched
 
-    def act_retry_shown(self) -> None:
-        matched = self._shown_for_action("retry")
+    def _act_on_shown(
+        self,
+        verb: str,
+        label: str,
+        question: str,
+        run: Callable[..., int],
+        done: str,
+        danger: bool = False,
+    ) -> None:
+        """Confirm with the count, then `run(ops, runtime, filter, now)` in the console's
+        worker: the service applies the filter again when confirmed, so what it acts on is
+        what matches then (the count said is what matched when asked)."""
+        matched = self._shown_for_action(verb)
         if matched is None:
             return
         chosen, now, said = self._parsed, self._now(), self._parsed.describe()
         count, literal = matched.count, said.replace("{", "{{").replace("}", "}}")
+        plural = "s" if count != 1 else ""
         self.console.confirm(
-            f"Retry the {count:,} failed parcel{'s' if count != 1 else ''} shown ({said})?\n\n"
-            "Every failed parcel matching this filter when you confirm goes back in the queue "
-            "with its original contents and fresh tries; the notice says how many did.",
-            "Retry shown",
+            question.format(count=f"{count:,}", s=plural, said=said),
+            label,
             lambda: self.console.perform(
-                "Retry shown",
-                lambda ops, rt: len(ops.retry_failed_matching(rt, chosen, now).ids),
-                f"{{}} failed parcels back in the queue ({literal})",
+                label, lambda ops, rt: run(ops, rt, chosen, now), f"{done} ({literal})"
             ),
+            danger=danger,
+        )
+
+    def act_retry_shown(self) -> None:
+        self._act_on_shown(
+            "retry",
+            "Retry shown",
+            "Retry the {count} failed parcel{s} shown ({said})?\n\nEvery failed parcel matching "
+            "this filter when you confirm goes back in the queue with its original contents "
+            "and fresh tries; the notice says how many did.",
+            lambda ops, rt, chosen, now: len(ops.retry_failed_matching(rt, chosen, now).ids),
+            "{} failed parcels back in the queue",
         )
 
     def act_purge_shown(self) -> None:
-        matched = self._shown_for_action("purge")
-        if matched is None:
-            return
-        chosen, now, said = self._parsed, self._now(), self._parsed.describe()
-        count, literal = matched.count, said.replace("{", "{{").replace("}", "}}")
-        self.console.confirm(
-            f"Delete the {count:,} failed parcel{'s' if count != 1 else ''} shown ({said}) "
-            "for good?\n\nEvery failed parcel matching this filter when you confirm is "
-            "deleted with its contents, error and traceback; it cannot be undone.",
+        self._act_on_shown(
+            "purge",
             "Purge shown",
-            lambda: self.console.perform(
-                "Purge shown",
-                lambda ops, rt: ops.purge_failed_matching(rt, chosen, now),
-                f"purged {{}} failed parcels ({literal})",
-            ),
+            "Delete the {count} failed parcel{s} shown ({said}) for good?\n\nEvery failed "
+            "parcel matching this filter when you confirm is deleted with its contents, error "
+            "and traceback; it cannot be undone.",
+            lambda ops, rt, chosen, now: ops.purge_failed_matching(rt, chosen, now),
+            "purged {} failed parcels",
             danger=True,
         )
