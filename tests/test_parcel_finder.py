@@ -262,9 +262,11 @@ def test_life_of_a_failure_then_a_retry(runtime):
     life = finder.life(runtime.ledger, pid)
     assert kinds(life) == ["sent", "claimed", "failed"] and life.actions == ("retry",)
     assert life.events[-1].attempt == 1 and "not valid any more" in life.events[-1].error
-    assert failures.retry(runtime.ledger, pid)
+    assert failures.retry(runtime.ledger, pid, now=1001.5)
     life = finder.life(runtime.ledger, pid)
     assert kinds(life) == ["sent", "claimed", "failed", "retried"] and life.actions == ()
+    assert life.events[-1].at == 1001.5  # written down when it happened, not inferred
+    assert life.events[-1].note == "put back in the queue by an operator"
     runtime.postmaster().deliver_waiting(now=1002.0)
     assert kinds(finder.life(runtime.ledger, pid)) == [
         "sent",
@@ -274,6 +276,26 @@ def test_life_of_a_failure_then_a_retry(runtime):
         "claimed",
         "failed",
     ]
+
+
+@pytest.mark.parametrize("how", ["all", "matching"])
+def test_every_kind_of_retry_writes_its_time_into_the_life(runtime, how):
+    pids = queue(runtime, parcel("agent-f", 1), parcel("agent-g", 2))
+    with runtime.ledger.write():
+        runtime.ledger.execute("UPDATE parcels SET payload = '[]'")
+    runtime.postmaster().deliver_waiting(now=1001.0)
+    if how == "all":
+        assert sorted(failures.retry_all(runtime.ledger, now=1005.0)) == sorted(pids)
+    else:
+        chosen = failures.FailureFilter(agent="agent-g")
+        assert failures.retry_matching(runtime.ledger, chosen, now=1005.0) == [pids[1]]
+    retried = [pid for pid in pids if how == "all" or pid == pids[1]]
+    for pid in pids:
+        last = finder.life(runtime.ledger, pid).events[-1]
+        if pid in retried:
+            assert (last.kind, last.at) == ("retried", 1005.0)
+        else:
+            assert last.kind == "failed"
 
 
 def test_life_of_a_parcel_taken_back_from_a_dead_worker(runtime):

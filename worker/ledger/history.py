@@ -16,7 +16,7 @@ APPEND = "history = coalesce(history, '') || ?"
 # Past this an error is cut: the full last error stays in `parcels.error`.
 ERROR_CHARS = 300
 
-KINDS = ("claimed", "try_failed", "failed", "delivered", "taken_back", "released")
+KINDS = ("claimed", "try_failed", "failed", "delivered", "taken_back", "released", "retried")
 
 
 def event_line(kind: str, at: float, owner: str | None = None, **extra: Any) -> str:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
-from worker.ledger import Ledger
+from worker.ledger import Ledger, history
 from worker.redaction import redact_value
 
 _SUMMARY = (
@@ -96,29 +96,36 @@ def parcel(ledger: Ledger, parcel_id: str) -> ParcelEntry | None:
 
 # What a retry does to a failed parcel, whichever parcels it picks: its original contents
 # (the raw payload still in the ledger), fresh tries, due at once.
+# The parcel's history gets its "retried" line in the same UPDATE (its one parameter: the line).
 _RETRY = (
     "UPDATE parcels SET state = 'queued', attempts = 0, crashes = 0, isolate = 0, "
-    "not_before = 0, finished_at = NULL"
+    f"not_before = 0, finished_at = NULL, {history.APPEND}"
 )
-# history: a retried parcel's event log would get its "retried by an operator" line here,
-# in the same UPDATE (the `history` column is migration 6's, another change's).
 
 
-def retry(ledger: Ledger, parcel_id: str) -> bool:
+def _retried(ledger: Ledger, now: float | None) -> str:
+    return history.event_line("retried", ledger.now() if now is None else now)
+
+
+def retry(ledger: Ledger, parcel_id: str, now: float | None = None) -> bool:
     """Puts a failed parcel back in the queue with its original contents and fresh tries."""
     with ledger.write():
         return (
-            ledger.execute(f"{_RETRY} WHERE id = ? AND state = 'failed'", (parcel_id,)).rowcount
+            ledger.execute(
+                f"{_RETRY} WHERE id = ? AND state = 'failed'", (_retried(ledger, now), parcel_id)
+            ).rowcount
             == 1
         )
 
 
-def retry_all(ledger: Ledger) -> list[str]:
+def retry_all(ledger: Ledger, now: float | None = None) -> list[str]:
     """Retries every failed parcel; returns the ids this call put back, oldest first."""
     with ledger.write():
         # The ids come from the UPDATE itself: on PostgreSQL a list read first could miss a
         # parcel failed meanwhile, or name ones a concurrent retry took back.
-        found = ledger.rows(f"{_RETRY} WHERE state = 'failed' RETURNING seq, id")
+        found = ledger.rows(
+            f"{_RETRY} WHERE state = 'failed' RETURNING seq, id", (_retried(ledger, now),)
+        )
     return [r["id"] for r in sorted(found, key=lambda r: r["seq"])]
 
 
@@ -252,7 +259,11 @@ BATCH = 1000
 
 
 def _in_batches(
-    ledger: Ledger, statement: str, failure_filter: FailureFilter, now: float | None
+    ledger: Ledger,
+    statement: str,
+    failure_filter: FailureFilter,
+    now: float | None,
+    statement_params: tuple[object, ...] = (),
 ) -> list[str]:
     """Runs `statement` (an UPDATE or DELETE of parcels, then its WHERE) on the parcels the
     filter selects, oldest first, a batch a transaction; returns the ids it acted on.
@@ -280,7 +291,7 @@ def _in_batches(
             # or purged meanwhile is checked against the conditions again once unlocked.
             found = ledger.rows(
                 f"{statement} WHERE {where} AND seq > ? AND seq <= ? RETURNING seq, id",
-                (*params, after, upto),
+                (*statement_params, *params, after, upto),
             )
         done += [r["id"] for r in sorted(found, key=lambda r: r["seq"])]
         after = upto
@@ -292,7 +303,7 @@ def retry_matching(
 ) -> list[str]:
     """Retries (as `retry` does) the failed parcels the filter selects; returns the ids put
     back, oldest first."""
-    return _in_batches(ledger, _RETRY, failure_filter, now)
+    return _in_batches(ledger, _RETRY, failure_filter, now, (_retried(ledger, now),))
 
 
 def purge_matching(ledger: Ledger, failure_filter: FailureFilter, now: float | None = None) -> int:

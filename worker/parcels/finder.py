@@ -344,7 +344,7 @@ _EVENT_KEYS = {"attempt", "error", "retry_at", "crashes"}
 def _event(raw: dict[str, Any], queues: dict[str, str], message_id: int | None) -> Event:
     owner = Owner.parse(str(raw.get("o") or "")) if raw.get("o") else None
     kind = str(raw.get("k", "?"))
-    note = None
+    note = "put back in the queue by an operator" if kind == "retried" else None
     if raw.get("crashes"):
         note = f"worker deaths {raw['crashes']}"
     return Event(
@@ -388,8 +388,9 @@ def _events(row: dict[str, Any], queues: dict[str, str], message_id: int | None)
             continue
         if not isinstance(raw, dict):
             continue
-        if events[-1].kind == "failed" and raw.get("k") != "failed":
-            # Only a retry from the failed store takes a failed parcel back to the queue.
+        if events[-1].kind == "failed" and raw.get("k") not in ("failed", "retried"):
+            # Retried before retries were written down: only a retry from the failed store
+            # takes a failed parcel back to the queue.
             events.append(Event("retried", None, note="put back in the queue by an operator"))
         events.append(_event(raw, queues, message_id))
     if events[-1].kind == "failed" and row["state"] == "queued":
