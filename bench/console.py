@@ -519,6 +519,62 @@ def measure_finder(settings: Any, wanted: dict[str, Any]) -> list[tuple[str, flo
     return results
 
 
+def fill_history(settings: Any, now: float) -> int:
+    """Ninety days of metric history as the sampler and the roll-up leave it: raw every 15 s
+    for the last day, per minute for the week, per hour before. Returns the rows written."""
+    from worker.monitoring import metrics
+    from worker.runtime import Runtime
+
+    def sample(ts: float, n: int) -> Any:
+        depth = 20 + (n * 7919) % 400
+        cas = 8 * 1024**3 + n * 150_000
+        return metrics.Sample(ts, depth, None, 3 + n % 5, n % 3, 0, cas, 0, True, True, 0, 0)
+
+    runtime = Runtime.open(settings)
+    rows = 0
+    for resolution, step, start, stop in (
+        (metrics.HOUR, 3600, 90 * 86400, 7 * 86400),
+        (metrics.MINUTE, 60, 7 * 86400, 86400),
+        (metrics.RAW, 15, 86400, 0),
+    ):
+        stamps = [now - age for age in range(start, stop, -step)]
+        metrics.record_many(
+            runtime.ledger, [sample(ts, i) for i, ts in enumerate(stamps)], resolution
+        )
+        rows += len(stamps)
+    runtime.close()
+    return rows
+
+
+def measure_plots(settings: Any, now: float) -> list[tuple[str, float, bool]]:
+    """Each window of the History view, as the view reads it (metrics.window), median of
+    FINDER_REPS; the 7-day one against the 50 ms goal."""
+    from worker.monitoring import metrics
+    from worker.runtime import Runtime
+
+    runtime = Runtime.open(settings)
+    results = []
+    for name in metrics.WINDOWS:
+        med, p95 = median_p95(
+            timed(lambda n=name: metrics.window(runtime.ledger, n, now), FINDER_REPS)
+        )
+        asked = name == "7d"
+        met = med * 1000 < FINDER_GOAL_MS
+        points = len(metrics.window(runtime.ledger, name, now).ts)
+        print(
+            f"  {'plot window: ' + name + f' ({points} points)':34} median {ms(med)}, p95 {ms(p95)}"
+            + (
+                f"  (goal < {FINDER_GOAL_MS:.0f} ms: {'met' if met else 'NOT met'})"
+                if asked
+                else ""
+            )
+        )
+        if asked:
+            results.append((f"plot window: {name}", med, met))
+    runtime.close()
+    return results
+
+
 def print_parcel_summary(results: list[tuple[str, float, bool]]) -> None:
     print(f"summary, issue 14 (load average now {os.getloadavg()[0]:.2f}):")
     for name, med, met in results:
@@ -546,9 +602,13 @@ def parcels_section(top: Path) -> list[tuple[str, float, bool]]:
         + ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
         + f"); ledger.db {ledger_path.stat().st_size / 1e6:.0f} MB"
     )
+    now = time.time()
+    t = time.perf_counter()
+    rows = fill_history(settings, now)
+    print(f"metric history: {rows:,} rows (90 days rolled up) in {time.perf_counter() - t:.1f} s")
     print(f"reads (median and p95 of {FINDER_REPS}, after 3 warm-up calls):")
     sys.stdout.flush()
-    return measure_finder(settings, wanted)
+    return measure_finder(settings, wanted) + measure_plots(settings, now)
 
 
 # -- 2. reads -----------------------------------------------------------------------------------
@@ -811,6 +871,72 @@ def idle_cpu(name: str, root: Path, env_file: Path, seconds: float) -> float:
         stop_session(session)
 
 
+def views_cpu(top: Path, seconds: float) -> list[tuple[str, float, bool]]:
+    """Every view opened once (so each is built and keeps what it keeps: timers, tables,
+    plots), then the console's CPU over `seconds` back on the main screen, and over 10 s on
+    each view; goal < CPU_GOAL_PCT each. The root is a small initialised one with a few
+    delivered and failed parcels and its own logs (the Logs view follows one)."""
+    from seer_console.views import VIEWS
+
+    env_file = top / "seer.env"
+    env_file.write_text("")
+    root = top / "views"
+    init_root(root, env_file)
+    env = environment(root, env_file)
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    for name in ("seer-postmaster.log", "seer-scheduler.log", "orchestration.log"):
+        with open(logs / name, "a") as f:
+            for n in range(2000):
+                f.write(f"2026-12-02 10:{n // 60 % 60:02d}:{n % 60:02d} INFO delivered {n}\n")
+    subprocess.run(
+        [str(BIN / "seer"), "send-test-parcel"], env=env, check=False, capture_output=True
+    )
+    session = "views"
+    launch(session, console_command(root, env_file))
+    results = []
+    try:
+        proc = console_process(session)
+        deadline = time.time() + 15
+        while not has_data(capture(session)):
+            if time.time() > deadline:
+                raise RuntimeError(f"console shows no data:\n{capture(session)}")
+            time.sleep(POLL)
+        for view in VIEWS:
+            tmux("send-keys", "-t", session, view.KEY)
+            deadline = time.time() + 10
+            while view.view_title not in capture(session):
+                if time.time() > deadline:
+                    raise RuntimeError(f"view {view.view_title} not shown:\n{capture(session)}")
+                time.sleep(POLL)
+            time.sleep(1.0)  # its first read done
+            tmux("send-keys", "-t", session, "Escape")
+            time.sleep(0.5)
+        time.sleep(2.0)
+        pct, _, _, main = cpu_over(proc, seconds)
+        met = pct < CPU_GOAL_PCT
+        print(
+            f"idle CPU, main screen, all {len(VIEWS)} views built: {pct:5.2f}% of one core over "
+            f"{seconds:.0f} s (main thread {main:.2f}%; goal < {CPU_GOAL_PCT:.0f}%: "
+            f"{verdict(pct, CPU_GOAL_PCT)})"
+        )
+        results.append(("idle CPU, all views built", pct, met))
+        for view in VIEWS:
+            tmux("send-keys", "-t", session, view.KEY)
+            time.sleep(3.0)
+            pct, _, _, main = cpu_over(proc, 10.0)
+            print(
+                f"  on the {view.view_title} view ({view.KEY}): {pct:5.2f}% over 10 s (main "
+                f"thread {main:.2f}%: {verdict(pct, CPU_GOAL_PCT)})"
+            )
+            results.append((f"idle CPU on {view.view_title}", pct, pct < CPU_GOAL_PCT))
+            tmux("send-keys", "-t", session, "Escape")
+            time.sleep(0.5)
+        return results
+    finally:
+        stop_session(session)
+
+
 def first_frame(session: str, command: str, ready: Callable[[str], bool]) -> float:
     t0 = time.perf_counter()
     launch(session, command)
@@ -861,10 +987,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--section",
-        choices=("all", "issue3", "parcels"),
+        choices=("all", "issue3", "parcels", "views"),
         default="all",
-        help="issue 3's figures (snapshot, sample, CPU, first frame), issue 14's parcels and "
-        "inboxes at a million, or both (default)",
+        help="issue 3's figures (snapshot, sample, CPU, first frame), issue 14's parcels, "
+        "inboxes and plots at a million, issue 14's idle CPU with every view built, or all "
+        "(default)",
     )
     args = parser.parse_args(argv)
     if not shutil.which("tmux"):
@@ -883,8 +1010,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         code = run(top, args) if args.section in ("all", "issue3") else 0
+        results = []
         if args.section in ("all", "parcels"):
-            print_parcel_summary(parcels_section(top))
+            results += parcels_section(top)
+        if args.section in ("all", "views"):
+            tmux("new-session", "-d", "-s", "keep-views", "-x", "80", "-y", "24", "sleep 3600")
+            tmux("set-option", "-g", "remain-on-exit", "on")
+            cpu = views_cpu(top, args.cpu_seconds)
+            print_parcel_summary(results)
+            for name, pct, met in cpu:
+                print(
+                    f"  {name:34} {pct:7.2f} %   goal < {CPU_GOAL_PCT:.0f} %  "
+                    + ("met" if met else "NOT met")
+                )
+        elif results:
+            print_parcel_summary(results)
         return code
     finally:
         tmux("kill-server", check=False)
