@@ -175,6 +175,8 @@ class SeerConsole(App):
             self.set_timer(self.refresh_every, self.poll, name="next-poll")
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        if not self.is_running:
+            return  # a read that finished while the app shuts down: its panes are going
         self.snapshot = message.snapshot
         self.last_error = None
         for pane in self.query(Pane):
@@ -189,6 +191,8 @@ class SeerConsole(App):
         self._next_poll()
 
     def on_snapshot_failed(self, message: SnapshotFailed) -> None:
+        if not self.is_running:
+            return
         since = f" (last good data {output.clock(self.snapshot.taken_at)})" if self.snapshot else ""
         self.last_error = f"cannot read state: {message.error}{since}"
         for pane in self.query(Pane):

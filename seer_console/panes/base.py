@@ -84,7 +84,7 @@ class Pane(Vertical, can_focus=True):
         # snapshot that came before the first layout, or a resized terminal, is shown again.
         console = self.console
         snapshot = getattr(console, "snapshot", None)
-        if snapshot is not None and not console.last_error:
+        if snapshot is not None and not console.last_error and console.is_running:
             self.show(snapshot)
 
     def show_error(self, message: str, partial: PartialSnapshot | None = None) -> None:
