@@ -4,8 +4,9 @@ line below; its KEY opens it from anywhere."""
 from seer_console.views.base import View, ViewKey
 from seer_console.views.history import HistoryView
 from seer_console.views.inboxes import InboxesView
+from seer_console.views.logs import LogsView
 from seer_console.views.parcels import ParcelsView
 
-VIEWS: tuple[type[View], ...] = (ParcelsView, InboxesView, HistoryView)
+VIEWS: tuple[type[View], ...] = (ParcelsView, InboxesView, LogsView, HistoryView)
 
 __all__ = ["VIEWS", "View", "ViewKey"]
