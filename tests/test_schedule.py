@@ -134,3 +134,28 @@ def test_seer_schedule_run_says_a_failed_run_and_exits_1(runtime, cli):
     shown = failed.json()
     assert shown["ok"] is False and "storage report not logged" in shown["error"]
     assert "FAILED: storage report not logged" in cli("schedule").out
+
+
+def test_errors_are_redacted_and_one_line_where_they_are_read(runtime, cli):
+    # A body's own message is recorded as it said it (and older versions redacted nothing).
+    token = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
+    control.record_job_run(runtime.ledger, "sample", 100.0, 0.5, f"refused\nwith {token}")
+    (job,) = [j for j in schedule.jobs(runtime) if j.name == "sample"]
+    assert job.last is not None and job.last.error == "refused with [REDACTED:github-token]"
+    assert job.result_line() == "FAILED: refused with [REDACTED:github-token]"
+    assert job.result_line(10) == "FAILED: refused w…"
+    shown = cli("schedule")
+    assert token not in shown.out and "FAILED: refused with [REDACTED" in shown.out
+    assert token not in cli("schedule", "--json").out
+
+
+def test_the_cli_and_the_console_view_show_the_same_columns(runtime, cli):
+    import re
+
+    from seer_console.views.schedule import COLUMNS
+
+    control.record_job_run(runtime.ledger, "compact_memory", 100.0, 1.25, by="console")
+    header, *lines = cli("schedule").out.splitlines()
+    assert re.split(r"\s{2,}", header) == list(COLUMNS) == list(schedule.COLUMNS)
+    compact = next(line for line in lines if line.startswith("compact_memory "))
+    assert "1.25s  ok (by console)" in compact

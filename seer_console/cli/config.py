@@ -26,14 +26,6 @@ def _iso(ts: object) -> str | None:
     return datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
 
 
-def _result(job: schedule.JobStatus) -> str:
-    last = job.last
-    if last is None:
-        return "never ran"
-    by = "" if last.by == "scheduler" else f" (by {last.by})"
-    return ("ok" if last.ok else f"FAILED: {output.one_line(last.error or '', 60)}") + by
-
-
 def cmd_schedule(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     if args.action == "run":
@@ -63,13 +55,13 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 j.schedule,
                 _stamp(j.next_run) if j.next_run else "never",
                 _stamp(j.last.started_at if j.last else None),
-                f"{j.last.took:.2f}s" if j.last else "-",
-                _result(j),
+                j.took_text,
+                j.result_line(),
                 _stamp(j.last_ok_at),
             )
             for j in shown.jobs
         ],
-        ("JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "TOOK", "RESULT", "LAST OK"),
+        schedule.COLUMNS,
     )
     depth = (
         f"{shown.depth} waiting"
@@ -96,10 +88,8 @@ def _run_job(runtime: Runtime, args: argparse.Namespace) -> int:
     run = schedule.run_now(runtime, args.job, by=f"cli:{output.operator()}")
     if args.json:
         output.emit_json(dataclasses.asdict(run) | {"ok": run.ok})
-    elif run.ok:
-        print(f"{run.job} ran: ok in {run.took:.2f}s")
     else:
-        print(f"{run.job} ran: FAILED in {run.took:.2f}s: {output.one_line(run.error or '', 200)}")
+        print(schedule.ran(run))
     return ExitCode.OK if run.ok else ExitCode.FAILED
 
 

@@ -6,7 +6,8 @@ from seer_console.views.history import HistoryView
 from seer_console.views.inboxes import InboxesView
 from seer_console.views.logs import LogsView
 from seer_console.views.parcels import ParcelsView
+from seer_console.views.schedule import ScheduleView
 
-VIEWS: tuple[type[View], ...] = (ParcelsView, InboxesView, LogsView, HistoryView)
+VIEWS: tuple[type[View], ...] = (ParcelsView, InboxesView, LogsView, ScheduleView, HistoryView)
 
 __all__ = ["VIEWS", "View", "ViewKey"]

@@ -5,6 +5,7 @@ safe ones now (`seer schedule`, the console's Schedule view).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,11 @@ from dataclasses import dataclass
 from worker.fleet import control
 from worker.monitoring import status
 from worker.ops import jobs as periodic_jobs
+from worker.redaction import redact_text
 from worker.runtime import Runtime
+
+# The columns of `seer schedule` and of the console's Schedule view, in this order.
+COLUMNS = ("JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "TOOK", "RESULT", "LAST OK")
 
 # The jobs an operator may run now from another process while the scheduler also runs them,
 # and why each is safe: what they write is fine twice, or guarded in the ledger.
@@ -53,6 +58,22 @@ class JobStatus:
             return "never ran"
         return "ok" if self.last.ok else "FAILED"
 
+    def result_line(self, limit: int = 60) -> str:
+        """RESULT as `seer schedule` and the Schedule view show it: ok, never ran, or FAILED
+        and the error on one line (cut at `limit`), and who ran it unless the scheduler did."""
+        last = self.last
+        if last is None:
+            return "never ran"
+        by = "" if last.by == "scheduler" else f" (by {last.by})"
+        if last.ok:
+            return "ok" + by
+        return f"FAILED: {_one_line(last.error or 'no error recorded', limit)}{by}"
+
+    @property
+    def took_text(self) -> str:
+        """TOOK: the last run's duration, `-` if it never ran."""
+        return f"{self.last.took:.2f}s" if self.last else "-"
+
     def as_dict(self) -> dict[str, object]:
         last = self.last
         return {
@@ -90,6 +111,10 @@ def jobs(runtime: Runtime, now: float | None = None) -> list[JobStatus]:
     for job in periodic_jobs.periodic(runtime.settings):
         upcoming = job.rule.next_after(moment)
         last = runs.get(job.name)
+        if last is not None and last.error:
+            # Redacted where it is read, too: a body's own message is recorded as it said it,
+            # and what an older version recorded was never redacted.
+            last = dataclasses.replace(last, error=redact_text(_one_line(last.error, 10_000)))
         found.append(
             JobStatus(
                 job.name,
@@ -103,6 +128,11 @@ def jobs(runtime: Runtime, now: float | None = None) -> list[JobStatus]:
             )
         )
     return found
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def schedule(runtime: Runtime, now: float | None = None) -> Schedule:
@@ -126,6 +156,13 @@ def _bodies(runtime: Runtime, by: str) -> dict[str, Callable[[], str | None]]:
         "compact_memory": lambda: periodic_jobs.compact_memory(runtime, by),
         "sample": sample,
     }
+
+
+def ran(run: control.JobRun, limit: int = 200) -> str:
+    """A run from `run_now` in one line, as `seer schedule run` and the console's key say it."""
+    if run.ok:
+        return f"{run.job} ran: ok in {run.took:.2f}s"
+    return f"{run.job} ran: FAILED in {run.took:.2f}s: {_one_line(run.error or '', limit)}"
 
 
 def check_runnable(runtime: Runtime, name: str) -> None:
