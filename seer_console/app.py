@@ -175,8 +175,10 @@ class SeerConsole(App):
             self.set_timer(self.refresh_every, self.poll, name="next-poll")
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        if not self.is_running:
-            return  # a read that finished while the app shuts down: its panes are going
+        if not self.is_running or not self.screen_stack:
+            # A read that finished while the app shuts down: its panes are going (and once
+            # its screens are popped, even querying for them raises ScreenStackError).
+            return
         self.snapshot = message.snapshot
         self.last_error = None
         for pane in self.query(Pane):
@@ -191,7 +193,7 @@ class SeerConsole(App):
         self._next_poll()
 
     def on_snapshot_failed(self, message: SnapshotFailed) -> None:
-        if not self.is_running:
+        if not self.is_running or not self.screen_stack:
             return
         since = f" (last good data {output.clock(self.snapshot.taken_at)})" if self.snapshot else ""
         self.last_error = f"cannot read state: {message.error}{since}"

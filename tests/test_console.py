@@ -172,7 +172,14 @@ async def test_alerts_pane_shows_active_alerts_and_deliveries(filled):
         text = str(pane.query_one("#alerts-text").render())
         assert "WARNING" in text and "12 failed parcels" in text
         assert "email" in text and "451" in text
-        assert "1 active" in pane.border_title
+        # The fixture's queued parcels were queued two hours before NOW and the queue is not
+        # paused: oldest_queued warns too, after failed_per_hour (recorded since 11:32).
+        assert "2 active" in pane.border_title
+        lines = text.splitlines()
+        failed = next(i for i, line in enumerate(lines) if "12 failed parcels" in line)
+        oldest = next(i for i, line in enumerate(lines) if "oldest queued parcel" in line)
+        assert failed < oldest and "WARNING" in lines[oldest]
+        assert "2 h 00 min (warning > 5 min)" in lines[oldest]
         assert "warn >100" in app.query_one("#queue").border_subtitle
 
 

@@ -81,7 +81,7 @@ def test_consumer_down_is_critical_past_the_line_and_resolves_at_the_next_beat(r
     # It beats again: back to ok, a resolved notice.
     fleet.beat(ledger, b, now=T + 95)
     keep_scheduler(T + 95)
-    assert sent(runtime, "consumer_down", T + 96) == [("resolved", "consumer_down back to normal")]
+    assert sent(runtime, "consumer_down", T + 96) == [("resolved", "Consumer down back to normal")]
     assert alerting.states(ledger)["consumer_down"].level == "ok"
 
 
@@ -210,10 +210,12 @@ def test_the_oldest_queued_parcel_past_five_minutes_warns_unless_paused(runtime)
     assert reading.summary == "oldest queued parcel waiting 5 min 12 s (warning > 5 min)"
     # Paused on purpose: parcels are meant to wait.
     control.pause(ledger, by="test", now=T + 320)
-    assert sent(runtime, "oldest_queued", T + 330) == [("resolved", "oldest_queued back to normal")]
+    assert sent(runtime, "oldest_queued", T + 330) == [
+        ("resolved", "Oldest queued parcel back to normal")
+    ]
     assert "the queue is paused" in level(runtime, "oldest_queued", T + 340).summary
     control.resume(ledger)
-    assert sent(runtime, "oldest_queued", T + 350) == [("warning", "oldest_queued warning")]
+    assert sent(runtime, "oldest_queued", T + 350) == [("warning", "Oldest queued parcel warning")]
     runtime.postmaster().deliver_waiting(now=T + 360)
     assert level(runtime, "oldest_queued", T + 361).level == "ok"
 
@@ -367,7 +369,7 @@ def test_a_killed_consumer_is_reported_down_by_the_others_watchdog_a_stopped_one
 
     def alerted() -> list[str]:
         return [
-            p.body["text"] for p in slack.delivered() if "consumer_down critical" in p.body["text"]
+            p.body["text"] for p in slack.delivered() if "Consumer down critical" in p.body["text"]
         ]
 
     # Said by the scheduler's watchdog, which follows the rule at every look.

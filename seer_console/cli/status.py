@@ -86,9 +86,29 @@ def status_lines(snap: status.Snapshot) -> list[str]:
                 f"last exit  {c.queue}: {c.last_exit.describe()} at "
                 f"{output.when(c.last_exit.at, snap.taken_at)}"
             )
+    lines += host_lines(snap)
     lines.append("rules      " + ", ".join(f"{rule} {level}" for rule, level in snap.rules.items()))
     lines += [f"problem    {text}" for text in snap.problems]
     return lines + note_lines(snap)
+
+
+def host_lines(snap: status.Snapshot) -> list[str]:
+    """Every host's consumers as the rules see them (worker.fleet.consumers.fleet): state,
+    pid, heartbeat, the CPU and memory each measured of itself, restarts."""
+    lines = []
+    for c in snap.hosts:
+        # Host names come from the ledger (SEER_HOST_ID of each host): printed safe.
+        where = f"{output.printable(c.host)} {c.queue}"
+        parts = [c.state + ("" if c.pid is None else f" pid {c.pid}")]
+        if c.heartbeat_age is not None:
+            parts.append(f"heartbeat {c.heartbeat_age:.0f}s ago")
+        if c.running and c.cpu_percent is not None:
+            parts.append(f"cpu {c.cpu_percent:.0f}%")
+        if c.running and c.rss is not None:
+            parts.append(f"mem {output.size(c.rss)}")
+        parts.append(f"{c.restarts} restart" + ("" if c.restarts == 1 else "s"))
+        lines.append(f"host       {where}: {', '.join(parts)}")
+    return lines
 
 
 def note_lines(snap: status.Snapshot) -> list[str]:

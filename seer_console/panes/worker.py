@@ -235,7 +235,7 @@ class WorkerPane(Pane):
         and the state."""
         text.append("▶" if selected else " ", style="bold")
         # The host's name comes from the ledger: plain text, cut to a column's worth.
-        text.append(output.one_line(w.host, 24), style="bold")
+        text.append(output.one_line(output.printable(w.host), 24), style="bold")
         text.append(f" {w.queue}")
         brief = self.short and self.screen.maximized is not self
         bad = w.stale or w.state == "GONE"

@@ -55,6 +55,9 @@ def _title(reading: Reading, level: str) -> str:
         "failed_per_hour": "Failed parcels",
         "compaction_failures": "Memory compaction failures",
         "queue_unreachable": "Queue storage",
+        "consumer_down": "Consumer down",
+        "consumer_restarts": "Consumer restarts",
+        "oldest_queued": "Oldest queued parcel",
     }
     name = names.get(reading.rule, reading.rule)
     return f"{name} {'back to normal' if level == 'resolved' else level}"

@@ -32,7 +32,7 @@ class StorageReport:
 
 def storage_report(runtime: Wired, now: float | None = None) -> StorageReport:
     now = runtime.ledger.now() if now is None else now
-    inputs = rules.read_inputs(runtime.ledger, now)
+    inputs = rules.read_inputs(runtime.ledger, now, settings=runtime.settings)
     counts = metrics.counters(runtime.ledger)
     (cas,) = [r for r in rules.evaluate(runtime.settings, inputs) if r.rule == "cas_size"]
     warning, critical = rules.cas_lines(runtime.settings)
@@ -63,7 +63,9 @@ def evaluate(
 ) -> tuple[list[rules.Reading], list[Notification]]:
     """Evaluates the rules (or `only` some) and records their states; queues notifications."""
     now = runtime.ledger.now() if now is None else now
-    readings = rules.evaluate(runtime.settings, rules.read_inputs(runtime.ledger, now))
+    readings = rules.evaluate(
+        runtime.settings, rules.read_inputs(runtime.ledger, now, settings=runtime.settings)
+    )
     if only:
         readings = [r for r in readings if r.rule in only]
     sent = alerting.apply(

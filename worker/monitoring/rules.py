@@ -203,8 +203,8 @@ def _seconds(n: float) -> str:
 
 
 def _running(settings: Settings, c: consumers.HostConsumer) -> bool:
-    # Judged again by these settings' timeout: the scheduler's evaluation reads the fleet
-    # without them (worker.monitoring.monitor).
+    # Judged again by these settings' timeout: a fleet read without settings (read_inputs'
+    # default, a bench, a test's hand-built inputs) used SEER_HEARTBEAT_TIMEOUT's default.
     return c.running and (c.heartbeat_age or 0.0) <= settings.heartbeat_timeout
 
 
