@@ -183,11 +183,11 @@ def register(sub: Any, add: AddCommand) -> None:
         "--agent", dest="agent_name", metavar="NAME", help="the agent (for one named ack or show)"
     )
     p.add_argument("--agents", action="store_true", help="list the agents and their unread counts")
-    p.add_argument("--unread", action="store_true")
+    p.add_argument("--unread", action="store_true", help="only the agent's unread messages")
     p.add_argument(
         "--limit",
         type=positive_int,
         help=f"at most this many (default {MESSAGES_SHOWN} messages, {AGENTS_SHOWN} agents)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON for scripts (every field, redacted)")
     p.set_defaults(inbox_parser=p)
