@@ -128,6 +128,24 @@ def test_search_backward_and_forward_case_insensitive(root):
     assert step.offset < step.size
 
 
+def test_search_and_last_error_fold_case_and_judge_each_line_once(root):
+    log = log_of(root)
+    write_lines(
+        log,
+        [
+            '{"event": "memory.compaction", "level": "ERROR"}',
+            "Café NeEdLe and needle again",
+            huey_line(2) + " errors=0",  # holds the word, is no error
+        ],
+    )
+    found = logs.search(log, "needle")
+    assert found.line is not None and found.line.text.startswith("Café")
+    assert logs.search(log, "CAFÉ").line == found.line  # the needle's case folded too
+    assert logs.search(log, "needle", found.line.offset).line is None
+    error = logs.last_error(log)
+    assert error.line is not None and error.line.offset == 0
+
+
 def test_search_does_not_find_a_secret_the_redaction_hides(root):
     log = log_of(root)
     write_lines(log, [f"INFO token {GITHUB_TOKEN} used"])

@@ -40,7 +40,7 @@ FOLLOW_EVERY = 0.5  # seconds between looks for new lines while following (as ta
 FOLLOW_LINES = 1000  # new lines taken a look; more and the view jumps to the end instead
 # What one key press of a search (/, n, N, e) reads at most before it stops and says where:
 # a 1 GB log is searched a slice at a time, each answered in well under a second.
-SEARCH_LIMIT = 128 * 1024 * 1024
+SEARCH_LIMIT = 256 * 1024 * 1024
 CONTEXT_ABOVE = 100  # lines shown above a match, and below it
 CONTEXT_BELOW = 300
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -366,16 +367,33 @@ def head(log: LogFile, lines: int = 40) -> Chunk:
 # -- searching -----------------------------------------------------------------------------------
 
 
+def _positions(region: bytes, words: tuple[bytes, ...]) -> list[int]:
+    """Where any of `words` (lower case) starts in `region`, ASCII case folded, in order.
+
+    bytes.lower() and bytes.find() run at memory speed; a case-insensitive regex over bytes
+    (what this was) scans at ~10-25 MB/s, which made a 1 GB log's search take a minute.
+    bytes.lower() folds ASCII letters only, so offsets are the same in both."""
+    folded = region.lower()
+    found: set[int] = set()
+    for word in words:
+        at = folded.find(word)
+        while at >= 0:
+            found.add(at)
+            at = folded.find(word, at + 1)
+    return sorted(found)
+
+
 def _scan(
     log: LogFile,
     offset: int | None,
     backward: bool,
-    find: re.Pattern[bytes],
-    accept: object,
+    words: tuple[bytes, ...],
+    accept: Callable[[Line], bool],
     budget: int,
 ) -> Found:
-    """The nearest line before `offset` (backward) or from `offset` on (forward) with a match
-    of `find` for which accept(line) holds, reading at most about `budget` bytes."""
+    """The nearest line before `offset` (backward) or from `offset` on (forward) holding one
+    of `words` (any ASCII case) for which accept(line) holds, reading at most about `budget`
+    bytes."""
     fd = _open(log)
     try:
         size = os.fstat(fd).st_size
@@ -395,10 +413,13 @@ def _scan(
                     first = nl + 1 if 0 <= nl < len(data) - 1 else 0
                 base = lo + first
                 region = data[first:]
-                matches = list(find.finditer(region))
-                for match in reversed(matches):
-                    line = _line_at(region, match.start(), base)
-                    if accept(line):  # type: ignore[operator]
+                seen = -1  # a line with several matches is judged once
+                for at in reversed(_positions(region, words)):
+                    line = _line_at(region, at, base)
+                    if line.offset == seen:
+                        continue
+                    seen = line.offset
+                    if accept(line):
                         return Found(line, line.offset, False, size, read)
                 pos = base
             else:
@@ -411,9 +432,13 @@ def _scan(
                     nl = data.rfind(b"\n")
                     stop = nl + 1 if nl >= 0 else len(data)
                 region = data[:stop]
-                for match in find.finditer(region):
-                    line = _line_at(region, match.start(), pos)
-                    if accept(line):  # type: ignore[operator]
+                seen = -1
+                for at in _positions(region, words):
+                    line = _line_at(region, at, pos)
+                    if line.offset == seen:
+                        continue
+                    seen = line.offset
+                    if accept(line):
                         return Found(line, line.end, False, size, read)
                 pos += stop
         return Found(None, pos, False, size, read)
@@ -444,21 +469,28 @@ def search(
     needle = text.lower()
     if not needle:
         raise ValueError("nothing to search for")
-    find = re.compile(re.escape(needle.encode("utf-8")), re.IGNORECASE)
     return _scan(
         log,
         offset,
         direction == "backward",
-        find,
+        (needle.encode("utf-8").lower(),),
         lambda line: needle in line.text.lower(),
         budget,
     )
 
 
-_ERROR_WORDS = re.compile(
-    rb"ERROR|CRITICAL|CRIT |ERRO |Traceback \(most recent call last\)|\"(?:level|status)\": "
-    rb"\"(?:error|critical|failed|fatal)\"",
-    re.IGNORECASE,
+# What an error line holds, lower case (looked for in any ASCII case): Python's and Huey's
+# ERROR and CRITICAL, supervisord's ERRO and CRIT, a traceback's first line, JSON lines'
+# "level": "error" / "critical" (those words again) and "status": "failed" or "fatal". A line
+# holding one is then judged by level_of, as it is shown.
+_ERROR_WORDS = (
+    b"error",
+    b"critical",
+    b"crit ",
+    b"erro ",
+    b"traceback (most recent call last)",
+    b'"failed"',
+    b'"fatal"',
 )
 
 
