@@ -14,6 +14,7 @@ where it registers (as it would be on its own host).
 from __future__ import annotations
 
 import pytest
+from textual.content import Content
 
 from tests.console_fixtures import HOST, NOW, app_for, fill, settle, use_utc
 from worker.fleet import consumers as fleet
@@ -92,6 +93,7 @@ def line_of(text: str, host: str, queue: str) -> str:
     return found
 
 
+@pytest.mark.backends("sqlite")  # what is drawn; the ledger's engines meet below
 async def test_the_worker_pane_lists_every_hosts_consumers(hosts):
     app = app_for(hosts)
     async with app.run_test(size=(160, 50)) as pilot:
@@ -121,21 +123,28 @@ async def test_the_worker_pane_lists_every_hosts_consumers(hosts):
         assert "seer-postmaster on seer-prod-3: 4 restarts in 10 minutes" in alerts
 
 
-async def test_a_short_terminal_shows_two_rows_of_other_hosts_and_zoom_shows_all(hosts):
+@pytest.mark.backends("sqlite")
+async def test_a_short_terminal_counts_the_other_hosts_and_zoom_lists_them(hosts):
+    # At 80x24 every line of the Worker pane is one the Failed pane loses: the other hosts'
+    # consumers are counted in its border, the down ones in red; zoomed, each has its row.
     app = app_for(hosts)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        text = worker_text(app)
-        assert "seer-prod-2" in text and "+2 more on other hosts: z zooms" in text
-        assert "seer-prod-3" not in text
+        pane = app.query_one("#worker")
+        assert "seer-prod" not in worker_text(app)
+        subtitle = pane.border_subtitle  # as Textual holds it: markup
+        assert Content.from_markup(subtitle).plain == "4 on 2 other hosts, 1 down · z"
+        assert "red bold]1 down[/" in subtitle
+        # The Failed pane keeps its header and two rows, as without other hosts.
+        assert app.query_one("#failed DataTable").size.height >= 3
         await pilot.press("4", "z")
         await settle(pilot)
         text = worker_text(app)
         assert text.count("seer-prod-2") == 2 and text.count("seer-prod-3") == 2
-        assert "more on other hosts" not in text
-        assert "pid 7302" in text and "STALE" in text
+        assert "pid 7302" in text and "STALE" in text and not pane.border_subtitle
 
 
+@pytest.mark.backends("sqlite")
 async def test_a_host_name_with_markup_shows_literally(runtime, monkeypatch):
     use_utc()
     monkeypatch.setenv("SEER_HOST_ID", HOST)
@@ -150,6 +159,7 @@ async def test_a_host_name_with_markup_shows_literally(runtime, monkeypatch):
         assert "pid 4001" in rows.plain
 
 
+@pytest.mark.backends("sqlite")
 async def test_another_hosts_row_is_shown_not_acted_on(hosts):
     app = app_for(hosts)
     async with app.run_test(size=(160, 50)) as pilot:

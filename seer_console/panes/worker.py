@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # the status module pulls in the alert rules: not before the 
 
 STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow", "STOPPED": "yellow"}
 PROGRAMS = ("seer-postmaster", "seer-scheduler")
-# Other hosts' rows shown on a short terminal (80x24); the zoomed pane shows them all.
-SHORT_HOSTS = 2
+# Other hosts' rows shown on a short terminal (80x24): none, their count in the border
+# instead (every row here would be a row the Failed pane cannot have); zoomed, all of them.
+SHORT_HOSTS = 0
 
 
 def _fit(text: Text, parts: list[tuple[str, str]], width: int) -> None:
@@ -49,6 +50,22 @@ def _restarts(w: WorkerRow, window: float) -> str:
 
 def _window(seconds: float) -> str:
     return output.short_age(seconds).replace("m00s", "m").replace("h00m", "h")
+
+
+def _hidden_hosts(hosts: tuple[WorkerRow, ...]) -> Text | str:
+    """The other hosts' consumers a short pane leaves out, counted: how many, on how many
+    hosts, how many of them down (stale or gone, in the alarm colour), and the key to see
+    them."""
+    if not hosts:
+        return ""
+    count = len({w.host for w in hosts})
+    said = Text(f"{len(hosts)} on {count} other host" + ("" if count == 1 else "s"))
+    down = sum(1 for w in hosts if w.stale or w.state == "GONE")
+    if down:
+        said.append(", ")
+        said.append(f"{down} down", style="bold red")
+    said.append(" · z")
+    return said
 
 
 def _heartbeat(text: Text, age: float | None, stale: bool, width: int) -> None:
@@ -219,37 +236,31 @@ class WorkerPane(Pane):
         shown = self._shown_hosts(hosts)
         for index, w in enumerate(shown, len(workers)):
             self._host_row(text, w, width, window, focused and index == self.selected)
-        if len(shown) < len(hosts):
-            more = len(hosts) - len(shown)
-            text.append(f"  +{more} more on other hosts: z zooms\n", style="dim")
         text.rstrip()
         self.put("#worker-rows", text)
         self.border_title = f"Worker · supervisord {supervisor}"
-        self.border_subtitle = ""
+        self.border_subtitle = _hidden_hosts(hosts[len(shown) :])
 
     def _host_row(
         self, text: Text, w: WorkerRow, width: int, window: float, selected: bool
     ) -> None:
         """Another host's consumer: host, queue, pid, heartbeat and state, then CPU, memory
-        and restarts, wrapped to the width; a short terminal leaves out all but the first
-        and the state."""
+        and restarts, wrapped to the width."""
         text.append("▶" if selected else " ", style="bold")
         # The host's name comes from the ledger: plain text, cut to a column's worth.
         text.append(output.one_line(output.printable(w.host), 24), style="bold")
         text.append(f" {w.queue}")
-        brief = self.short and self.screen.maximized is not self
         bad = w.stale or w.state == "GONE"
-        parts: list[tuple[str, str]] = [] if brief else [(f"pid {w.pid or '-'}", "")]
-        parts.append((f"hb {output.short_age(w.heartbeat_age)}", "bold red" if bad else "dim"))
-        parts.append((w.state, STATE_STYLE.get(w.state, "bold red")))
-        if not brief:
-            cpu = "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}%"
-            mem = humanize.naturalsize(w.rss, binary=True, format="%.0f") if w.rss else "-"
-            parts += [
-                (f"cpu {cpu}", ""),
-                (f"mem {mem}", ""),
-                (_restarts(w, window), "bold yellow" if w.restarts_recent else ""),
-            ]
+        cpu = "-" if w.cpu_percent is None else f"{w.cpu_percent:.0f}%"
+        mem = humanize.naturalsize(w.rss, binary=True, format="%.0f") if w.rss else "-"
+        parts = [
+            (f"pid {w.pid or '-'}", ""),
+            (f"hb {output.short_age(w.heartbeat_age)}", "bold red" if bad else "dim"),
+            (w.state, STATE_STYLE.get(w.state, "bold red")),
+            (f"cpu {cpu}", ""),
+            (f"mem {mem}", ""),
+            (_restarts(w, window), "bold yellow" if w.restarts_recent else ""),
+        ]
         _fit(text, parts, width)
         text.append("\n")
 
