@@ -187,6 +187,13 @@ def test_seer_status_lists_every_hosts_consumers(runtime, monkeypatch, cli):
             if line.startswith("host ") and f"{host} {queue}:" in line
         ]
         assert f"pid {pid}" in line
+    rows = {
+        line.split(":")[0]: line for line in result.out.splitlines() if line.startswith("host ")
+    }
+    busy = rows["host       seer-prod-2 postmaster"]
+    assert ": RUNNING pid 51020, heartbeat 3s ago, cpu 42%, mem 96.0 MiB, restarts 0" in busy
+    stale = rows["host       seer-prod-3 postmaster"]
+    assert ": STALE pid 7302, heartbeat 95s ago, restarts 4" in stale
     shown = cli("status", "--json").json()
     found = {(h["host"], h["queue"]): h for h in shown["hosts"]}
     assert set(found) == {(h, q) for h, q, *_ in CONSUMERS}

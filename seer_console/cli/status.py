@@ -94,7 +94,10 @@ def status_lines(snap: status.Snapshot) -> list[str]:
 
 def host_lines(snap: status.Snapshot) -> list[str]:
     """Every host's consumers as the rules see them (worker.fleet.consumers.fleet): state,
-    pid, heartbeat, the CPU and memory each measured of itself, restarts."""
+    pid, heartbeat, the CPU and memory each measured of itself, restarts. Only when another
+    host has any: on one host the consumer rows say it all."""
+    if all(c.local for c in snap.hosts):
+        return []
     lines = []
     for c in snap.hosts:
         # Host names come from the ledger (SEER_HOST_ID of each host): printed safe.
@@ -106,7 +109,7 @@ def host_lines(snap: status.Snapshot) -> list[str]:
             parts.append(f"cpu {c.cpu_percent:.0f}%")
         if c.running and c.rss is not None:
             parts.append(f"mem {output.size(c.rss)}")
-        parts.append(f"{c.restarts} restart" + ("" if c.restarts == 1 else "s"))
+        parts.append(f"restarts {c.restarts}")
         lines.append(f"host       {where}: {', '.join(parts)}")
     return lines
 
