@@ -167,6 +167,10 @@ class Postmaster:
         self._release_own()
         totals = BatchResult()
         while totals.claimed < limit:
+            if totals.claimed and control.is_paused(self.ledger):
+                # The consumer looks at the pause flag before each doorbell; a batch that keeps
+                # claiming what arrives meanwhile would go on delivering for seconds after it.
+                break
             started = self.ledger.now() if now is None else now
             rows = self._claim(started, limit - totals.claimed)
             if not rows:
