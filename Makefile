@@ -54,14 +54,9 @@ bench: install
 	$(BIN)/python bench/cas.py
 	$(BIN)/python bench/scaleout.py
 
-## screenshots: regenerate the console's SVG snapshots (fixed data and clock) into screenshots/
+## screenshots: regenerate the console's SVG snapshots (fixed data and clock) into screenshots/ (tests/screenshots.py lists them)
 screenshots: install
-	$(BIN)/pytest -q tests/test_console.py -k test_snapshot_ --snapshot-update
-	cp tests/__snapshots__/test_console/test_snapshot_main_80x24.svg screenshots/main-80x24.svg
-	cp tests/__snapshots__/test_console/test_snapshot_main_120x40_paused.svg screenshots/main-120x40-paused.svg
-	cp tests/__snapshots__/test_console/test_snapshot_failure_detail.svg screenshots/failure-detail.svg
-	cp tests/__snapshots__/test_console/test_snapshot_help.svg screenshots/help.svg
-	cp tests/__snapshots__/test_console/test_snapshot_confirmation.svg screenshots/confirm-purge.svg
+	$(BIN)/python -m tests.screenshots
 
 ## config: regenerate config/seer.env.example from the settings in code
 config: install

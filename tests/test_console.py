@@ -439,23 +439,6 @@ def test_console_entry_point_refuses_bad_settings(env, monkeypatch, capsys):
     assert "SEER_CONSOLE_REFRESH" in capsys.readouterr().err
 
 
-def test_screenshots_in_the_readme_are_the_current_snapshots():
-    from pathlib import Path
-
-    top = Path(__file__).resolve().parents[1]
-    pairs = {
-        "main-80x24.svg": "test_snapshot_main_80x24.svg",
-        "main-120x40-paused.svg": "test_snapshot_main_120x40_paused.svg",
-        "failure-detail.svg": "test_snapshot_failure_detail.svg",
-        "help.svg": "test_snapshot_help.svg",
-        "confirm-purge.svg": "test_snapshot_confirmation.svg",
-    }
-    for shot, snap in pairs.items():
-        current = (top / "tests" / "__snapshots__" / "test_console" / snap).read_bytes()
-        assert (top / "screenshots" / shot).read_bytes() == current, "run `make screenshots`"
-        assert f"screenshots/{shot}" in (top / "README.md").read_text()
-
-
 @pytest.mark.parametrize(
     "environment", [{"TERM": "xterm"}, {"TERM": "xterm-256color"}, {"NO_COLOR": "1"}]
 )
