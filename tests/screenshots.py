@@ -20,6 +20,7 @@ SHOTS: dict[str, str] = {
     "failure-detail.svg": "test_console/test_snapshot_failure_detail.svg",
     "help.svg": "test_console/test_snapshot_help.svg",
     "confirm-purge.svg": "test_console/test_snapshot_confirmation.svg",
+    "hosts-120x40.svg": "test_hosts/test_snapshot_three_hosts_120x40.svg",
     "parcels-120x40.svg": "test_view_parcels/test_snapshot_view[size1].svg",
     "parcel-life-120x40.svg": "test_view_parcels/test_snapshot_life[size1].svg",
     "inboxes-120x40.svg": "test_view_inboxes/test_snapshot_view[size1].svg",
