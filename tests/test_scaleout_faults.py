@@ -501,12 +501,15 @@ def test_a_consumer_frozen_past_the_timeout_is_replaced_by_its_peers_and_its_com
     assert "WARNING" in line and "50 parcels" in line and "not delivered again" in line, line
     assert "delivered" not in frozen.output().replace("not delivered again", "")
     assert_each_delivered_once(runtime, ids)
-    for proc in peers:
-        # Both peers delivered: a batch, or one parcel at a time (the parcels the reaper gave
-        # back are suspects in a worker's death, isolated: each is delivered alone).
-        assert re.search(r"delivered (\d+ parcels|parcel )", proc.output()), proc.output()
+    # The peers delivered: a batch, or one parcel at a time (the parcels the reaper gave back
+    # are suspects in a worker's death, isolated: each is delivered alone). Which of them takes
+    # what is the queue's choice: on a loaded host one peer may drain it all before the other
+    # dequeues, so it is the peers together that must have delivered.
+    said = [proc.output() for proc in peers]
+    assert any(re.search(r"delivered (\d+ parcels|parcel )", out) for out in said), said
+    for out in said:
         # Their heartbeats kept them alive: nothing of theirs was taken back.
-        assert TAKEN_BACK not in proc.output()
+        assert TAKEN_BACK not in out
 
     # Awake, it beats again, and it delivers again.
     heard = wait_for(
