@@ -12,14 +12,24 @@ from typing import Any, TextIO
 import humanize
 
 
+def stamp(ts: float | None) -> str:
+    """A time in full, local: "2026-12-02 16:29:10"; "-" for none."""
+    return "-" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def short_stamp(ts: float | None) -> str:
+    """Month, day, hour and minute: a table's row fits 80 columns ("12-02 16:29")."""
+    return "-" if not ts else time.strftime("%m-%d %H:%M", time.localtime(ts))
+
+
 def when(ts: float | None, now: float | None = None) -> str:
     if not ts:
         return "-"
     now = time.time() if now is None else now
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    at = stamp(ts)
     if ts > now:
-        return f"{stamp} (in {humanize.naturaldelta(ts - now)})"
-    return f"{stamp} ({humanize.naturaldelta(now - ts)} ago)"
+        return f"{at} (in {humanize.naturaldelta(ts - now)})"
+    return f"{at} ({humanize.naturaldelta(now - ts)} ago)"
 
 
 def age(seconds: float | None) -> str:

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import datetime
 import sys
-import time
 from typing import Any
 
 from seer_console import output
@@ -14,10 +13,6 @@ from seer_console.cli.common import AddCommand, ExitCode, Parser, UserError, ope
 from worker.ops import schedule
 from worker.runtime import Runtime
 from worker.settings import load_settings
-
-
-def _stamp(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def _iso(ts: object) -> str | None:
@@ -53,11 +48,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             (
                 j.name,
                 j.schedule,
-                _stamp(j.next_run) if j.next_run else "never",
-                _stamp(j.last.started_at if j.last else None),
+                output.stamp(j.next_run) if j.next_run else "never",
+                output.stamp(j.last.started_at if j.last else None),
                 j.took_text,
                 j.result_line(),
-                _stamp(j.last_ok_at),
+                output.stamp(j.last_ok_at),
             )
             for j in shown.jobs
         ],

@@ -68,17 +68,13 @@ def _list(layout: Layout, as_json: bool) -> int:
                 f.log.name,
                 f.log.path,
                 output.size(f.size) if f.exists else "-",
-                _stamp(f.modified) if f.exists else (f.error or "missing"),
+                output.stamp(f.modified) if f.exists else (f.error or "missing"),
             )
             for f in found
         ],
         ("NAME", "FILE", "SIZE", "MODIFIED"),
     )
     return ExitCode.OK
-
-
-def _stamp(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 Wanted = Any  # a predicate on logs.Line, or None for every line

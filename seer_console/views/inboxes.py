@@ -9,7 +9,6 @@ as Text: an agent or an envelope holding "[bold]" shows it as it is.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from rich.text import Text
@@ -24,15 +23,6 @@ from worker.parcels import inbox
 
 PAGE = 50
 AGENTS = 200
-
-
-def _stamp(ts: float | None) -> str:
-    return "-" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _short_stamp(ts: float | None) -> str:
-    # Month, day, hour and minute: a row fits 80 columns; the message screen has the rest.
-    return "-" if not ts else time.strftime("%m-%d %H:%M", time.localtime(ts))
 
 
 def _state(message: inbox.Message) -> Text:
@@ -162,7 +152,7 @@ class InboxesView(View):
                 Text(output.one_line(a.agent, 16)),
                 Text(str(a.unread), style="bold cyan" if a.unread else "dim"),
                 Text(str(a.messages)),
-                Text(_short_stamp(a.last_at)),
+                Text(output.short_stamp(a.last_at)),
                 key=str(n),
             )
         if not found:
@@ -243,7 +233,7 @@ class InboxesView(View):
             table.add_row(
                 Text(str(m.id)),
                 _state(m),
-                Text(_short_stamp(m.created_at)),
+                Text(output.short_stamp(m.created_at)),
                 Text(output.one_line(str(m.headers.get("original_type", "")), 20)),
                 Text(str(m.headers.get("artifact_count", 0))),
                 Text(m.parcel_id[:8]),

@@ -28,15 +28,6 @@ RECENT = 5
 _STATE_STYLE = {"failed": "red", "delivered": "green", "in_flight": "yellow", "queued": "cyan"}
 
 
-def _stamp(ts: float | None) -> str:
-    return "-" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _short_stamp(ts: float | None) -> str:
-    # Month, day, hour and minute: a row fits 80 columns; the life screen has the rest.
-    return "-" if not ts else time.strftime("%m-%d %H:%M", time.localtime(ts))
-
-
 def _state(state: str) -> Text:
     return Text(state, style=_STATE_STYLE.get(state, ""))
 
@@ -164,7 +155,7 @@ class ParcelsView(View):
                 Text(output.one_line(row.type, 14)),
                 _state(row.state),
                 Text(str(row.attempts)),
-                Text(_short_stamp(row.created_at)),
+                Text(output.short_stamp(row.created_at)),
                 key=row.id,
             )
         number = len(self.cursors)
@@ -395,7 +386,9 @@ def render_life(life: finder.ParcelLife | None, parcel_id: str, now: float | Non
         text.append(life.error + "\n", style="red")
     text.append("\nLife\n", style="bold")
     for event in life.events:
-        text.append(f"  {_stamp(event.at) if event.at else '(time not kept)':19}  ", style="dim")
+        text.append(
+            f"  {output.stamp(event.at) if event.at else '(time not kept)':19}  ", style="dim"
+        )
         style = "red" if event.kind in ("failed", "try_failed") else ""
         text.append(event.describe() + "\n", style=style)
     actions = []
