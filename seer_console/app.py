@@ -280,8 +280,9 @@ class SeerConsole(App):
         if isinstance(self.screen, View) and self.screen.view_id == view_id:
             return
         if not self.is_screen_installed(view_id):
-            view = next(v for v in VIEWS if v.view_id == view_id)
-            self.install_screen(view(), name=view_id)
+            view = next(v for v in VIEWS if v.view_id == view_id)()
+            view.prefetch()
+            self.install_screen(view, name=view_id)
         if isinstance(self.screen, View):
             self.switch_screen(view_id)
         elif len(self.screen_stack) == 1:

@@ -119,6 +119,10 @@ class View(Screen):
         raise NotImplementedError
         yield  # pragma: no cover
 
+    def prefetch(self) -> None:
+        """Called once, when the view is created and before it is built: a view may start its
+        first read here (in a thread), so that its first frame already has it."""
+
     def show(self, snapshot: ConsoleSnapshot) -> None:
         """A new live snapshot, on the UI thread (default: nothing)."""
 

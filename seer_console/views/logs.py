@@ -228,6 +228,8 @@ class LogsView(View):
         self._edge_busy = False
         self._follow_busy = False
         self._timer: Timer | None = None
+        # The first read of the end, asked for before the view is composed (see prefetch).
+        self._early: tuple[int, logs.Chunk | str] | None = None
 
     @property
     def log_name(self) -> str:
@@ -243,9 +245,39 @@ class LogsView(View):
         yield Input(placeholder="search upwards for (enter; escape cancels)", id="logs-search")
         yield Static(Text(""), id="logs-status")
 
+    def prefetch(self) -> None:
+        """Reads the end of the log while the view is being built: by its first frame the
+        lines are there, and the first frame shows them (a 1 GB log opens as a small one)."""
+        self._gen += 1
+        gen, current, source = self._gen, self.current, self.source
+
+        def read() -> None:
+            answer: logs.Chunk | str
+            try:
+                log = logs.log_file(source.runtime.layout, logs.NAMES[current])
+                answer = logs.tail(log, OPEN_LINES)
+            except Exception as exc:  # missing, refused: said once the view is there
+                answer = _problem(current, exc)
+            self._early = (gen, answer)
+            self.app.call_from_thread(self._early_read, False)
+
+        self.app.run_worker(read, thread=True, group="logs-early", name="logs-prefetch")
+
+    def _early_read(self, mounting: bool) -> None:
+        if self._early is None or not (mounting or self.is_mounted):
+            return  # read before the view was mounted: on_mount takes it
+        (gen, answer), self._early = self._early, None
+        if isinstance(answer, str):
+            self._failed(gen, "end", answer)
+        else:
+            self._got(gen, "end", answer)
+
     def on_mount(self) -> None:
         self._bar()
-        self._reset("end")
+        if self._early is not None:
+            self._early_read(True)
+        elif self._gen == 0:  # not prefetched (built another way): read now
+            self._reset("end")
 
     # -- the bars ----------------------------------------------------------------------------
 
@@ -348,9 +380,12 @@ class LogsView(View):
             body.current = None
             body.set_lines(list(chunk.lines))
             if where == "top":
+                body.anchor(False)
                 body.scroll_home(animate=False)
             else:
-                body.scroll_end(animate=False)
+                # Anchored, the layout itself puts the last line at the bottom, in the frame
+                # that first shows the lines (scroll_end would wait for one more frame).
+                body.anchor()
         elif where == "above":
             if chunk.end != self.window_start or not chunk.lines:
                 self._status()
@@ -630,6 +665,7 @@ class LogsView(View):
         self.window_start, self.window_end = above.start, below.end
         self.file_size, self.inode = below.size, below.inode
         body.current = found.offset
+        body.anchor(False)
         body.set_lines(lines)
         index = len(above.lines)
         body.scroll_to(y=max(0, index - body.scrollable_content_region.height // 3), animate=False)
