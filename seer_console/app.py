@@ -111,6 +111,7 @@ class SeerConsole(App):
         # Test parcels sent from here, and when. Only the UI thread touches it: the action
         # thread posts ParcelSent, the snapshot thread is handed a tuple of its ids.
         self._tracked: dict[str, float] = {}
+        self._banner_shown: tuple[tuple[str, ...], bool] | None = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -150,8 +151,13 @@ class SeerConsole(App):
         if not found:
             return  # the app is closing: its widgets are gone, a late snapshot has nowhere to go
         banner = found.first(Static)
-        # Text, not markup: problems and errors quote data (ids, paths, server answers).
-        banner.update(Text(" · ".join(parts)))
+        shown = (tuple(parts), bool(self.last_error))
+        if shown == self._banner_shown:
+            return  # unchanged: an update would lay the whole screen out again, each second
+        self._banner_shown = shown
+        # Text, not markup: problems and errors quote data (ids, paths, server answers). One
+        # line high whatever it says: laid out again only when it appears or goes.
+        banner.update(Text(" · ".join(parts)), layout=banner.display != bool(parts))
         banner.display = bool(parts)
         banner.set_class(bool(self.last_error), "-error")
 

@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 HISTORY_SECONDS = 15 * 60
 # A database's queue is counted at most this often (a count of queue.db grows with it: 200,000
-# doorbells took 30 ms of a poll); Redis's every poll (LLEN is O(1)).
+# doorbells took 12-30 ms of a poll); Redis's every poll (LLEN is O(1)).
 DEPTH_SECONDS = 5.0
+# ...and at most this share of the time: a count that took 20 ms waits 20 s for the next.
+DEPTH_SHARE = 0.001
 FAILURE_ROWS = 200
 COMPACTION_ROWS = 10
 DELIVERY_ROWS = 10
@@ -173,7 +175,8 @@ class SnapshotSource:
         self._failures_version: tuple[int, int] | None = None
         self._channels: tuple[object, tuple[str, ...]] | None = None
         # The doorbells last counted, where, and when (time.monotonic()).
-        self._depths: tuple[str, float, dict[str, int]] | None = None
+        # The last count of the doorbells: (queue address, when, how long it took, depths).
+        self._depths: tuple[str, float, float, dict[str, int]] | None = None
         self.host = socket.gethostname()
 
     @property
@@ -224,9 +227,10 @@ class SnapshotSource:
         # slow answer (a Redis across a partition waits for its connect timeout) must not hold
         # the snapshot (and the WAL behind it) open.
         view = status.supervisor_view(runtime.layout)
-        probe = self._with_depths(
-            runtime, status.queue_probe(runtime, depths=self._count_depths(runtime))
-        )
+        counting = self._count_depths(runtime)
+        started = time.monotonic()
+        probe = status.queue_probe(runtime, depths=counting)
+        probe = self._with_depths(runtime, probe, time.monotonic() - started)
         # One read transaction: every figure on screen is of the same moment, and a delivery
         # committing halfway through cannot show as both queued and delivered.
         with ledger.read():
@@ -289,25 +293,27 @@ class SnapshotSource:
         """Whether this poll counts the doorbells: every poll on Redis, where LLEN is O(1);
         at most every DEPTH_SECONDS on a database, where a count grows with the queue (the
         console polls every second; the doorbells are shown beside the ledger's depth, which
-        is the record, so a count a few seconds old says as much)."""
+        is the record, so a count a few seconds old says as much), and less often when the
+        count is slow (DEPTH_SHARE): a console left open on a deep queue costs next to nothing."""
         if backend_of(runtime.settings) == "redis" or self._depths is None:
             return True
-        address, counted_at, _ = self._depths
-        fresh = time.monotonic() - counted_at < DEPTH_SECONDS
+        address, counted_at, took, _ = self._depths
+        wait = max(DEPTH_SECONDS, took / DEPTH_SHARE)
+        fresh = time.monotonic() - counted_at < wait
         return address != runtime.settings.queue_address or not fresh
 
-    def _with_depths(self, runtime: Runtime, probe: QueueProbe) -> QueueProbe:
+    def _with_depths(self, runtime: Runtime, probe: QueueProbe, took: float) -> QueueProbe:
         """The probe with the doorbells of the last count, when this poll did not count."""
         if not probe.reachable:
             self._depths = None  # counted again as soon as it answers
             return probe
         address = runtime.settings.queue_address
         if probe.depths:
-            self._depths = (address, time.monotonic(), dict(probe.depths))
+            self._depths = (address, time.monotonic(), took, dict(probe.depths))
             return probe
         if self._depths is None or self._depths[0] != address:
             return probe
-        return replace(probe, depths=dict(self._depths[2]))
+        return replace(probe, depths=dict(self._depths[3]))
 
     def _channel_names(self, runtime: Runtime) -> tuple[str, ...]:
         """The configured channels, built again only when the settings change."""

@@ -294,6 +294,22 @@ def test_the_console_counts_a_database_queue_every_few_seconds(polls, cli, monke
     # The last count is shown until DEPTH_SECONDS have passed: a count grows with queue.db.
     assert polls() == {"postmaster": 0, "scheduler": 0}
     monkeypatch.setattr(source_module, "DEPTH_SECONDS", 0.0)
+    monkeypatch.setattr(source_module, "DEPTH_SHARE", 1.0)  # the next count as soon as may be
+    assert polls() == {"postmaster": 1, "scheduler": 0}
+
+
+@pytest.mark.backends("sqlite")
+def test_a_slow_count_waits_in_proportion_before_the_next(polls, cli, monkeypatch):
+    import seer_console.source as source_module
+
+    # Past DEPTH_SECONDS, but a count may take at most DEPTH_SHARE of the time: one that took
+    # any time at all waits about a million times as long at this share.
+    monkeypatch.setattr(source_module, "DEPTH_SECONDS", 0.0)
+    monkeypatch.setattr(source_module, "DEPTH_SHARE", 1e-6)
+    assert polls() == {"postmaster": 0, "scheduler": 0}
+    send(cli, 1)
+    assert polls() == {"postmaster": 0, "scheduler": 0}
+    monkeypatch.setattr(source_module, "DEPTH_SHARE", 1.0)
     assert polls() == {"postmaster": 1, "scheduler": 0}
 
 

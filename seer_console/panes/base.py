@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.containers import Vertical
+from textual.widget import Widget
 from textual.widgets import Static
 
 from seer_console.source import ConsoleSnapshot, PartialSnapshot
@@ -40,6 +41,26 @@ class PaneCommand:
     mutates: bool = True
 
 
+class _Title:
+    """A pane's border title or subtitle, set only when it changes: Textual repaints the whole
+    pane on every set, and the panes set both on every snapshot (each second)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.inner = Widget.__dict__[name]
+
+    def __get__(self, obj: Widget | None, objtype: type | None = None) -> object:
+        return self if obj is None else self.inner.__get__(obj, objtype)
+
+    def __set__(self, obj: Widget, value: object) -> None:
+        key = (value.plain, repr(value.spans)) if isinstance(value, Text) else value
+        shown = obj.__dict__.setdefault("_titles", {})
+        if self.name in shown and shown[self.name] == key:
+            return
+        shown[self.name] = key
+        self.inner.__set__(obj, value)
+
+
 class Pane(Vertical, can_focus=True):
     """Subclasses set pane_id, title and KEYS, implement show(), and act_<action>() for keys."""
 
@@ -51,6 +72,8 @@ class Pane(Vertical, can_focus=True):
     LOCAL_KEYS: ClassVar[tuple[tuple[str, str], ...]] = ()  # (key, help) when focused
     # Palette entries for what the pane does through its own (focused) keys; KEYS are added.
     COMMANDS: ClassVar[tuple[PaneCommand, ...]] = ()
+    border_title = _Title("border_title")  # type: ignore[assignment]
+    border_subtitle = _Title("border_subtitle")  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__(id=self.pane_id, classes="pane")
