@@ -26,7 +26,7 @@ from seer_console.messages import ParcelSent, SnapshotFailed, SnapshotReady
 from seer_console.panes import PANES, Pane, PaneKey
 from seer_console.screens import ConfirmScreen, FailureScreen, HelpScreen
 from seer_console.source import ConsoleSnapshot, SnapshotSource
-from seer_console.views import VIEWS, View
+from seer_console.views import ENTRIES, View
 from seer_console.views.base import ConsoleFooter, key_label
 from worker.settings import SettingsError, load_settings
 
@@ -85,7 +85,7 @@ class SeerConsole(App):
         ),
         *(Binding(str(i + 1), f"jump({i})", show=False) for i in range(JUMP_KEYS)),
         # The views: from the main screen and from each other (a view's own keys come first).
-        *(Binding(v.KEY, f"view('{v.view_id}')", v.view_title, show=False) for v in VIEWS),
+        *(Binding(v.key, f"view('{v.view_id}')", v.title, show=False) for v in ENTRIES),
         Binding("escape", "minimize", show=False),
     ]
 
@@ -112,6 +112,7 @@ class SeerConsole(App):
         # thread posts ParcelSent, the snapshot thread is handed a tuple of its ids.
         self._tracked: dict[str, float] = {}
         self._banner_shown: tuple[tuple[str, ...], bool] | None = None
+        self._views_warm = False
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -197,6 +198,16 @@ class SeerConsole(App):
         self._announce_arrivals(message.snapshot)
         self._banner()
         self._next_poll()
+        if not self._views_warm:
+            self._views_warm = True
+            self._warm_views()
+
+    @work(thread=True, group="warm-views")
+    def _warm_views(self) -> None:
+        """The views' modules, imported once the first snapshot is on screen: a view opened
+        later does not wait for its import (the Logs view opens a 1 GB log in < 100 ms)."""
+        for entry in ENTRIES:
+            entry.load()
 
     def on_snapshot_failed(self, message: SnapshotFailed) -> None:
         if not self.is_running or not self.screen_stack:
@@ -286,7 +297,7 @@ class SeerConsole(App):
         if isinstance(self.screen, View) and self.screen.view_id == view_id:
             return
         if not self.is_screen_installed(view_id):
-            view = next(v for v in VIEWS if v.view_id == view_id)()
+            view = next(v for v in ENTRIES if v.view_id == view_id).load()()
             view.prefetch()
             self.install_screen(view, name=view_id)
         if isinstance(self.screen, View):
@@ -316,7 +327,7 @@ class SeerConsole(App):
         self.push_screen(HelpScreen(sections, self._help_note()))
 
     def view_keys(self) -> list[tuple[str, str]]:
-        keys = [(v.KEY, f"{v.view_title}: {v.DESCRIPTION}") for v in VIEWS]
+        keys = [(v.key, f"{v.title}: {v.description}") for v in ENTRIES]
         return [*keys, ("escape", "back: out of a view, to the main screen")]
 
     def _help_note(self) -> str:
@@ -329,7 +340,7 @@ class SeerConsole(App):
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         sections = [("Everywhere", [(_key(k), h) for k, _, _, h in GLOBAL_KEYS] + list(NAV_KEYS))]
-        if VIEWS:
+        if ENTRIES:
             sections.append(("Views", self.view_keys()))
         for pane in PANES:
             keys = [(_key(k.key), k.help + _ro(k, self.read_only)) for k in pane.KEYS]
@@ -352,11 +363,11 @@ class SeerConsole(App):
         """Every action of every pane on `screen`, titled by what it does (the palette matches
         titles only), and the global ones."""
         yield from super().get_system_commands(screen)
-        for view in VIEWS:
+        for view in ENTRIES:
             if not (isinstance(screen, View) and screen.view_id == view.view_id):
                 yield SystemCommand(
-                    f"Open the {view.view_title} view",
-                    f"key {view.KEY}: {view.DESCRIPTION}",
+                    f"Open the {view.title} view",
+                    f"key {view.key}: {view.description}",
                     lambda v=view.view_id: self.action_view(v),
                 )
         if isinstance(screen, View):

@@ -34,6 +34,27 @@ def test_every_view_has_its_own_key_and_a_title():
         assert "escape" not in own and "question_mark" not in own
 
 
+def test_each_entry_the_main_screen_knows_says_what_its_view_says():
+    from seer_console.views import ENTRIES
+
+    assert [e.load() for e in ENTRIES] == list(VIEWS)
+    for entry, view in zip(ENTRIES, VIEWS, strict=True):
+        said = (entry.view_id, entry.key, entry.title, entry.description)
+        assert said == (view.view_id, view.KEY, view.view_title, view.DESCRIPTION)
+
+
+def test_the_console_starts_without_importing_a_view():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, seer_console.app; "
+        "print(sorted(m for m in sys.modules if m.startswith('seer_console.views.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['seer_console.views.base']"
+
+
 def test_no_view_key_is_a_key_of_the_main_screen():
     from seer_console.app import GLOBAL_KEYS
     from seer_console.panes import PANES
