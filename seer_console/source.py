@@ -174,8 +174,8 @@ class SnapshotSource:
         self._failures: tuple[FailureRow, ...] = ()
         self._failures_version: tuple[int, int] | None = None
         self._channels: tuple[object, tuple[str, ...]] | None = None
-        # The doorbells last counted, where, and when (time.monotonic()).
-        # The last count of the doorbells: (queue address, when, how long it took, depths).
+        # The last count of the doorbells: (queue address, when by time.monotonic(), how
+        # long it took, the depths).
         self._depths: tuple[str, float, float, dict[str, int]] | None = None
         self.host = socket.gethostname()
 

@@ -41,6 +41,11 @@ class PaneCommand:
     mutates: bool = True
 
 
+def _seen_as(text: Text) -> tuple[str, str]:
+    """What tells two Texts apart on screen: their characters and their styles."""
+    return text.plain, repr(text.spans)
+
+
 class _Title:
     """A pane's border title or subtitle, set only when it changes: Textual repaints the whole
     pane on every set, and the panes set both on every snapshot (each second)."""
@@ -53,7 +58,7 @@ class _Title:
         return self if obj is None else self.inner.__get__(obj, objtype)
 
     def __set__(self, obj: Widget, value: object) -> None:
-        key = (value.plain, repr(value.spans)) if isinstance(value, Text) else value
+        key = _seen_as(value) if isinstance(value, Text) else value
         shown = obj.__dict__.setdefault("_titles", {})
         if self.name in shown and shown[self.name] == key:
             return
@@ -123,7 +128,7 @@ class Pane(Vertical, can_focus=True):
         if not isinstance(content, Text):
             # Never markup: what panes show comes from data (ids, errors, server answers).
             content = Text(str(content))
-        key: object = (content.plain, repr(content.spans))
+        key = _seen_as(content)
         lines = tuple(len(line) for line in content.plain.split("\n"))
         previous = cache.get(selector)
         if previous is not None and previous[0] == key:

@@ -13,6 +13,7 @@ quoting `[bold]` shows it as written.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from rich.cells import cell_len
 from rich.style import Style
@@ -252,13 +253,8 @@ class LogsView(View):
         gen, current, source = self._gen, self.current, self.source
 
         def read() -> None:
-            answer: logs.Chunk | str
-            try:
-                log = logs.log_file(source.runtime.layout, logs.NAMES[current])
-                answer = logs.tail(log, OPEN_LINES)
-            except Exception as exc:  # missing, refused: said once the view is there
-                answer = _problem(current, exc)
-            self._early = (gen, answer)
+            # A problem (missing, refused) is said once the view is there, as any read's.
+            self._early = (gen, _read_chunk(source, current, "end", 0, OPEN_LINES, None))
             self.app.call_from_thread(self._early_read, False)
 
         self.app.run_worker(read, thread=True, group="logs-early", name="logs-prefetch")
@@ -333,20 +329,11 @@ class LogsView(View):
     def _read(
         self, gen: int, current: int, where: str, offset: int, count: int, inode: int | None
     ) -> None:
-        try:
-            log = logs.log_file(self.source.runtime.layout, logs.NAMES[current])
-            if where == "end":
-                chunk = logs.tail(log, count)
-            elif where == "top":
-                chunk = logs.head(log, count)
-            elif where == "above":
-                chunk = logs.before(log, offset, count)
-            else:  # below, follow
-                chunk = logs.after(log, offset, count, inode=inode)
-        except Exception as exc:  # missing, a refused link, no storage: said, the view stays
-            self.app.call_from_thread(self._failed, gen, where, _problem(current, exc))
+        answer = _read_chunk(self.source, current, where, offset, count, inode)
+        if isinstance(answer, str):
+            self.app.call_from_thread(self._failed, gen, where, answer)
         else:
-            self.app.call_from_thread(self._got, gen, where, chunk)
+            self.app.call_from_thread(self._got, gen, where, answer)
 
     def _done(self, where: str) -> None:
         if where == "follow":
@@ -670,6 +657,23 @@ class LogsView(View):
         index = len(above.lines)
         body.scroll_to(y=max(0, index - body.scrollable_content_region.height // 3), animate=False)
         self._status()
+
+
+def _read_chunk(
+    source: Any, current: int, where: str, offset: int, count: int, inode: int | None
+) -> logs.Chunk | str:
+    """One read of the view's (in a thread): the lines asked for, or why there are none."""
+    try:
+        log = logs.log_file(source.runtime.layout, logs.NAMES[current])
+        if where == "end":
+            return logs.tail(log, count)
+        if where == "top":
+            return logs.head(log, count)
+        if where == "above":
+            return logs.before(log, offset, count)
+        return logs.after(log, offset, count, inode=inode)  # below, follow
+    except Exception as exc:  # missing, a refused link, no storage: said, the view stays
+        return _problem(current, exc)
 
 
 def _share(step: logs.Found, direction: str) -> int:
