@@ -23,6 +23,7 @@ from tests.helpers import (
     backend_environment,
     drop_run_database,
     flush_run_redis,
+    recycle_schema,
 )
 from worker.runtime import Runtime
 from worker.settings import SPECS
@@ -104,7 +105,12 @@ def ledger_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_backend: str) -> dict[str, str]:
+def env(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ledger_backend: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[dict[str, str]]:
     """A clean environment whose storage root is tmp_path/storage, its ledger on
     `ledger_backend`; cwd is tmp_path."""
     for spec in SPECS:
@@ -112,11 +118,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_backend: str) ->
     monkeypatch.delenv("SEER_ENV_FILE", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEER_STORAGE_PATH", str(tmp_path / "storage"))
-    for name, value in backend_environment(ledger_backend, tmp_path).items():
+    # A test with `runtime` starts with `seer init`: an initialised schema will do.
+    chosen = backend_environment(
+        ledger_backend, tmp_path, initialised="runtime" in request.fixturenames
+    )
+    for name, value in chosen.items():
         monkeypatch.setenv(name, value)
     # Tests retry quickly; production waits longer between tries.
     monkeypatch.setenv("POSTMASTER_RETRY_DELAY", "0.2s")
-    return dict(os.environ)
+    yield dict(os.environ)
+    if ledger_backend == "postgresql":
+        recycle_schema(chosen["SEER_DATABASE_URL"])
 
 
 @pytest.fixture
