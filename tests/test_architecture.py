@@ -20,6 +20,7 @@ CORE = {
     "worker.redaction",
     "worker.files",
     "worker.doorbells",
+    "worker.lean_imports",
 }
 BELOW_OPS = {
     "worker.ledger",
@@ -77,7 +78,8 @@ ENGINES = {
     # (Huey's, whose sqlite3 errors it turns into QueueError).
     "sqlite3": ("worker.ledger", "worker.ops.backup.sqlite", "worker.queue.queues"),
     "peewee": ("worker.ledger",),
-    "psycopg": ("worker.ledger",),
+    # The queue's: Huey's PostgreSQL storage is given the driver it was imported without.
+    "psycopg": ("worker.ledger", "worker.queue.queues"),
     "psycopg_pool": ("worker.ledger",),
     "requests": ("worker.alerts.channels.slack",),
     "smtplib": ("worker.alerts.channels.mail",),
@@ -176,3 +178,26 @@ def test_the_old_huey_consumer_path_still_loads_the_same_queues(runtime, env) ->
         [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.backends("sqlite")
+def test_a_sqlite_root_loads_no_driver_of_another_backend(runtime, env) -> None:
+    """huey.storage and peewee import redis and psycopg, used or not: a quarter of a second of
+    every start of `seer`, the console and `seer worker` (worker.lean_imports)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from worker.runtime import Runtime\n"
+        "import seer_console.app, worker.queue.huey_app\n"
+        "runtime = Runtime.open()\n"
+        "runtime.queues.postmaster.enqueue\n"
+        "runtime.ledger.scalar('SELECT count(*) FROM parcels')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'redis', 'psycopg', 'psycopg2'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -12,7 +12,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from peewee import PeeweeException, SqliteDatabase
+from worker.lean_imports import hidden
+
+with hidden("psycopg", "psycopg2"):  # peewee's PostgreSQL driver, not used by this ledger
+    from peewee import PeeweeException, SqliteDatabase
 
 from worker.ledger.base import ClaimedParcel, Cursor, Ledger, Params, ParcelHead, batch_of
 from worker.ledger.errors import (

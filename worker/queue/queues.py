@@ -14,10 +14,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from huey import Huey
-from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
-from huey.exceptions import HueyException
-from huey.storage import BaseStorage, PostgresStorage, RedisStorage, SqliteStorage
+from worker.lean_imports import hidden
+
+with hidden("redis", "psycopg"):
+    import huey.storage as huey_storage
+    from huey import Huey
+    from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
+    from huey.exceptions import HueyException
+    from huey.storage import BaseStorage, PostgresStorage, RedisStorage, SqliteStorage
 
 from worker.doorbells import QueueProbe, backend_of
 from worker.layout import Layout
@@ -65,6 +69,7 @@ class SeerRedisStorage(RedisStorage):
     def __init__(self, name: str, *, url: str, read_timeout: float, **kwargs: Any) -> None:
         import redis
 
+        _bind_redis()
         options: dict[str, Any] = {
             "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
             # Longer than a BRPOP's wait, which the server ends itself.
@@ -86,6 +91,29 @@ class SeerRedisStorage(RedisStorage):
 
     def close(self) -> None:
         self.pool.disconnect()
+
+
+def _bind_redis() -> None:
+    """What huey.storage would have bound of redis, had it been imported with it
+    (worker.lean_imports): its Redis storage checks and catches these names."""
+    import redis
+    import redis.exceptions
+
+    huey_storage.ConnectionPool = redis.ConnectionPool
+    huey_storage.Redis = redis.Redis
+    huey_storage.ConnectionError = redis.exceptions.ConnectionError
+    huey_storage.TimeoutError = redis.exceptions.TimeoutError
+    RedisStorage.redis_client = redis.Redis  # bound when the class was made
+
+
+class SeerPostgresStorage(PostgresStorage):
+    """Huey's PostgreSQL storage, given the psycopg that huey.storage was imported without."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import psycopg
+
+        huey_storage.psycopg = psycopg
+        super().__init__(*args, **kwargs)
 
 
 # How long a connection to Redis may take before the queue counts as unreachable.
@@ -118,7 +146,7 @@ def queue_storage(settings: Settings, layout: Layout) -> StorageChoice:
         # Huey's own PostgreSQL storage, in the ledger's database: SKIP LOCKED dequeues,
         # NOTIFY doorbells, and a reconnect after a server restart.
         return StorageChoice(
-            PostgresStorage,
+            SeerPostgresStorage,
             {
                 "dsn": settings.database_url,
                 "read_timeout": POSTGRES_READ_TIMEOUT,
