@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -42,6 +43,14 @@ class Result:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background by a shell without job control inherits SIGINT and
+    # SIGQUIT ignored, and so would every process a test starts (a Python started so keeps
+    # ignoring them: `seer logs -f` did not stop at SIGINT). The tests' processes start as from
+    # a terminal: a handled signal is reset to its default across exec.
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGQUIT, None)):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            with contextlib.suppress(ValueError):  # not the main thread: left as it is
+                signal.signal(sig, handler or signal.SIG_DFL)
     config.addinivalue_line(
         "markers",
         "backends(*names): the backends (ledger and queue, tests/helpers.py) this test "

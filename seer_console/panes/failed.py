@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input
 from seer_console import output
 from seer_console.panes.base import Pane, PaneCommand, PaneKey
 from seer_console.source import FAILURE_ROWS, ConsoleSnapshot, FailureRow
+from seer_console.tables import clear_rows
 from worker.parcels.failures import FailureFilter
 from worker.settings import parse_duration
 
@@ -301,7 +302,7 @@ class FailedPane(Pane):
     def _fill(self) -> None:
         table = self.query_one(FailedTable)
         selected = self.selected_id()
-        table.clear()
+        clear_rows(table)
         # The error gets what the other columns leave, so the table never scrolls sideways.
         room = max(20, (self.content_region.width or 80) - 8 - 16 - 5 - 8 - 10)
         for r in self._visible():

@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from seer_console import output
+from seer_console.tables import clear_rows
 from seer_console.views.base import View, ViewKey
 from worker.parcels import inbox
 
@@ -146,7 +147,7 @@ class InboxesView(View):
     def _show_agents(self, found: tuple[inbox.AgentInbox, ...]) -> None:
         self.agents = found
         table = self.query_one("#inbox-agents", DataTable)
-        table.clear()
+        clear_rows(table)
         for n, a in enumerate(found):
             table.add_row(
                 Text(output.one_line(a.agent, 16)),
@@ -228,7 +229,7 @@ class InboxesView(View):
         table = self.query_one("#inbox-messages", DataTable)
         row = 0 if self._top else table.cursor_row
         self.page = page
-        table.clear()
+        clear_rows(table)
         for m in page.messages:
             table.add_row(
                 Text(str(m.id)),

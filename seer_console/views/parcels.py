@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from seer_console import output
+from seer_console.tables import clear_rows
 from seer_console.views.base import View, ViewKey
 from worker.parcels import finder
 
@@ -146,7 +147,7 @@ class ParcelsView(View):
     def _show_page(self, page: finder.Page) -> None:
         self.page = page
         table = self.query_one("#parcels-table", DataTable)
-        table.clear()
+        clear_rows(table)
         for row in page.rows:
             table.add_row(
                 Text(row.id[:8]),
@@ -279,7 +280,7 @@ class ParcelLifeScreen(View):
             render_life(life, self.parcel_id, self.view.now())
         )
         table = self.query_one("#life-artifacts", DataTable)
-        table.clear()
+        clear_rows(table)
         table.display = bool(life and life.artifacts)
         for artifact in life.artifacts if life else ():
             table.add_row(
