@@ -18,26 +18,33 @@ if TYPE_CHECKING:
     from worker.runtime import Runtime
 
 
+def poll(predicate: Callable[[], Any], timeout: float, step: float | None = None) -> Any:
+    """Calls `predicate` until it returns something true or `timeout` passes; returns its last
+    value either way. Without `step`, quickly at first and then every 0.1 s: most predicates
+    query a ledger, and four test processes polling it every 20 ms through a long wait cost a
+    core between them (the suite runs on two)."""
+    deadline = time.monotonic() + timeout
+    pause = step if step is not None else 0.005
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(pause)
+        if step is None:
+            pause = min(pause * 1.5, 0.1)
+
+
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float = 30.0,
     what: str = "condition",
     step: float | None = None,
 ) -> Any:
-    """Polls `predicate` until it is true or `timeout` passes. Without `step`, quickly at first
-    and then every 0.1 s: most predicates query a ledger, and four test processes polling it
-    every 20 ms through a long wait cost a core between them (the suite runs on two)."""
-    deadline = time.monotonic() + timeout
-    pause = step if step is not None else 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(pause)
-        if step is None:
-            pause = min(pause * 1.5, 0.1)
+    """`poll`, failing the test when `timeout` passes first."""
+    value = poll(predicate, timeout, step)
+    if not value:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return value
 
 
 def parcel(agent: str = "agent-1", n: int = 0, attachment: str | None = None) -> dict:
@@ -238,21 +245,27 @@ def _sessions_left(conn) -> int:
 
     import psutil
 
-    gc.collect()
-    deadline = time.monotonic() + 0.5
-    while True:
+    def others() -> int:
         # An idle session of this process is one the test left behind in a thread-local (Huey's
         # connection per thread): nothing uses it again.
         ours = [c.laddr.port for c in psutil.Process().net_connections("tcp") if c.laddr]
-        (others,) = conn.execute(
+        (count,) = conn.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             " AND NOT (state = 'idle' AND client_port = ANY(%s))",
             (ours,),
         ).fetchone()
-        if others == 0 or time.monotonic() > deadline:
-            return others
-        time.sleep(0.02)
+        return count
+
+    counts: list[int] = []
+
+    def none_left() -> bool:
+        counts.append(others())
+        return counts[-1] == 0
+
+    gc.collect()
+    poll(none_left, 0.5)
+    return counts[-1]
 
 
 def recycle_schema(url: str) -> None:

@@ -165,28 +165,19 @@ def test_the_domain_never_prints() -> None:
 def test_the_old_huey_consumer_path_still_loads_the_same_queues(runtime, env) -> None:
     """A supervisor file of the last release names `worker.huey_app.postmaster`; it keeps
     working for one release (what huey_consumer does: import the module, take the Huey)."""
-    import subprocess
-    import sys
-
     check = (
         "import worker.huey_app as old, worker.queue.huey_app as new\n"
         "assert old.postmaster is new.postmaster and old.scheduler is new.scheduler\n"
         "assert old.postmaster.name == 'postmaster' and old.scheduler.name == 'scheduler'\n"
         "print('ok')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert _fresh_python(check, env) == "ok"
 
 
 @pytest.mark.backends("sqlite")
 def test_a_sqlite_root_loads_no_driver_of_another_backend(runtime, env) -> None:
     """huey.storage and peewee import redis and psycopg, used or not: a quarter of a second of
     every start of `seer`, the console and `seer worker` (worker.lean_imports)."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from worker.runtime import Runtime\n"
@@ -196,8 +187,16 @@ def test_a_sqlite_root_loads_no_driver_of_another_backend(runtime, env) -> None:
         "runtime.ledger.scalar('SELECT count(*) FROM parcels')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'redis', 'psycopg', 'psycopg2'}))"
     )
+    assert _fresh_python(code, env) == "[]"
+
+
+def _fresh_python(code: str, env: dict[str, str]) -> str:
+    """What `code` prints in a new interpreter of this environment (it must exit 0)."""
+    import subprocess
+    import sys
+
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
