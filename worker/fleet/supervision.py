@@ -24,9 +24,10 @@ from supervisor.states import (
 )
 from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
+# Defined apart (and known here by the same names): a consumer imports them without the client.
+from worker.fleet.programs import PROGRAMS, SupervisorError
 from worker.layout import Layout
 
-PROGRAMS = ("seer-postmaster", "seer-scheduler")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # How long a call waits for supervisord's answer before it counts as unreachable.
@@ -35,16 +36,6 @@ CALL_TIMEOUT = 5.0
 # waits for the running batch, up to stopwaitsecs (120 s in the production file), then
 # supervisord kills it and answers.
 WAITING_CALL_TIMEOUT = 150.0
-
-
-class SupervisorError(RuntimeError):
-    """supervisord cannot be reached or refused; the message is one line. `fault` is the
-    refusal's code (supervisor.xmlrpc.Faults), None for anything else."""
-
-    def __init__(self, message: str, *, fault: int | None = None, unreachable: bool = False):
-        super().__init__(message)
-        self.fault = fault
-        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
