@@ -170,7 +170,7 @@ def runtime(env: dict[str, str], cli) -> Iterator[Runtime]:
 
 
 class Consumer:
-    """A real `seer worker QUEUE` process (which execs huey_consumer)."""
+    """A real `seer worker QUEUE` process (Huey's consumer runs in it)."""
 
     def __init__(self, env: dict[str, str], cwd: Path, queue: str = "postmaster") -> None:
         self.env, self.cwd, self.queue = env, cwd, queue

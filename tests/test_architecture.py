@@ -67,7 +67,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 EXCEPTIONS: dict[str, set[str]] = {
     # gc keeps what parcels still reference: it reads their payloads' attachments.
     "worker.cas.tools": {"worker.parcels"},
-    # huey_consumer's entry point: it opens the runtime and declares the jobs.
+    # A bare huey_consumer's entry point: it opens the runtime and prepares the consumer.
     "worker.queue.huey_app": {"worker.runtime", "worker.ops", "worker.ledger"},
 }
 # Third-party engines and who may import them.
@@ -188,6 +188,21 @@ def test_a_sqlite_root_loads_no_driver_of_another_backend(runtime, env) -> None:
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'redis', 'psycopg', 'psycopg2'}))"
     )
     assert _fresh_python(code, env) == "[]"
+
+
+def test_seer_worker_imports_no_other_command_nor_the_console(env) -> None:
+    """`seer worker` is what supervisord starts, and its start is timed to the first dequeue
+    (issue 15): it imports its own module of the CLI (and what all share), not the other
+    commands', not textual, not the supervisord client."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from seer_console.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['worker', '--help'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('seer_console.cli.')\n"
+        "    or m.split('.')[0] == 'textual' or m == 'worker.fleet.supervision'))"
+    )
+    assert _fresh_python(code, env) == "['seer_console.cli.common', 'seer_console.cli.worker']"
 
 
 def _fresh_python(code: str, env: dict[str, str]) -> str:

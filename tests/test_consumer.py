@@ -1,24 +1,28 @@
-"""The real consumer: `seer worker` (exec huey_consumer) delivering, pausing, SIGKILLed, and
-what it logs."""
+"""The real consumer: `seer worker` (Huey's consumer in that process) delivering, pausing,
+SIGKILLed, and what it logs; a bare `huey_consumer` of worker.queue.huey_app too."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import random
+import signal
 import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 from huey import MemoryHuey
 
 from tests.conftest import BIN
 from tests.helpers import parcel, wait_for
+from worker.fleet import consumers as registry
 from worker.fleet import control
 from worker.monitoring import metrics
 from worker.ops import operations
 from worker.parcels import intake as parcels
+from worker.queue.consumer import flags
 from worker.queue.queues import (
     HealthWorker,
     PausableWorker,
@@ -57,6 +61,57 @@ def test_worker_delivers_a_parcel_sent_with_the_cli(runtime, cli, consumers):
     assert cli("inbox", "ack", str(message["id"])).code == 0
     assert cli("inbox", "seer-test", "--unread", "--json").json() == []
     assert consumer.proc.poll() is None
+
+
+def test_seer_worker_is_the_consumer_process_it_started(runtime, consumers):
+    """No exec and no child: the process started (by supervisord, here by the test) is the
+    consumer, under its own command line; the registry has its pid; its log is what
+    huey_consumer's would be; SIGTERM (Huey's immediate stop) ends it."""
+    consumer = consumers("postmaster")
+    send(runtime, [parcel("p", 1)])
+    wait_for(lambda: delivered(runtime) == 1, 30, "the delivery")
+    pid = consumer.proc.pid
+    registered = wait_for(
+        lambda: [c.pid for c in registry.consumers(runtime.ledger) if c.alive], 30, "its entry"
+    )
+    assert registered == [pid]
+    process = psutil.Process(pid)
+    assert process.cmdline()[-3:] == [str(BIN / "seer"), "worker", "postmaster"]
+    assert process.children() == []
+    wait_for(lambda: "postmaster consumer started" in consumer.output(), 30, "its start line")
+    out = consumer.output()
+    assert f"INFO:huey.consumer:MainThread:Huey consumer started with 1 thread, PID {pid}" in out
+    assert "Periodic tasks are disabled." in out
+    assert "INFO:seer.tasks:postmaster consumer started" in out
+    assert "Executing" not in out  # Huey's per-task lines are dropped
+    assert consumer.stop(signal.SIGTERM) == 0
+    assert "Received SIGTERM" in consumer.output()
+
+
+def test_a_bare_huey_consumer_of_huey_app_runs_the_same_consumer(runtime, tmp_path):
+    """`huey_consumer worker.queue.huey_app.postmaster` with `seer worker`'s flags (README's
+    plain equivalent) delivers and logs as `seer worker` does; SIGINT stops it gracefully."""
+    log = tmp_path / "bare.log"
+    command = [str(BIN / "huey_consumer"), "worker.queue.huey_app.postmaster", *flags("postmaster")]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        send(runtime, [parcel("p", 1)])
+        wait_for(lambda: delivered(runtime) == 1, 30, "the delivery")
+        wait_for(lambda: "postmaster consumer started" in log.read_text(), 30, "its start line")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    out = log.read_text()
+    assert proc.returncode == 0, out
+    assert "INFO:huey.consumer:MainThread:Huey consumer started with 1 thread" in out
+    assert "INFO:seer.tasks:postmaster consumer started" in out
+    assert "Executing" not in out
+    assert "All workers have stopped." in out
 
 
 def test_pause_holds_parcels_across_a_restart_and_resume_continues_in_order(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from seer_console.cli import build_parser
+from worker.queue.consumer import flags
 
 TOP = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,17 @@ def test_every_seer_command_in_the_docs_parses(doc):
             parser.parse_args(words)
         except SystemExit as exc:
             raise AssertionError(f"{doc}: `{command}` does not parse") from exc
+
+
+@pytest.mark.parametrize("queue", ["postmaster", "scheduler"])
+def test_the_readme_gives_the_flags_seer_worker_runs_with(queue):
+    """README's plain `huey_consumer` equivalents are the consumers `seer worker` runs."""
+    (line,) = [
+        line
+        for line in (TOP / "README.md").read_text().splitlines()
+        if line.startswith(f"huey_consumer worker.queue.huey_app.{queue} ")
+    ]
+    assert line.split()[2:] == flags(queue)
 
 
 def walkthrough(section: str) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import parcel
 from worker.cas.store import ContentStore, UnsafeStoreEntry
 from worker.layout import Layout, UnsafeEntry
-from worker.ops import jobs, operations
+from worker.ops import consumer, jobs, operations
 from worker.parcels import failures
 from worker.parcels import intake as parcels
 from worker.runtime import Runtime
@@ -245,10 +245,10 @@ def test_seer_worker_refuses_a_root_holding_a_link(
 ):
     link = plant(runtime, relative, outside)
 
-    def no_exec(*args):
+    def no_consumer(*args):
         raise AssertionError(f"the consumer was started: {args}")
 
-    monkeypatch.setattr(os, "execv", no_exec)
+    monkeypatch.setattr(consumer, "run", no_consumer)
     result = cli("worker", queue_name)
     assert result.code != 0
     assert one_line(result.err) == (

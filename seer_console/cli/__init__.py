@@ -10,26 +10,11 @@ monitoring plugins expect).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from seer_console.cli import (
-    backend,
-    backup,
-    cas,
-    config,
-    failed,
-    inbox,
-    logs,
-    memory,
-    monitor,
-    parcels,
-    queue,
-    setup,
-    status,
-    supervisor,
-)
 from seer_console.cli.common import (
     DATABASE_ERRORS,
     Command,
@@ -41,7 +26,7 @@ from seer_console.cli.common import (
     error,
 )
 from worker.cas.store import CasError
-from worker.fleet import supervision
+from worker.fleet.programs import SupervisorError
 from worker.layout import NotInitialised, UnsafeEntry
 from worker.ledger import migrations
 from worker.ledger.errors import LedgerUnavailable
@@ -49,26 +34,32 @@ from worker.settings import SettingsError
 
 __all__ = ["ExitCode", "Failure", "UserError", "build_parser", "main"]
 
-# In `seer --help`'s order.
+# The modules of this package with commands, in `seer --help`'s order; imported when the parser
+# is built.
 GROUPS = (
-    setup,
-    status,
-    parcels,
-    inbox,
-    failed,
-    memory,
-    config,
-    monitor,
-    cas,
-    supervisor,
-    backup,
-    backend,
-    queue,
-    logs,
+    "setup",
+    "status",
+    "parcels",
+    "inbox",
+    "failed",
+    "memory",
+    "config",
+    "monitor",
+    "cas",
+    "supervisor",
+    "backup",
+    "backend",
+    "queue",
+    "logs",
 )
+# Commands whose module is the only one imported when they come first: `seer worker` is the
+# consumer supervisord starts, and its start pays for no other command's imports.
+ALONE = {"worker": "worker"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with `only` (a module of GROUPS or ALONE), that module's
+    commands alone."""
     parser = Parser(
         prog="seer",
         description="Operate Seer Ops: the Postmaster worker, its queue, the CAS and the inbox.",
@@ -82,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for group in GROUPS:
-        group.register(sub, add)
+    for name in GROUPS if only is None else (only,):
+        importlib.import_module(f"seer_console.cli.{name}").register(sub, add)
     return parser
 
 
@@ -98,8 +89,9 @@ def _undecodable(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    alone = ALONE.get(argv[0]) if argv else None
+    parser = build_parser() if alone is None else build_parser(alone)
     bad = _undecodable(argv)
     if bad is not None:
         shown = bad.encode("utf-8", "backslashreplace").decode("ascii", "replace")
@@ -114,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, SettingsError, NotInitialised, migrations.SchemaMismatch) as exc:
         error(exc)
         return ExitCode.USAGE
-    except (Failure, CasError, UnsafeEntry, supervision.SupervisorError, LedgerUnavailable) as exc:
+    except (Failure, CasError, UnsafeEntry, SupervisorError, LedgerUnavailable) as exc:
         error(exc)
         return ExitCode.FAILED
     except NotImplementedError as exc:

@@ -1,18 +1,14 @@
-"""`seer init`, `migrate`, `worker`, `up` and `down`: the storage root, its schema, and the
-workers' processes."""
+"""`seer init`, `migrate`, `worker` (seer_console.cli.worker), `up` and `down`: the storage
+root, its schema, and the workers' processes."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import psutil
-
 from seer_console import output
+from seer_console.cli import worker as worker_command
 from seer_console.cli.common import (
     DATABASE_ERRORS,
     AddCommand,
@@ -20,7 +16,6 @@ from seer_console.cli.common import (
     Failure,
     UserError,
     confirm,
-    open_runtime,
     opened,
     positive_int,
     supervisor_runtime,
@@ -32,9 +27,6 @@ from worker.ledger import migrations, open_ledger
 from worker.ops import operations
 from worker.runtime import Runtime
 from worker.settings import load_settings
-
-# As early as the process can know it: the command modules are imported when `seer` starts.
-_PARENT_AT_START = os.getppid()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -106,30 +98,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    # First: opening the runtime takes long enough (on a busy host, past supervisord's
-    # startsecs) for a parent killed meanwhile to go unnoticed.
-    _die_with_parent()
-    runtime = open_runtime()
-    queue = args.queue
-    module = f"worker.queue.huey_app.{queue}"
-    consumer = Path(sys.executable).parent / "huey_consumer"
-    command = [str(consumer), module, "--workers", "1", "--worker-type", "thread"]
-    # Poll an idle queue at least every second: Huey's default waits up to 10 s for new work.
-    command += ["--delay", "0.1", "--max-delay", "1.0"]
-    if queue == "postmaster":
-        # Only the scheduler consumer enqueues periodic jobs (else they would run twice).
-        command.append("--no-periodic")
-    else:
-        # Two threads: a slow alert channel never holds up the samples and the reaper.
-        command[command.index("--workers") + 1] = "2"
-    runtime.close()
-    sys.stdout.flush()
-    # exec, not a child: supervisord's signals must reach the consumer itself.
-    os.execv(command[0], command)
-    return ExitCode.OK  # not reached
-
-
 def _stop_orphans(runtime: Runtime) -> None:
     """Consumers of this root that supervisord does not run (left when it was killed) are
     stopped, so that none runs beside the ones it starts."""
@@ -142,36 +110,6 @@ def _stop_orphans(runtime: Runtime) -> None:
         return
     for queue, pid in stopped:
         print(f"stopped an orphaned seer-{queue} consumer (pid {pid}, not run by supervisord)")
-
-
-def _die_with_parent() -> None:
-    """Linux: the consumer gets SIGINT (Huey's graceful stop) when its parent dies. A
-    supervisord killed with -9 left its consumers running as orphans, beside the ones the next
-    `seer up` started. The setting survives the exec into huey_consumer."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0) != 0:
-        warn("cannot ask to stop with the parent (prctl)")
-        return
-    # A parent that died before the prctl sends no signal, and by then the orphan has been
-    # adopted (by init or a subreaper): its parent now is not the one that started it.
-    if os.getppid() != _PARENT_AT_START or (
-        os.environ.get("SUPERVISOR_PROCESS_NAME") in supervision.PROGRAMS
-        and not _parent_is_supervisord()
-    ):
-        raise Failure("the parent process exited while the worker was starting")
-
-
-def _parent_is_supervisord() -> bool:
-    try:
-        return any("supervisord" in part for part in psutil.Process(os.getppid()).cmdline())
-    except psutil.Error:
-        return False
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -236,7 +174,6 @@ def register(sub: Any, add: AddCommand) -> None:
         help="with --rollback: allow undoing every migration (drops every table)",
     )
 
-    p = add("worker", cmd_worker, "run a consumer in the foreground (exec huey_consumer)")
-    p.add_argument("queue", nargs="?", default="postmaster", choices=("postmaster", "scheduler"))
+    worker_command.register(sub, add)  # its own module: `seer worker` imports nothing else
     add("up", cmd_up, "start the local supervisord with both consumers (idempotent)")
     add("down", cmd_down, "stop the local supervisord and both consumers (idempotent)")
