@@ -1,8 +1,8 @@
 """Peak memory of the real parcel worker delivering maximum-size parcels (issue 10, item 13).
 
 Queues N parcels of POSTMASTER_MAX_PARCEL_SIZE each (one base64 attachment of random bytes:
-nothing to redact, nothing to dedupe), starts `seer worker postmaster` (which execs
-huey_consumer, same pid) and reads its peak resident set (VmHWM) once every parcel is delivered.
+nothing to redact, nothing to dedupe), starts `seer worker postmaster` (Huey's consumer runs in
+that process) and reads its peak resident set (VmHWM) once every parcel is delivered.
 Compared with the figure the settings state: about 3 x POSTMASTER_BATCH_BYTES above the
 worker's resident set at rest. With --unbounded the same run is repeated with the byte bound
 lifted (batches of POSTMASTER_BATCH_SIZE whatever their size), as before the bound existed.
