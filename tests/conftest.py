@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from seer_console.cli import main
+from tests.blobs import KINDS
 from tests.helpers import (
     DEFAULT_BACKENDS,
     LEDGER_BACKENDS,
@@ -138,6 +139,24 @@ def env(
     yield dict(os.environ)
     if ledger_backend == "postgresql":
         recycle_schema(chosen["SEER_DATABASE_URL"])
+
+
+@pytest.fixture(params=sorted(KINDS))
+def blob_kind(request: pytest.FixtureRequest, env: dict[str, str], monkeypatch) -> str:
+    """Which kind of blob the CAS stores (tests/blobs.py): a test or module that uses it runs
+    once with its blobs as rows of the ledger, once as files. Before `runtime`: it sets what
+    the runtime reads."""
+    monkeypatch.setenv("ORCHESTRATION_CAS_SMALL_BLOB_SIZE", KINDS[request.param])
+    env["ORCHESTRATION_CAS_SMALL_BLOB_SIZE"] = KINDS[request.param]
+    return request.param
+
+
+@pytest.fixture
+def file_blobs(env: dict[str, str], monkeypatch) -> None:
+    """Every blob a file (ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0): for what is about the files
+    themselves (a full CAS disk, a link planted in the CAS directory). Before `runtime`."""
+    monkeypatch.setenv("ORCHESTRATION_CAS_SMALL_BLOB_SIZE", "0")
+    env["ORCHESTRATION_CAS_SMALL_BLOB_SIZE"] = "0"
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from seer_console import cli as cli_module
 from seer_console.cli.cas import register as add_cas_commands
+from tests import blobs
 from tests.helpers import parcel
 from tests.test_cas import MemoryStore
 from worker.cas import tools as cas_tools
@@ -21,6 +21,9 @@ from worker.cas.tools import BlobInfo, CasStats
 from worker.parcels import intake as parcels
 
 DAY = 86400.0
+
+# Every tool, on blobs kept as rows of the ledger and on blobs kept as files.
+pytestmark = pytest.mark.usefixtures("blob_kind")
 
 
 def sha(data: bytes) -> str:
@@ -41,8 +44,8 @@ def filled(runtime, n: int = 3) -> list[str]:
 
 
 def truth(runtime) -> CasStats:
-    files = list(Path(runtime.store.root).glob("??/*.blob"))
-    return CasStats(sum(f.stat().st_size for f in files), len(files))
+    found = blobs.stored(runtime.store)
+    return CasStats(sum(found.values()), len(found))
 
 
 def table(runtime) -> dict[str, tuple[int, float]]:
@@ -62,7 +65,7 @@ def age(runtime, digest: str, when: float, *, row: bool = True, file: bool = Tru
         with runtime.ledger.write():
             runtime.ledger.execute("UPDATE blobs SET created_at = ? WHERE hash = ?", (when, digest))
     if file:
-        os.utime(runtime.store.path_for(digest), (when, when))
+        blobs.set_written(runtime.store, digest, when)
 
 
 def age_all(runtime, when: float) -> None:
@@ -73,12 +76,6 @@ def age_all(runtime, when: float) -> None:
 def unreference(runtime, digest: str) -> None:
     with runtime.ledger.write():
         runtime.ledger.execute("DELETE FROM artifacts WHERE hash = ?", (digest,))
-
-
-def flip_byte(path: Path, at: int = 0) -> None:
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 # -- stats --------------------------------------------------------------------------------------
@@ -111,8 +108,8 @@ def test_verify_a_clean_store(runtime):
 def test_verify_finds_corrupt_missing_and_orphaned(runtime):
     ids = filled(runtime)
     store = runtime.store
-    flip_byte(store.path_for(attachment_hash(0)))
-    os.unlink(store.path_for(attachment_hash(1)))
+    blobs.damage(store, attachment_hash(0))
+    blobs.drop(store, attachment_hash(1))
     extra = store.put(b"written, never recorded").digest
     # A blob bigger than one read chunk, damaged at its very end.
     big = bytes(range(256)) * (3 * 4096 + 7)
@@ -121,7 +118,7 @@ def test_verify_finds_corrupt_missing_and_orphaned(runtime):
         runtime.ledger.execute(
             "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, 0)", (big_digest, len(big))
         )
-    flip_byte(store.path_for(big_digest), at=len(big) - 1)
+    blobs.damage(store, big_digest, at=len(big) - 1)
 
     report = cas_tools.verify(runtime.ledger, store)
     assert not report.clean
@@ -173,9 +170,9 @@ def damage(runtime) -> tuple[str, str, str, float]:
     store = runtime.store
     orphan = store.put(b"an orphan").digest
     mtime = 1_700_000_000.0
-    os.utime(store.path_for(orphan), (mtime, mtime))
+    blobs.set_written(store, orphan, mtime)
     missing = attachment_hash(1)
-    os.unlink(store.path_for(missing))
+    blobs.drop(store, missing)
     resized = attachment_hash(2)
     with runtime.ledger.write():
         runtime.ledger.execute("UPDATE blobs SET size = size + 5 WHERE hash = ?", (resized,))
@@ -279,7 +276,7 @@ def test_gc_dry_run_removes_nothing(runtime):
     age_all(runtime, OLD)
     unreference(runtime, attachment_hash(0))
     orphan = runtime.store.put(b"orphan").digest
-    os.utime(runtime.store.path_for(orphan), (OLD, OLD))
+    blobs.set_written(runtime.store, orphan, OLD)
     rows, counters = table(runtime), cas_tools.stats(runtime.ledger)
 
     plan = cas_tools.gc(runtime.ledger, runtime.store, grace=DAY, dry_run=True, now=NOW)
@@ -295,10 +292,10 @@ def test_gc_dry_run_removes_nothing(runtime):
 
 def test_gc_removes_old_orphans_and_keeps_young_ones(runtime):
     old = runtime.store.put(b"left by a write that never committed").digest
-    os.utime(runtime.store.path_for(old), (OLD, OLD))
+    blobs.set_written(runtime.store, old, OLD)
     # A write in flight: the file is stored, its row not committed yet.
     young = runtime.store.put(b"in flight").digest
-    os.utime(runtime.store.path_for(young), (NOW - 5, NOW - 5))
+    blobs.set_written(runtime.store, young, NOW - 5)
 
     report = cas_tools.gc(runtime.ledger, runtime.store, grace=DAY, now=NOW)
     assert [b.hash for b in report.orphans_removed] == [old]
@@ -312,7 +309,7 @@ def test_gc_drops_the_row_of_an_unreferenced_blob_whose_file_is_gone(runtime):
     age_all(runtime, OLD)
     digest = attachment_hash(0)
     unreference(runtime, digest)
-    os.unlink(runtime.store.path_for(digest))
+    blobs.drop(runtime.store, digest)
     report = cas_tools.gc(runtime.ledger, runtime.store, grace=DAY, now=NOW)
     assert [b.hash for b in report.removed] == [digest]
     assert cas_tools.stats(runtime.ledger) == truth(runtime)
@@ -341,7 +338,7 @@ def test_gc_rechecks_each_candidate_inside_its_transaction(runtime, monkeypatch)
                     "'notes.txt', ?, 'notes.txt', 'text/plain', 7, 'uri', ?)",
                     (referenced, NOW),
                 )
-            os.utime(runtime.store.path_for(touched), (NOW, NOW))
+            blobs.set_written(runtime.store, touched, NOW)
             yield batch
 
     monkeypatch.setattr(cas_tools, "_unreferenced", racing)
@@ -356,7 +353,7 @@ def test_gc_rechecks_each_candidate_inside_its_transaction(runtime, monkeypatch)
 
 def test_gc_keeps_an_orphan_that_gets_its_row_meanwhile(runtime, monkeypatch):
     orphan = runtime.store.put(b"late commit").digest
-    os.utime(runtime.store.path_for(orphan), (OLD, OLD))
+    blobs.set_written(runtime.store, orphan, OLD)
     original = cas_tools._scan
 
     def racing(store):
@@ -417,18 +414,26 @@ def one_line(result, code: int) -> str:
     return lines[0]
 
 
-def test_cli_stats(runtime, seer):
+def test_cli_stats(runtime, seer, blob_kind):
     filled(runtime)
     result = seer("cas", "stats", "--json")
     assert result.code == 0, result
     real = truth(runtime)
+    rows = real if blob_kind == "ledger" else CasStats(0, 0)
     assert result.json() == {
         "bytes": real.bytes,
         "blobs": real.blobs,
         "max_bytes": runtime.settings.cas_max_size,
+        "in_ledger_bytes": rows.bytes,
+        "in_ledger_blobs": rows.blobs,
+        "small_blob_size": runtime.settings.cas_small_blob_size,
     }
     result = seer("cas", "stats")
     assert result.code == 0 and "6 blobs" in result.out and "quota" in result.out
+    if blob_kind == "ledger":
+        assert "in the ledger: 1.1 KiB in 6 blobs (those up to 100.0 KiB" in result.out
+    else:
+        assert "every blob in files under orchestration/cas" in result.out
 
 
 def test_cli_verify_exit_codes_and_json(runtime, seer):
@@ -442,8 +447,8 @@ def test_cli_verify_exit_codes_and_json(runtime, seer):
     assert result.code == 0, result  # an orphan is a warning, not damage
     assert orphan in result.out and "seer: warning:" in result.err
 
-    flip_byte(runtime.store.path_for(attachment_hash(0)))
-    os.unlink(runtime.store.path_for(attachment_hash(1)))
+    blobs.damage(runtime.store, attachment_hash(0))
+    blobs.drop(runtime.store, attachment_hash(1))
     result = seer("cas", "verify", "--json")
     assert result.code == 1, result
     report = result.json()
@@ -554,9 +559,9 @@ def test_verify_repair_quarantines_and_restores_from_a_parcel_still_holding_the_
     filled(runtime)
     store = runtime.store
     healable, lost, gone = attachment_hash(0), attachment_hash(1), attachment_hash(2)
-    flip_byte(store.path_for(healable))
-    flip_byte(store.path_for(lost))
-    os.unlink(store.path_for(gone))
+    blobs.damage(store, healable)
+    blobs.damage(store, lost)
+    blobs.drop(store, gone)
     # A parcel not delivered yet still holds the content of two of them.
     parcels.queue_parcels(
         runtime.ledger,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import blobs
 from tests.helpers import ledger_schema, parcel, sqlite_file_schema
 from worker.fleet import control
 from worker.ledger import migrations
@@ -270,16 +271,17 @@ def test_rollback_refuses_without_a_backup_newer_than_the_last_migration(runtime
 def test_rollback_says_what_it_drops_and_asks_first(runtime, cli, tmp_path):
     # Issue 9, item 5: the rollback ran without asking or saying what it would destroy.
     send(cli, parcel("agent-1", 1))
-    asked = one_line_failure(cli("migrate", "--rollback", "3", "--force"), 2)
+    asked = one_line_failure(cli("migrate", "--rollback", "4", "--force"), 2)
     assert "pass --yes" in asked
     assert migrations.current_version(runtime.ledger) == migrations.LATEST
-    shown = cli("migrate", "--rollback", "3", "--force").out
+    shown = cli("migrate", "--rollback", "4", "--force").out
+    assert "table small_blobs (0 rows)" in shown
     assert "column parcels.history" in shown and "index messages_unread" in shown
     assert "table alert_outbox (0 rows)" in shown and "table memory (0 rows)" in shown
-    assert f"schema version {migrations.LATEST} -> {migrations.LATEST - 3}" in shown
-    out = ok(cli("migrate", "--rollback", "3", "--force", "--yes"))
+    assert f"schema version {migrations.LATEST} -> {migrations.LATEST - 4}" in shown
+    out = ok(cli("migrate", "--rollback", "4", "--force", "--yes"))
     assert "table compaction_runs (0 rows)" in out
-    assert f"schema version now {migrations.LATEST - 3}" in out
+    assert f"schema version now {migrations.LATEST - 4}" in out
 
 
 @pytest.mark.queue_facing
@@ -642,14 +644,10 @@ def test_pull_unknown_hash(runtime, cli, tmp_path):
     assert not dest.exists()
 
 
+@pytest.mark.usefixtures("blob_kind")
 def test_pull_corrupted_blob(runtime, cli, artifact, tmp_path):
     _, digest = artifact
-    blob = tmp_path / "storage" / "orchestration" / "cas" / digest[:2] / f"{digest[2:]}.blob"
-    assert blob.is_file()
-    os.chmod(blob, 0o660)
-    data = bytearray(blob.read_bytes())
-    data[0] ^= 0xFF
-    blob.write_bytes(bytes(data))
+    blobs.damage(runtime.store, digest)
     result = cli("artifacts", "pull", digest)
     line = one_line_failure(result, 1)
     assert "corrupt" in line and result.out == ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +18,13 @@ from typing import Any
 
 import pytest
 
+from tests import blobs
 from tests.helpers import lock_waiters, other_ledger, parcel, wait_for
 from worker.alerts import alerting, outbox
 from worker.alerts.channels import Notification, SendResult
+from worker.cas import open_store
 from worker.cas import tools as cas_tools
+from worker.cas.base import BlobStore
 from worker.fleet import control
 from worker.ledger import Ledger
 from worker.memory import compaction
@@ -406,8 +408,14 @@ def unreferenced_old_blob(runtime, data: bytes) -> str:
             "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?)",
             (digest, len(data), T0 - 2 * DAY),
         )
-    os.utime(runtime.store.path_for(digest), (T0 - 2 * DAY, T0 - 2 * DAY))
+    blobs.set_written(runtime.store, digest, T0 - 2 * DAY)
     return digest
+
+
+def store_on(runtime, ledger: Ledger) -> BlobStore:
+    """The runtime's blob store as a process on `ledger` sees it: its small blobs are rows
+    written in that ledger's transactions, as gc's and a commit's are."""
+    return open_store(runtime.layout, ledger, runtime.settings)
 
 
 def missing_files(runtime) -> list[str]:
@@ -442,6 +450,7 @@ def record_blob(ledger: Ledger, store, data: bytes, parcel_id: str, checked=None
         )
 
 
+@pytest.mark.usefixtures("blob_kind")
 def test_gc_waits_for_a_commit_that_found_the_blob_stored(runtime, ledgers, monkeypatch, observer):
     """The commit has looked (the file is there) and not yet recorded the artifact; gc, which
     chose the blob as unreferenced, must wait for it rather than delete the file under it."""
@@ -457,12 +466,13 @@ def test_gc_waits_for_a_commit_that_found_the_blob_stored(runtime, ledgers, monk
 
     def collect() -> None:
         assert looked.wait(TIMEOUT)
-        reports.append(cas_tools.gc(gc_ledger, runtime.store, grace=DAY, now=T0))
+        reports.append(cas_tools.gc(gc_ledger, store_on(runtime, gc_ledger), grace=DAY, now=T0))
 
     gc_thread = threading.Thread(target=collect)
     gc_thread.start()
     try:
-        record_blob(ledgers[1], runtime.store, b"shared bytes", "p-1", hold_until_gc_waits)
+        writer = store_on(runtime, ledgers[1])
+        record_blob(ledgers[1], writer, b"shared bytes", "p-1", hold_until_gc_waits)
     finally:
         looked.set()
         gc_thread.join(TIMEOUT)
@@ -472,6 +482,7 @@ def test_gc_waits_for_a_commit_that_found_the_blob_stored(runtime, ledgers, monk
     assert runtime.store.exists(digest) and missing_files(runtime) == []
 
 
+@pytest.mark.usefixtures("blob_kind")
 def test_a_postmaster_commit_racing_gc_never_records_a_blob_it_lost(
     runtime, ledgers, monkeypatch, observer
 ):
@@ -491,7 +502,8 @@ def test_a_postmaster_commit_racing_gc_never_records_a_blob_it_lost(
     gc_began = started(gc_ledger, monkeypatch)
     looked = threading.Event()
     reports: list[cas_tools.GcReport] = []
-    original_exists = runtime.store.exists
+    writer = store_on(runtime, ledgers[1])
+    original_exists = writer.exists
 
     def exists(found: str) -> bool:
         there = original_exists(found)
@@ -500,16 +512,16 @@ def test_a_postmaster_commit_racing_gc_never_records_a_blob_it_lost(
             wait_for(lambda: reports or waiting(observer, gc_began), TIMEOUT, "gc to wait")
         return there
 
-    monkeypatch.setattr(runtime.store, "exists", exists)
+    monkeypatch.setattr(writer, "exists", exists)
 
     def collect() -> None:
         assert looked.wait(TIMEOUT)
-        reports.append(cas_tools.gc(gc_ledger, runtime.store, grace=DAY, now=T0))
+        reports.append(cas_tools.gc(gc_ledger, store_on(runtime, gc_ledger), grace=DAY, now=T0))
 
     gc_thread = threading.Thread(target=collect)
     gc_thread.start()
     try:
-        result = Postmaster(ledgers[1], runtime.store, runtime.settings).deliver_waiting()
+        result = Postmaster(ledgers[1], writer, runtime.settings).deliver_waiting()
     finally:
         looked.set()
         gc_thread.join(TIMEOUT)
@@ -518,6 +530,7 @@ def test_a_postmaster_commit_racing_gc_never_records_a_blob_it_lost(
     assert missing_files(runtime) == [] and original_exists(digest)
 
 
+@pytest.mark.usefixtures("blob_kind")
 def test_a_commit_after_gc_removed_the_file_stores_it_again(
     runtime, ledgers, monkeypatch, observer
 ):
@@ -542,7 +555,7 @@ def test_a_commit_after_gc_removed_the_file_stores_it_again(
     def write() -> None:
         try:
             assert collected.wait(TIMEOUT)
-            record_blob(ledgers[1], runtime.store, data, "p-2")
+            record_blob(ledgers[1], store_on(runtime, ledgers[1]), data, "p-2")
             writer.append(None)
         except BaseException as exc:
             writer.append(exc)
@@ -559,6 +572,7 @@ def test_a_commit_after_gc_removed_the_file_stores_it_again(
     assert runtime.store.exists(digest) and missing_files(runtime) == []
 
 
+@pytest.mark.usefixtures("blob_kind")
 def test_reconcile_never_drops_the_row_of_a_blob_a_commit_just_recorded(
     runtime, ledgers, monkeypatch, observer
 ):
@@ -568,14 +582,14 @@ def test_reconcile_never_drops_the_row_of_a_blob_a_commit_just_recorded(
     anew; otherwise the blob would stay on disk and referenced, but unrecorded."""
     data = b"missing, then stored again"
     digest = unreferenced_old_blob(runtime, data)
-    os.unlink(runtime.store.path_for(digest))
+    blobs.drop(runtime.store, digest)
     writer_began = started(ledgers[1], monkeypatch)
     original = cas_tools._stat
     writer: list[BaseException | None] = []
 
     def write() -> None:
         try:
-            record_blob(ledgers[1], runtime.store, data, "p-3")
+            record_blob(ledgers[1], store_on(runtime, ledgers[1]), data, "p-3")
             writer.append(None)
         except BaseException as exc:
             writer.append(exc)

@@ -10,11 +10,13 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 
 import psutil
 import pytest
 from huey import MemoryHuey
 
+from tests import blobs
 from tests.conftest import BIN
 from tests.helpers import parcel, wait_for
 from worker.fleet import consumers as registry
@@ -195,10 +197,17 @@ def test_sigkill_at_random_moments_loses_nothing_and_delivers_once(
     count, and the next batch in flight is killed instead, so the six land on any machine."""
     # Small batches, so that kills land inside batches rather than between them.
     monkeypatch.setenv("POSTMASTER_BATCH_SIZE", "20")
+    # Both kinds of blob in every batch: attachments of ~300 bytes and the manifests are rows
+    # of the ledger, attachments of ~2.4 KB files, so a kill lands between the two puts too.
+    monkeypatch.setenv("ORCHESTRATION_CAS_SMALL_BLOB_SIZE", "1K")
     rng = random.Random(20261127)
     total = 500
     ids = send(
-        runtime, [parcel(f"agent-{n % 7}", n, attachment=f"file {n} " * 40) for n in range(total)]
+        runtime,
+        [
+            parcel(f"agent-{n % 7}", n, attachment=f"file {n} " * (40 if n % 2 else 300))
+            for n in range(total)
+        ],
     )
     thresholds = sorted(rng.sample(range(0, total - 100), 6))
     landed = missed = 0
@@ -241,6 +250,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_delivers_once(
     assert counters["cas_bytes"] == sum(on_disk.values())
     for digest in rng.sample(sorted(on_disk), 25):
         runtime.store.read(digest)  # verifies the hash
+    kinds = Counter(blobs.kind_of(runtime.store, digest) for digest in on_disk)
+    assert kinds == {"ledger": total + total // 2, "file": total // 2}
 
 
 def test_the_scheduler_logs_no_line_per_periodic_check_and_one_per_queue_outage(caplog):

@@ -123,7 +123,12 @@ def stored_text(runtime) -> str:
     parts = []
     for table in ledger_tables(ledger):
         for row in ledger.rows(f'SELECT * FROM "{table}"'):
-            parts.extend(str(v) for v in row.values() if isinstance(v, str | bytes))
+            # Bytes decoded: small blobs are rows of the ledger (`small_blobs.data`).
+            parts.extend(
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                for v in row.values()
+                if isinstance(v, str | bytes)
+            )
     parts.extend(
         path.read_bytes().decode("utf-8", "replace") for path in runtime.layout.cas.rglob("*.blob")
     )

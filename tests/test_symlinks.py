@@ -146,6 +146,7 @@ def test_a_fifo_where_a_log_belongs_fails_at_once(runtime):
 
 
 @pytest.mark.parametrize("relative", [f"orchestration/cas/{PREFIX}", "orchestration/cas/tmp"])
+@pytest.mark.usefixtures("file_blobs")
 def test_a_delivery_puts_no_blob_through_a_link_and_loses_no_parcel(runtime, outside, relative):
     link = plant(runtime, relative, outside)
     real_open = os.open

@@ -41,7 +41,7 @@ class Runtime:
         ledger = open_ledger(layout, settings)
         if check_schema:
             migrations.check_schema(ledger)
-        return cls(settings, layout, ledger, open_store(layout))
+        return cls(settings, layout, ledger, open_store(layout, ledger, settings))
 
     @cached_property
     def queues(self) -> Queues:

@@ -54,6 +54,18 @@ def _positive_size(raw: str) -> int:
     return size
 
 
+# Above this a blob is better a file: SQLite's own measurements put the break-even near
+# 100 KB, and a row is read into memory whole.
+MAX_SMALL_BLOB_SIZE = 1024**2
+
+
+def _small_blob_size(raw: str) -> int:
+    size = parse_size(raw)
+    if size > MAX_SMALL_BLOB_SIZE:
+        raise ValueError("a size from 0 (every blob a file) to 1M, e.g. 100K")
+    return size
+
+
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -337,6 +349,14 @@ class Settings:
         "107374182400",
         _positive_size,
         "CAS quota in bytes (or 100G): a put that would pass it fails the parcel.",
+    )
+    cas_small_blob_size: int = _spec(
+        "ORCHESTRATION_CAS_SMALL_BLOB_SIZE",
+        "100K",
+        _small_blob_size,
+        "Blobs of at most this size are kept in the ledger's database, a batch of deliveries "
+        "in one transaction; larger ones are files under orchestration/cas (0: every blob is "
+        "a file; at most 1M).",
     )
     cas_alert_threshold: float = _spec(
         "ORCHESTRATION_CAS_ALERT_THRESHOLD",

@@ -82,6 +82,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "POSTMASTER_TEST_AGENT",
         ),
     ),
+    ("Content store", ("ORCHESTRATION_CAS_SMALL_BLOB_SIZE",)),
     (
         "Metrics and console",
         (

@@ -13,6 +13,7 @@ from seer_console import output
 from seer_console.cli.common import (
     AddCommand,
     ExitCode,
+    Failure,
     Parser,
     confirm,
     duration_arg,
@@ -21,6 +22,7 @@ from seer_console.cli.common import (
     warn,
 )
 from worker.cas import tools as cas_tools
+from worker.cas.errors import CorruptBlob
 
 LIST_LIMIT = 20
 DEFAULT_GRACE = "24h"
@@ -71,16 +73,60 @@ def _stats_text(s: cas_tools.CasStats) -> str:
 def cmd_cas_stats(args: argparse.Namespace) -> int:
     runtime = open_runtime()
     found = cas_tools.stats(runtime.ledger)
+    rows = cas_tools.in_ledger(runtime.ledger)
     limit = runtime.settings.cas_max_size
+    small = runtime.settings.cas_small_blob_size
     if args.json:
-        output.emit_json({"bytes": found.bytes, "blobs": found.blobs, "max_bytes": limit})
+        output.emit_json(
+            {
+                "bytes": found.bytes,
+                "blobs": found.blobs,
+                "max_bytes": limit,
+                "in_ledger_bytes": rows.bytes,
+                "in_ledger_blobs": rows.blobs,
+                "small_blob_size": small,
+            }
+        )
         return ExitCode.OK
     share = f" ({100 * found.bytes / limit:.1f}%)" if limit else ""
     print(f"CAS: {_stats_text(found)}, quota {output.size(limit)}{share}")
+    if small or rows.blobs:
+        which = (
+            f"those up to {output.size(small)}: ORCHESTRATION_CAS_SMALL_BLOB_SIZE"
+            if small
+            else "stored before ORCHESTRATION_CAS_SMALL_BLOB_SIZE was 0"
+        )
+        print(
+            f"  in the ledger: {_stats_text(rows)} ({which}); the rest in files under "
+            "orchestration/cas"
+        )
+    else:
+        print("  every blob in files under orchestration/cas (ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0)")
     return ExitCode.OK
 
 
-def _progress() -> Callable[[int, int], None] | None:
+def cmd_cas_unpack(args: argparse.Namespace) -> int:
+    runtime = open_runtime()
+    progress = None if args.json else _progress("moved")
+    try:
+        moved = cas_tools.unpack(runtime.store, progress=progress)
+    except CorruptBlob as exc:
+        raise Failure(f"{exc}: `seer cas verify --repair` first; what was moved stays") from None
+    if progress is not None:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.json:
+        output.emit_json({"bytes": moved.bytes, "blobs": moved.blobs})
+        return ExitCode.OK
+    print(f"moved {_stats_text(moved)} from the ledger into files")
+    if runtime.settings.cas_small_blob_size:
+        warn(
+            "new small blobs are rows again: set ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0 to keep "
+            "every blob a file"
+        )
+    return ExitCode.OK
+
+
+def _progress(verb: str = "verified") -> Callable[[int, int], None] | None:
     if not sys.stderr.isatty():
         return None
     last = [0.0]
@@ -89,7 +135,7 @@ def _progress() -> Callable[[int, int], None] | None:
         now = time.monotonic()
         if now - last[0] >= 0.5:
             last[0] = now
-            print(f"\rverified {blobs} blobs, {output.size(nbytes)}", end="", file=sys.stderr)
+            print(f"\r{verb} {blobs} blobs, {output.size(nbytes)}", end="", file=sys.stderr)
 
     return show
 
@@ -232,6 +278,7 @@ def cmd_cas_gc(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "stats": cmd_cas_stats,
     "verify": cmd_cas_verify,
+    "unpack": cmd_cas_unpack,
     "reconcile": cmd_cas_reconcile,
     "gc": cmd_cas_gc,
 }
@@ -245,7 +292,7 @@ def cmd_cas(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, add: AddCommand) -> None:
-    """Registers `seer cas stats|verify|reconcile|gc` on the top-level subparsers."""
+    """Registers `seer cas stats|verify|unpack|reconcile|gc` on the top-level subparsers."""
     cas = add("cas", cmd_cas, "the content store: usage, verify, reconcile, gc")
     csub = cas.add_subparsers(dest="cas_command", metavar="ACTION", parser_class=Parser)
     csub.required = True
@@ -259,6 +306,11 @@ def register(sub: Any, add: AddCommand) -> None:
         action="store_true",
         help="move damaged files to orchestration/quarantine/ and re-create them, and missing "
         "ones, from any parcel still holding their content (exit 1: some are lost)",
+    )
+    p.add_argument("--json", action="store_true")
+    p = csub.add_parser(
+        "unpack",
+        help="move the blobs kept in the ledger into files (before rolling back migration 7)",
     )
     p.add_argument("--json", action="store_true")
     p = csub.add_parser("reconcile", help="make the accounting match the disk (sizes by stat)")

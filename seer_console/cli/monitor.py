@@ -31,7 +31,12 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
     else:
         growth = output.rate(report.growth_per_day)
         print(f"storage    {runtime.layout.cas}")
-        print(f"size       {output.size(report.cas_bytes)} in {report.cas_blobs:,} files")
+        print(f"size       {output.size(report.cas_bytes)} in {report.cas_blobs:,} blobs")
+        print(
+            f"where      {output.size(report.ledger_bytes)} in {report.ledger_blobs:,} blobs "
+            f"in the ledger (up to {output.size(runtime.settings.cas_small_blob_size)} each), "
+            "the rest in files"
+        )
         print(
             f"quota      {output.size(report.quota)}: {report.percent:.1f}% used "
             f"(warning above {output.size(report.warning_bytes)}, critical above "

@@ -1,5 +1,6 @@
 """The content-addressed store: the BlobStore interface (`base`), its local-disk implementation
-(`store`), the errors, the operator tools and artifact addresses.
+(`store`), small blobs in the ledger (`ledger_blobs`), the two as one (`tiered`), the errors,
+the operator tools and artifact addresses.
 
 `open_store` is the one place that picks the backend for a storage root.
 """
@@ -9,15 +10,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from worker.cas.base import BlobStore
+from worker.cas.ledger_blobs import LedgerBlobStore
 from worker.cas.store import ContentStore
+from worker.cas.tiered import TieredStore
 
 if TYPE_CHECKING:
     from worker.layout import Layout
+    from worker.ledger import Ledger
+    from worker.settings import Settings
 
 
-def open_store(layout: Layout) -> BlobStore:
-    """The blob store of a storage root: local disk under `orchestration/cas` (an object store
-    chosen by configuration is for a later issue)."""
-    return ContentStore(
+def open_store(layout: Layout, ledger: Ledger, settings: Settings) -> BlobStore:
+    """The blob store of a storage root: blobs up to ORCHESTRATION_CAS_SMALL_BLOB_SIZE in the
+    ledger, the others as files under `orchestration/cas` (an object store chosen by
+    configuration is for a later issue)."""
+    files = ContentStore(
         layout.cas, file_mode=layout.file_mode, dir_mode=layout.dir_mode, base=layout.root
     )
+    if not ledger.has_table("small_blobs"):
+        # A ledger behind the schema (restored from an old backup, about to be migrated):
+        # the runtime refuses it, and what still reads or writes its blobs uses the files.
+        return files
+    small = LedgerBlobStore(ledger, file_mode=layout.file_mode, dir_mode=layout.dir_mode)
+    return TieredStore(small, files, settings.cas_small_blob_size)

@@ -102,6 +102,11 @@ class BlobStore(ABC):
     def put(self, data: bytes) -> PutResult:
         return self.put_many([data])[0]
 
+    def put_deferred(self, data: bytes) -> PutResult:
+        """A put whose durability barrier is `sync()`, for a copy of many blobs (backup,
+        restore); this generic version is an ordinary put."""
+        return self.put(data)
+
     def put_file(self, src: Path) -> PutResult:
         """Stores a file's contents."""
         with open(src, "rb") as f:
@@ -204,6 +209,10 @@ class BlobStore(ABC):
         """Removes the blob; True if there was one. Only gc (under the ledger's write lock)
         and repair remove blobs."""
 
+    def remove_many(self, digests: Iterable[str]) -> int:
+        """Removes these blobs; returns how many there were."""
+        return sum(self.remove(digest) for digest in digests)
+
     def move_out(self, digest: str, dest: Path) -> bool:
         """Moves the stored bytes, unchecked, to the local file `dest` (a quarantine, kept for
         a post-mortem) and removes the blob; False if there is none."""
@@ -236,7 +245,7 @@ class BlobStore(ABC):
         """
         if target.exists(digest):
             return "present"
-        target.put(self.read(digest))
+        target.put_deferred(self.read(digest))
         return "copied"
 
     def sync(self) -> None:
@@ -248,3 +257,17 @@ class BlobStore(ABC):
     def close(self) -> None:
         """Releases what the store holds open; a later call opens it again."""
         return None
+
+    # -- kinds -------------------------------------------------------------------------------
+
+    # Whether a forked child may list this store from a copy of it (its __reduce__ rebuilds
+    # it from configuration): the CLI's reconcile walks a large file store on two cores.
+    forkable: bool = False
+
+    def tiers(self) -> tuple[BlobStore, ...]:
+        """The stores this one is made of (a store of two kinds lists both); itself if one."""
+        return (self,)
+
+    def receiver_for(self, size: int) -> BlobStore:
+        """The store a blob of `size` bytes is written to: for a copy into this one."""
+        return self

@@ -130,6 +130,8 @@ class ContentStore(BlobStore):
     storage root the store lies in: the walk from it to `root` follows no link either.
     """
 
+    forkable = True
+
     def __init__(
         self,
         root: Path,
@@ -620,8 +622,6 @@ class ContentStore(BlobStore):
     def replicate(self, digest: str, target: BlobStore) -> Placement:
         """Into another local store: a reflink where the filesystem has them, else a copy;
         hash-checked either way, never a hard link. Other targets get the generic put."""
-        if not isinstance(target, ContentStore):
-            return super().replicate(digest, target)
         if target.exists(digest):
             return "present"
         try:
@@ -629,47 +629,71 @@ class ContentStore(BlobStore):
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {digest}") from None
         try:
-            with disk_full_as_error(target.root):
-                return target._receive(src, digest)
+            receiver = target.receiver_for(os.fstat(src).st_size)
+            if not isinstance(receiver, ContentStore):
+                receiver.put_deferred(self.read(digest))
+                return "copied"
+            with disk_full_as_error(receiver.root):
+                return receiver._receive(src, digest)
         finally:
             os.close(src)
 
+    def put_deferred(self, data: bytes) -> PutResult:
+        """Writes the blob to a temp name in its fan-out dir, synced, renamed into place; the
+        directory is synced by `sync`. A blob already stored is left as it is."""
+        digest = hashlib.sha256(data).hexdigest()
+        if self._blob_state(digest, data):
+            return PutResult(digest, len(data), created=False)
+        with disk_full_as_error(self.root):
+            self._write_beside(digest, lambda fd: write_all(fd, data))
+        return PutResult(digest, len(data), created=True)
+
     def _receive(self, src: int, digest: str) -> Placement:
-        """Writes the blob open at `src` into this store: to a temp name in its fan-out dir,
-        synced, renamed into place; the directory is synced by `sync`."""
+        """Writes the blob open at `src` into this store (a reflink, else a copy), hashed."""
+        placement: Placement = "cloned" if self._clones else "copied"
+
+        def write(fd: int) -> None:
+            nonlocal placement
+            hasher = hashlib.sha256()
+            if placement == "cloned":
+                # Hashed through the fd it is cloned from: blobs are never rewritten in
+                # place (a heal replaces the file), so the clone holds the bytes hashed.
+                while chunk := os.read(src, CHUNK_SIZE):
+                    hasher.update(chunk)
+                if hasher.hexdigest() != digest:
+                    raise corrupt(digest)
+                try:
+                    fcntl.ioctl(fd, _FICLONE, src)
+                    return
+                except OSError as exc:
+                    if exc.errno not in _NO_CLONE_ERRNOS:
+                        raise
+                    self._clones = False
+                    placement = "copied"
+                    hasher = hashlib.sha256()
+                    os.lseek(src, 0, os.SEEK_SET)
+            while chunk := os.read(src, CHUNK_SIZE):
+                hasher.update(chunk)
+                write_all(fd, chunk)
+            if hasher.hexdigest() != digest:
+                raise corrupt(digest)
+
+        self._write_beside(digest, write)
+        return placement
+
+    def _write_beside(self, digest: str, write: Callable[[int], None]) -> None:
+        """`write(fd)` into a temp name in the blob's fan-out dir, synced, renamed into place;
+        the directory is synced by `sync`."""
         prefix_fd, _ = self._subdir(digest[:2], create=True)
         assert prefix_fd is not None
         name = f"{digest[2:]}.blob"
         temp = f".{name}.{os.getpid()}-{secrets.token_hex(8)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        placement: Placement = "cloned" if self._clones else "copied"
         fd = os.open(temp, flags, self.file_mode, dir_fd=prefix_fd)
         try:
             try:
                 os.fchmod(fd, self.file_mode)
-                hasher = hashlib.sha256()
-                if placement == "cloned":
-                    # Hashed through the fd it is cloned from: blobs are never rewritten in
-                    # place (a heal replaces the file), so the clone holds the bytes hashed.
-                    while chunk := os.read(src, CHUNK_SIZE):
-                        hasher.update(chunk)
-                    if hasher.hexdigest() != digest:
-                        raise corrupt(digest)
-                    try:
-                        fcntl.ioctl(fd, _FICLONE, src)
-                    except OSError as exc:
-                        if exc.errno not in _NO_CLONE_ERRNOS:
-                            raise
-                        self._clones = False
-                        placement = "copied"
-                        hasher = hashlib.sha256()
-                        os.lseek(src, 0, os.SEEK_SET)
-                if placement == "copied":
-                    while chunk := os.read(src, CHUNK_SIZE):
-                        hasher.update(chunk)
-                        write_all(fd, chunk)
-                    if hasher.hexdigest() != digest:
-                        raise corrupt(digest)
+                write(fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -680,7 +704,6 @@ class ContentStore(BlobStore):
             raise
         with self._lock:
             self._unsynced.add(digest[:2])
-        return placement
 
     def sync(self) -> None:
         with self._lock:

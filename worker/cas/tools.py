@@ -7,6 +7,7 @@ The ledger's `blobs` table (and the counters its triggers keep) is the accountin
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
 import time
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from worker.cas.base import PREFIXES, BlobStat, BlobStore
 from worker.cas.errors import is_valid_digest
+from worker.cas.tiered import TieredStore
 from worker.files import CHUNK_SIZE, make_dir
 from worker.ledger import Ledger
 
@@ -167,6 +169,41 @@ def stats(ledger: Ledger) -> CasStats:
         return CasStats(ledger.counter("cas_bytes"), ledger.counter("cas_blobs"))
 
 
+def in_ledger(ledger: Ledger) -> CasStats:
+    """Bytes and blobs the CAS keeps as rows of the ledger (the small ones), counted by
+    triggers as `stats` is; the rest of the CAS is files. Rows of puts not yet committed
+    count here and not yet in `stats`."""
+    with ledger.read():
+        return CasStats(ledger.counter("cas_small_bytes"), ledger.counter("cas_small_blobs"))
+
+
+# -- unpack -------------------------------------------------------------------------------------
+
+
+def unpack(store: BlobStore, progress: Callable[[int, int], None] | None = None) -> CasStats:
+    """Moves every blob the store keeps in the ledger into files; returns what it moved.
+
+    Each page of rows is written as files and synced before the rows go, so a blob is in one
+    place or both at every instant, never in none: a kill anywhere loses nothing, and the
+    next run goes on. What a running consumer stores meanwhile may be a row again, unless
+    ORCHESTRATION_CAS_SMALL_BLOB_SIZE is 0. A damaged row stops it (CorruptBlob): `seer cas
+    verify --repair` first.
+    """
+    if not isinstance(store, TieredStore):
+        return CasStats(0, 0)
+    moved = moved_bytes = 0
+    while page := list(itertools.islice(store.small.iter_blobs(), BATCH_SIZE)):
+        for digest, _ in page:
+            data = store.small.read(digest)
+            store.files.put_deferred(data)
+            moved_bytes += len(data)
+        store.files.sync()
+        moved += store.small.remove_many(digest for digest, _ in page)
+        if progress is not None:
+            progress(moved, moved_bytes)
+    return CasStats(moved_bytes, moved)
+
+
 # -- shared helpers -----------------------------------------------------------------------------
 
 
@@ -207,10 +244,26 @@ def _in_children(
 
 def _start_scan(store: BlobStore, processes: int) -> Callable[[], dict[str, int]]:
     """Starts the walk of every blob (digest -> size); the returned function waits for it and
-    gives its result. With processes > 1 the prefixes are split between forked children."""
+    gives its result. With processes > 1 the prefixes of a forkable kind (files) are split
+    between forked children, and the other kinds (the ledger's rows) are read meanwhile."""
     if processes <= 1:
         return store.sizes
-    return _in_children(store.sizes, [PREFIXES[i::processes] for i in range(processes)])
+    walks = [
+        _in_children(tier.sizes, [PREFIXES[i::processes] for i in range(processes)])
+        for tier in store.tiers()
+        if tier.forkable
+    ]
+    here = [tier.sizes() for tier in store.tiers() if not tier.forkable]
+
+    def collect() -> dict[str, int]:
+        found: dict[str, int] = {}
+        for walk in walks:
+            found.update(walk())
+        for part in here:
+            found.update(part)
+        return found
+
+    return collect
 
 
 def _scan(store: BlobStore, processes: int = 1) -> dict[str, int]:

@@ -15,12 +15,19 @@ class SchemaMismatch(RuntimeError):
     """The ledger's schema version is not the one this code was written for."""
 
 
+class RollbackRefused(RuntimeError):
+    """Undoing a migration would destroy what nothing else holds; the message says how to
+    move it out first."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
     up: tuple[str, ...]
     down: tuple[str, ...]
+    # (a count that must be 0 before `down` runs, what to do when it is not: with {count}).
+    keeps: tuple[str, str] | None = None
 
 
 def _counter_triggers(table: str, prefix: str) -> tuple[str, ...]:
@@ -261,6 +268,49 @@ MIGRATIONS += (
     ),
 )
 
+# Blobs up to ORCHESTRATION_CAS_SMALL_BLOB_SIZE live here instead of one file each (worker/
+# cas/ledger_blobs.py): a batch of deliveries writes them in one transaction. A rowid table,
+# not WITHOUT ROWID: its rows run to 100 KB, and SQLite keeps those in overflow pages.
+SMALL_BLOBS_DOWN = (
+    "DROP TABLE small_blobs",
+    "DELETE FROM counters WHERE name IN ('cas_small_bytes', 'cas_small_blobs')",
+)
+
+# Dropping the table would drop blobs that artifacts name: the rollback waits until they are
+# files (`seer cas unpack`).
+SMALL_BLOBS_KEPT = (
+    "SELECT count(*) FROM small_blobs",
+    "the ledger keeps {count} blobs of the CAS in table small_blobs, which this rollback would "
+    "drop: with the workers stopped, move them into files first with `seer cas unpack`",
+)
+
+MIGRATIONS += (
+    Migration(
+        7,
+        "small CAS blobs kept in the ledger",
+        (
+            """CREATE TABLE small_blobs (
+                hash TEXT PRIMARY KEY, data BLOB NOT NULL, written_at REAL NOT NULL)""",
+            """INSERT INTO counters (name, value) VALUES
+               ('cas_small_bytes', 0), ('cas_small_blobs', 0)""",
+            # Where the CAS's bytes are, for the storage report: O(1) to read, as cas_bytes.
+            """CREATE TRIGGER small_blobs_count_insert AFTER INSERT ON small_blobs BEGIN
+                UPDATE counters SET value = value + length(NEW.data)
+                    WHERE name = 'cas_small_bytes';
+                UPDATE counters SET value = value + 1 WHERE name = 'cas_small_blobs'; END""",
+            """CREATE TRIGGER small_blobs_count_delete AFTER DELETE ON small_blobs BEGIN
+                UPDATE counters SET value = value - length(OLD.data)
+                    WHERE name = 'cas_small_bytes';
+                UPDATE counters SET value = value - 1 WHERE name = 'cas_small_blobs'; END""",
+            """CREATE TRIGGER small_blobs_count_update AFTER UPDATE OF data ON small_blobs BEGIN
+                UPDATE counters SET value = value + length(NEW.data) - length(OLD.data)
+                    WHERE name = 'cas_small_bytes'; END""",
+        ),
+        SMALL_BLOBS_DOWN,
+        SMALL_BLOBS_KEPT,
+    ),
+)
+
 LATEST = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -327,7 +377,21 @@ def to_undo(ledger: Ledger, steps: int) -> list[Migration]:
     version = current_version(ledger)
     if version > LATEST:
         check_schema(ledger)  # refuses: only the release that applied it can undo it
-    return [by_version[v] for v in range(version, max(0, version - steps), -1)]
+    undo = [by_version[v] for v in range(version, max(0, version - steps), -1)]
+    for migration in undo:
+        _refuse_if_kept(ledger, migration)
+    return undo
+
+
+def _refuse_if_kept(ledger: Ledger, migration: Migration) -> None:
+    if migration.keeps is None:
+        return
+    count_sql, advice = migration.keeps
+    count = ledger.scalar(count_sql) or 0
+    if count:
+        raise RollbackRefused(
+            f"cannot undo migration {migration.version}: " + advice.format(count=count)
+        )
 
 
 def rollback_effects(ledger: Ledger, migration: Migration) -> list[str]:
@@ -364,6 +428,8 @@ def rollback(ledger: Ledger, steps: int) -> list[Migration]:
                     f"the ledger is at schema version {version}, which this code does not know: "
                     "roll back with the release that applied it"
                 )
+            # Again inside the transaction: a consumer may have written since the preview.
+            _refuse_if_kept(ledger, migration)
             for statement in migration.down:
                 ledger.execute(statement)
             ledger.execute("DELETE FROM schema_migrations WHERE version = ?", (version,))

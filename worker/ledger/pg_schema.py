@@ -11,7 +11,13 @@ What differs on purpose:
 
 from __future__ import annotations
 
-from worker.ledger.migrations import PARCEL_HISTORY_DOWN, PARCEL_HISTORY_UP, Migration
+from worker.ledger.migrations import (
+    PARCEL_HISTORY_DOWN,
+    PARCEL_HISTORY_UP,
+    SMALL_BLOBS_DOWN,
+    SMALL_BLOBS_KEPT,
+    Migration,
+)
 
 
 def _parcel_counting(totals: bool) -> str:
@@ -58,6 +64,31 @@ _BLOB_COUNTING = """CREATE OR REPLACE FUNCTION seer_count_blobs() RETURNS trigge
             INSERT INTO counter_deltas (name, delta)
                 SELECT 'cas_bytes', -sum(size) FROM old_rows HAVING count(*) > 0
                 UNION ALL SELECT 'cas_blobs', -count(*) FROM old_rows HAVING count(*) > 0;
+        END IF;
+        RETURN NULL;
+    END $$"""
+
+
+# octet_length of a bytea stored out of line reads its TOAST header, not the bytes.
+_SMALL_BLOB_COUNTING = """CREATE OR REPLACE FUNCTION seer_count_small_blobs() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO counter_deltas (name, delta)
+                SELECT 'cas_small_bytes', sum(octet_length(data)) FROM new_rows
+                    HAVING count(*) > 0
+                UNION ALL SELECT 'cas_small_blobs', count(*) FROM new_rows HAVING count(*) > 0;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO counter_deltas (name, delta)
+                SELECT 'cas_small_bytes', -sum(octet_length(data)) FROM old_rows
+                    HAVING count(*) > 0
+                UNION ALL SELECT 'cas_small_blobs', -count(*) FROM old_rows HAVING count(*) > 0;
+        ELSE
+            INSERT INTO counter_deltas (name, delta)
+                SELECT 'cas_small_bytes', d FROM (SELECT
+                    (SELECT coalesce(sum(octet_length(data)), 0) FROM new_rows)
+                    - (SELECT coalesce(sum(octet_length(data)), 0) FROM old_rows) AS d) AS c
+                WHERE d <> 0;
         END IF;
         RETURN NULL;
     END $$"""
@@ -260,5 +291,23 @@ MIGRATIONS: tuple[Migration, ...] = (
     # The same statements on both engines: a column, b-trees and a partial index.
     Migration(
         6, "parcel history, finder and unread-inbox indexes", PARCEL_HISTORY_UP, PARCEL_HISTORY_DOWN
+    ),
+    Migration(
+        7,
+        "small CAS blobs kept in the ledger",
+        (
+            """CREATE TABLE small_blobs (
+                hash TEXT PRIMARY KEY, data BYTEA NOT NULL,
+                written_at DOUBLE PRECISION NOT NULL)""",
+            """INSERT INTO counters (name, value) VALUES
+               ('cas_small_bytes', 0), ('cas_small_blobs', 0)""",
+            _SMALL_BLOB_COUNTING,
+            *_statement_triggers("small_blobs", "seer_count_small_blobs"),
+            """CREATE TRIGGER small_blobs_count_update AFTER UPDATE ON small_blobs
+               REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+               FOR EACH STATEMENT EXECUTE FUNCTION seer_count_small_blobs()""",
+        ),
+        (*SMALL_BLOBS_DOWN, "DROP FUNCTION seer_count_small_blobs()"),
+        SMALL_BLOBS_KEPT,
     ),
 )

@@ -17,6 +17,9 @@ class StorageReport:
     taken_at: float
     cas_bytes: int
     cas_blobs: int
+    # Where the bytes are: these in the ledger's database (small blobs), the rest in files.
+    ledger_bytes: int
+    ledger_blobs: int
     quota: int
     percent: float
     warning_bytes: int
@@ -43,6 +46,8 @@ def storage_report(runtime: Wired, now: float | None = None) -> StorageReport:
         taken_at=now,
         cas_bytes=inputs.cas_bytes,
         cas_blobs=counts.get("cas_blobs", 0),
+        ledger_bytes=counts.get("cas_small_bytes", 0),
+        ledger_blobs=counts.get("cas_small_blobs", 0),
         quota=quota,
         percent=100.0 * inputs.cas_bytes / quota if quota else 0.0,
         warning_bytes=warning,

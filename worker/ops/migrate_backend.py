@@ -3,13 +3,15 @@ into a PostgreSQL database, checked table by table, so that the deployment can b
 
 What is copied: parcels in every state (queued, in flight with a dead consumer: the target's
 reaper and consumer start take them back, delivered, failed), messages, artifacts, the blobs'
-rows, memory, compaction runs, control flags, alert states and their outbox, metric history,
-and the counters (set to the source's values once the rows are in, so that `seer status` and
-`seer cas stats` say on the target what they said on the source). Not copied: the consumer
+rows, the small blobs' bytes (the CAS keeps those in the ledger), memory, compaction runs,
+control flags, alert states and their outbox, metric history, and the counters (set to the
+source's values once the rows are in, so that `seer status` and `seer cas stats` say on the
+target what they said on the source). Not copied: the consumer
 registrations of this host's stopped consumers (the target's consumers register themselves),
 Huey's queue (doorbells: each queued parcel is rung again on the target's queue at the end),
 and the CAS directory: the blob files stay where they are, shared by both ledgers, which name
-them by hash.
+them by hash. The target's ORCHESTRATION_CAS_SMALL_BLOB_SIZE may differ: a blob is read where
+it is, whatever the threshold when it was stored.
 
 Safe to run again, and to interrupt. The target's schema is made by the migrations when it
 has none; a control flag (`migrate-backend`) then names the source and how far the copy got.
@@ -84,6 +86,8 @@ TABLES: tuple[Table, ...] = (
     Table("parcels", ("seq",), "seq", weight="coalesce(length(payload), 0)"),
     Table("messages", ("id",), "id", weight="length(envelope) + length(headers)"),
     Table("blobs", ("hash",)),
+    # The CAS's small blobs: the bytes themselves, up to ORCHESTRATION_CAS_SMALL_BLOB_SIZE.
+    Table("small_blobs", ("hash",), weight="length(data)"),
     Table("artifacts", ("id",), "id"),
     # Not the registrations of consumers (this host's, all stopped), nor this copy's own flag.
     Table(

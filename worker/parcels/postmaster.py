@@ -25,7 +25,14 @@ from worker.cas.base import BlobStore
 from worker.cas.errors import DiskFull
 from worker.fleet import consumers, control
 from worker.identity import Owner, current_owner, is_alive
-from worker.ledger import ClaimedParcel, Ledger, LedgerBusy, LedgerDiskFull, LedgerUnavailable
+from worker.ledger import (
+    ClaimedParcel,
+    Ledger,
+    LedgerBusy,
+    LedgerDiskFull,
+    LedgerError,
+    LedgerUnavailable,
+)
 from worker.ledger.history import APPEND, event_line
 from worker.parcels.intake import ParcelError, attachments_of, dumps, stored_bytes, validate
 from worker.redaction import redact_key, redact_text, redact_value
@@ -233,6 +240,10 @@ class Postmaster:
             self.store.put_many([b for d in outcome.deliveries for b in d.blobs])
         except DiskFull as exc:
             return self._back_off_disk_full(rows, exc, now)
+        except LedgerError:
+            # Small blobs are the ledger's rows: a ledger that fails them fails the commit
+            # too, and the parcels go back whole as they would from there.
+            raise
         except Exception as exc:
             # The store failed for the batch as a whole: a try used by each of its parcels.
             by_id = {r.id: r for r in rows}

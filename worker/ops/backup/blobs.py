@@ -4,12 +4,17 @@ The same for every engine: what the snapshot records comes from the engine's str
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from worker.cas import open_store
 from worker.cas.base import BlobStore
 from worker.cas.errors import BlobNotFound, CorruptBlob
+from worker.layout import Layout
+from worker.ledger import open_ledger
 from worker.ops.backup.errors import BackupError, DamagedBackup
+from worker.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,23 @@ class _Counter:
             self.cloned += 1
         elif placement == "copied":
             self.copied += 1
+
+
+@contextlib.contextmanager
+def live_store(layout: Layout, settings: Settings, store: BlobStore | None) -> Iterator[BlobStore]:
+    """`store`, or the root's own with a ledger opened for it (closed after)."""
+    if store is not None:
+        yield store
+        return
+    ledger = open_ledger(layout, settings)
+    try:
+        own = open_store(layout, ledger, settings)
+        try:
+            yield own
+        finally:
+            own.close()
+    finally:
+        ledger.close()
 
 
 def copy_recorded(
@@ -99,6 +121,10 @@ def copy_recorded(
 def restore_recorded(source: BlobStore, target: BlobStore, recorded: dict[str, int]) -> Placed:
     """Puts the recorded blobs from a backup's store into the new root's; every one must be
     there and intact (DamagedBackup otherwise). `skipped`: valid blobs nothing records."""
+    # The new root's store holds only what the copied ledger brought (the small blobs it
+    # keeps as rows, orphans of puts in flight at the snapshot among them): dropped, so that
+    # every blob is placed from the backup's files, hash-checked, and nothing else stays.
+    target.remove_many([digest for digest, _ in target.iter_blobs()])
     counter = _Counter(source, target)
     pending = set(recorded)
     ignored = 0

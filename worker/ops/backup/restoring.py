@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.cas import open_store
 from worker.cas.base import BlobStore
 from worker.cas.store import ContentStore
 from worker.files import fsync_dir
@@ -120,13 +119,14 @@ def restore(
     src = manifest.path
     if is_within(src, layout.root) or is_within(layout.root, src):
         raise BackupRefused(f"the backup {src} and the storage root {layout.root} overlap")
-    strategy = strategy_for(layout, load_settings() if settings is None else settings)
+    settings = load_settings() if settings is None else settings
+    strategy = strategy_for(layout, settings)
     try:
         _check_engine(manifest, strategy)
         existed = _check_target(layout)
         check_databases(manifest)
         strategy.check_target(manifest)
-        return _restore(manifest, layout, strategy, existed, store, clock)
+        return _restore(manifest, layout, settings, strategy, existed, store, clock)
     finally:
         strategy.close()
 
@@ -134,6 +134,7 @@ def restore(
 def _restore(
     manifest: BackupManifest,
     layout: Layout,
+    settings: Settings,
     strategy: Strategy,
     existed: bool,
     store: BlobStore | None,
@@ -153,12 +154,8 @@ def _restore(
                 f"damaged backup: its ledger records {len(recorded)} blobs, the manifest "
                 f"{manifest.blobs}"
             )
-        target = open_store(layout) if store is None else store
-        try:
+        with blobs.live_store(layout, settings, store) as target:
             placed = blobs.restore_recorded(source, target, recorded)
-        finally:
-            if store is None:
-                target.close()
         fsync_dir(layout.orchestration)
         fsync_dir(layout.root)
         # Last: a root with the marker is a complete one.

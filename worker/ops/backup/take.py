@@ -7,7 +7,6 @@ import socket
 import time
 from pathlib import Path
 
-from worker.cas import open_store
 from worker.cas.base import BlobStore
 from worker.cas.store import ContentStore
 from worker.files import fsync_dir, make_dir, sha256_file
@@ -62,7 +61,8 @@ def backup(
     dest = Path(dest).absolute()
     existed = _check_dest(layout, dest)
     apply_umask(layout)
-    strategy = strategy_for(layout, load_settings() if settings is None else settings)
+    settings = load_settings() if settings is None else settings
+    strategy = strategy_for(layout, settings)
     started = time.time() if now is None else now
     clock = time.monotonic()
     try:
@@ -71,17 +71,20 @@ def backup(
         snapshot = strategy.take(dest, layout.file_mode)
         make_dir(dest / "orchestration", layout.dir_mode)
         make_dir(dest / "orchestration" / "cas", layout.dir_mode)
-        # A backup is a directory whatever the live store is: its blobs are on local disk.
+        # A backup is a directory whatever the live store is: its blobs are files on local
+        # disk, those the live store keeps in the ledger too, so that it is verified and
+        # restored from its files alone.
         copy = ContentStore(
             dest / "orchestration" / "cas", file_mode=layout.file_mode, dir_mode=layout.dir_mode
         )
         try:
-            placed = blobs.copy_recorded(
-                open_store(layout) if store is None else store,
-                copy,
-                snapshot.recorded,
-                lambda digests: strategy.referenced(dest, digests),
-            )
+            with blobs.live_store(layout, settings, store) as live:
+                placed = blobs.copy_recorded(
+                    live,
+                    copy,
+                    snapshot.recorded,
+                    lambda digests: strategy.referenced(dest, digests),
+                )
         finally:
             copy.close()
         left_out = strategy.leave_out(dest, list(placed.collected)) if placed.collected else ()
