@@ -536,7 +536,31 @@ class ContentStore(BlobStore):
             raise BlobNotFound(f"no blob {digest}") from None
 
     def exists(self, digest: str) -> bool:
-        return os.path.isfile(self.path_for(digest))
+        # Through the fan-out dir's fd (a path walk costs more than the stat, and the dedupe
+        # of every small blob asks), never following a link: one is no blob.
+        digest = validate_digest(digest)
+        prefix, name = digest[:2], f"{digest[2:]}.blob"
+        prefix_fd = self._fds.get(prefix)
+        if prefix_fd is None:
+            # No fd yet (a fan-out dir no put of this process has made, or none at all:
+            # every small blob asks while the files hold few): one stat from the root says
+            # "none"; only a hit pays for opening the dir without following a link.
+            root_fd = self._fds.get("")
+            try:
+                if root_fd is None:  # a store no write opened: asking creates nothing
+                    os.lstat(self.root / prefix / name)
+                else:
+                    os.stat(f"{prefix}/{name}", dir_fd=root_fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            prefix_fd, _ = self._subdir(prefix, create=False)
+            if prefix_fd is None:
+                return False
+        try:
+            st = os.stat(name, dir_fd=prefix_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(st.st_mode)
 
     def stat(self, digest: str) -> BlobStat | None:
         """A regular file's size and mtime; None if absent or anything else (a link, a FIFO)."""

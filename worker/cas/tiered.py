@@ -88,6 +88,11 @@ class TieredStore(BlobStore):
     def exists(self, digest: str) -> bool:
         return self.small.exists(digest) or self.files.exists(digest)
 
+    def present(self, digests: Iterable[str]) -> set[str]:
+        digests = set(digests)
+        as_rows = self.small.present(digests)
+        return as_rows | self.files.present(digests - as_rows)
+
     def stat(self, digest: str) -> BlobStat | None:
         return self.small.stat(digest) or self.files.stat(digest)
 

@@ -444,12 +444,13 @@ class Postmaster:
             done = [d for d in outcome.deliveries if d.parcel_id in owned]
             # Only those we still own: if we were taken for dead, someone else delivers.
             taken_back += [d.parcel_id for d in outcome.deliveries if d.parcel_id not in owned]
-            for d in done:
-                for digest, data in zip(d.digests, d.blobs, strict=True):
-                    if not self.store.exists(digest):
-                        # `seer cas gc` removed it between our deduplicating put and now; gc
-                        # deletes holding the "cas" lock, so with it held, write it again.
-                        self.store.put(data)
+            wanted = {h: b for d in done for h, b in zip(d.digests, d.blobs, strict=True)}
+            there = self.store.present(wanted)
+            # `seer cas gc` removed these between our deduplicating put and now; gc deletes
+            # holding the "cas" lock, so with it held, write them again.
+            gone = [data for digest, data in wanted.items() if digest not in there]
+            if gone:
+                self.store.put_many(gone)
             if done:
                 ledger.executemany(
                     "INSERT INTO messages (parcel_id, to_agent_id, type, stream, headers, "
