@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -21,7 +22,13 @@ class ArtifactError(ValueError):
 
 def artifact_uri(task_id: str, digest: str, filename: str) -> str:
     # Task ids and file names come from producers: quoted so they never add path segments.
-    return f"{SCHEME}{quote(task_id, safe='')}/{digest}/{quote(filename, safe='')}"
+    return f"{SCHEME}{_quoted(task_id)}/{digest}/{_quoted(filename)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(part: str) -> str:
+    # Cached: a batch repeats its task ids and file names (they are redacted already).
+    return quote(part, safe="")
 
 
 def digest_of(uri_or_hash: str) -> str:

@@ -290,10 +290,12 @@ class SqliteLedger(Ledger):
                 ).fetchall()
             ]
             line = event_line("claimed", now, owner)
-            self.executemany(
+            # One statement for the batch: every row takes the same values.
+            self.execute(
                 "UPDATE parcels SET state = 'in_flight', owner = ?, claimed_at = ?, "
-                f"claim_size = ?, lease_until = ?, {APPEND} WHERE seq = ?",
-                [(owner, now, len(claimed), now + lease, line, p.seq) for p in claimed],
+                f"claim_size = ?, lease_until = ?, {APPEND} "
+                f"WHERE seq IN ({', '.join('?' * len(claimed))})",
+                [owner, now, len(claimed), now + lease, line, *(p.seq for p in claimed)],
             )
         return claimed
 
