@@ -192,10 +192,31 @@ _RULES: tuple[_Rule, ...] = (
 _SHORTEST_SECRET = 5
 
 
+# Short strings found clean: ids, types, file names and MIME types repeat parcel after parcel,
+# and each costs ~20 pattern calls (3 µs) to find clean again. Only clean ones are kept, so no
+# secret stays in it; it is emptied when full rather than kept in order (a dict's get and set
+# are atomic under the GIL, so threads share it without a lock).
+_CLEAN: dict[str, None] = {}
+_CLEAN_MAX_LENGTH = 128
+_CLEAN_MAX_ENTRIES = 8192
+
+
 def redact_text_counted(text: str) -> tuple[str, int]:
     """Redact secrets in `text`; also return how many were replaced."""
     if len(text) < _SHORTEST_SECRET:
         return text, 0
+    short = len(text) <= _CLEAN_MAX_LENGTH
+    if short and text in _CLEAN:
+        return text, 0
+    redacted, total = _redact(text)
+    if short and not total:
+        if len(_CLEAN) >= _CLEAN_MAX_ENTRIES:
+            _CLEAN.clear()
+        _CLEAN[text] = None
+    return redacted, total
+
+
+def _redact(text: str) -> tuple[str, int]:
     total = 0
     lowered: str | None = None
     for rule in _RULES:
