@@ -55,9 +55,9 @@ claim, `_prepare`, the dedupe lookup, `store.put_many`, `_commit`; it prints a p
 
 `--profile DIR` runs (b) under cProfile and prints the top functions by cumulative and by own
 time. With `--in-process` the bench's loop is profiled (DIR/<size>-run<i>-in-process.prof) and
-the timers' table is printed too; otherwise the real consumer is (`seer worker` execs
-`huey_consumer`, so a sitecustomize.py put first on its PYTHONPATH profiles every thread of the
-exec'd process: DIR/<size>-run<i>-<pid>-<thread>.prof, Worker-1 read), with the same per-phase
+the timers' table is printed too; otherwise the real consumer is (a sitecustomize.py put
+first on its PYTHONPATH profiles every thread of the `seer worker` process, which runs Huey's
+consumer itself: DIR/<size>-run<i>-<pid>-<thread>.prof, Worker-1 read), with the same per-phase
 table read from its profile (each phase as called from the Postmaster). `--profile-clock`: wall
 (default: the fsync waits too) or cpu (each thread's CPU time). cProfile slows Python code
 several-fold: profiled rates are no figures, and no goal is judged.
