@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from worker.cas import open_store
 from worker.cas.base import BlobStore
 from worker.cas.errors import BlobNotFound, CorruptBlob
+from worker.cas.ledger_blobs import LedgerBlobStore
 from worker.layout import Layout
 from worker.ledger import open_ledger
 from worker.ops.backup.errors import BackupError, DamagedBackup
@@ -121,10 +122,13 @@ def copy_recorded(
 def restore_recorded(source: BlobStore, target: BlobStore, recorded: dict[str, int]) -> Placed:
     """Puts the recorded blobs from a backup's store into the new root's; every one must be
     there and intact (DamagedBackup otherwise). `skipped`: valid blobs nothing records."""
-    # The new root's store holds only what the copied ledger brought (the small blobs it
-    # keeps as rows, orphans of puts in flight at the snapshot among them): dropped, so that
-    # every blob is placed from the backup's files, hash-checked, and nothing else stays.
-    target.remove_many([digest for digest, _ in target.iter_blobs()])
+    # The rows the copied ledger brought (its small blobs, orphans of puts in flight at the
+    # snapshot among them) are dropped, so that every blob is placed from the backup's files,
+    # hash-checked, and no orphan stays. Only those: a store of files or objects is left as
+    # it is, whatever else it holds.
+    for tier in target.tiers():
+        if isinstance(tier, LedgerBlobStore):
+            tier.remove_many([digest for digest, _ in tier.iter_blobs()])
     counter = _Counter(source, target)
     pending = set(recorded)
     ignored = 0
