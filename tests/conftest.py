@@ -27,6 +27,7 @@ from tests.helpers import (
     flush_run_redis,
     recycle_schema,
 )
+from tests.rgw_server import PrivateRgw
 from worker.runtime import Runtime
 from worker.settings import SPECS
 
@@ -81,7 +82,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "blob_kind" in metafunc.fixturenames:
         # Both kinds of blob on SQLite; on the other ledgers the kind whose code is the
         # ledger's (rows of small_blobs): the files' code does not depend on the ledger.
-        pairs = [(b, "ledger") for b in chosen] + [(b, "files") for b in chosen if b == "sqlite"]
+        # Objects (the files' place taken by an S3 bucket on the session's Ceph RGW) on SQLite
+        # too: the object store's code does not depend on the ledger either.
+        pairs = [(b, "ledger") for b in chosen] + [
+            (b, kind) for b in chosen if b == "sqlite" for kind in ("files", "objects")
+        ]
         metafunc.parametrize(("ledger_backend", "blob_kind"), pairs, indirect=True)
         return
     metafunc.parametrize("ledger_backend", chosen, indirect=True)
@@ -153,9 +158,30 @@ def blob_kind(request: pytest.FixtureRequest, env: dict[str, str], monkeypatch) 
     with its blobs as rows of the ledger, and on SQLite once more as files
     (pytest_generate_tests pairs them). Before `runtime`: it sets what the runtime reads."""
     kind = getattr(request, "param", "ledger")
-    monkeypatch.setenv("ORCHESTRATION_CAS_SMALL_BLOB_SIZE", KINDS[kind])
-    env["ORCHESTRATION_CAS_SMALL_BLOB_SIZE"] = KINDS[kind]
+    chosen = {"ORCHESTRATION_CAS_SMALL_BLOB_SIZE": KINDS[kind]}
+    if kind == "objects":
+        server = request.getfixturevalue("rgw")
+        chosen.update(server.env(), ORCHESTRATION_CAS_URL=f"s3://{server.make_bucket()}/cas")
+    for name, value in chosen.items():
+        monkeypatch.setenv(name, value)
+    env.update(chosen)
     return kind
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRgw]:
+    """A real Ceph RGW (tests/rgw_server.py) for this test process, started when a test first
+    asks for it; each test takes a bucket of its own (`rgw_bucket`, the "objects" blob kind).
+    Tests that kill radosgw or the OSD start a PrivateRgw of their own."""
+    server = PrivateRgw(tmp_path_factory.getbasetemp() / "rgw").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rgw_bucket(rgw: PrivateRgw) -> str:
+    """A new, empty bucket on the session's RGW."""
+    return rgw.make_bucket()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ CORE = {
     "worker.files",
     "worker.doorbells",
     "worker.lean_imports",
+    "worker.object_urls",
 }
 BELOW_OPS = {
     "worker.ledger",

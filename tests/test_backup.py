@@ -122,8 +122,13 @@ def pg_tables(url: str, schema: str | None = None) -> list[str]:
 
 
 def use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> Layout:
-    """Points the settings at a new storage root and, on PostgreSQL, a new empty schema."""
+    """Points the settings at a new storage root and, on PostgreSQL, a new empty schema; with
+    the CAS on an object store, at a new empty bucket too (`seer restore` creates it)."""
     monkeypatch.setenv("SEER_STORAGE_PATH", str(root))
+    if os.environ.get("ORCHESTRATION_CAS_URL"):
+        monkeypatch.setenv(
+            "ORCHESTRATION_CAS_URL", f"s3://restored-{next(_targets)}-{os.getpid()}/cas"
+        )
     if os.environ.get("SEER_DATABASE_URL"):
         monkeypatch.setenv("SEER_DATABASE_URL", pg_url(restore_database(), f"r{next(_targets)}"))
     return Layout.from_settings(load_settings())

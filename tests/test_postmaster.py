@@ -234,7 +234,7 @@ def test_disk_full_backs_off_without_using_a_try(runtime, monkeypatch):
 
     monkeypatch.setattr(pm.store, "put_many", full)
     result = pm.deliver_waiting(now=50.0)
-    assert result.disk_full and result.retry_at >= 55.0
+    assert result.backing_off and result.retry_at >= 55.0
     row = failures.parcel(runtime.ledger, pid)
     assert row.state == "queued" and row.attempts == 0
     assert "disk full" in control.backoff_state(runtime.ledger).reason
@@ -308,7 +308,7 @@ def test_real_full_disk_backs_off_then_delivers_when_space_returns(runtime, tmpf
     cas = tmpfs(runtime.layout.cas, "64k")
     (pid,) = queue(runtime, parcel("a", 1, attachment="z" * 100_000))
     result = runtime.postmaster().deliver_waiting(now=10.0)
-    assert result.disk_full and result.retry_at == 15.0
+    assert result.backing_off and result.retry_at == 15.0
     row = failures.parcel(runtime.ledger, pid)
     assert (row.state, row.attempts) == ("queued", 0)
     assert "disk full" in control.backoff_state(runtime.ledger).reason
@@ -322,29 +322,41 @@ def test_real_full_disk_backs_off_then_delivers_when_space_returns(runtime, tmpf
 
 
 @pytest.mark.usefixtures("blob_kind")
-def test_a_blob_removed_by_gc_before_the_commit_is_written_again(runtime):
-    queue(runtime, parcel("a", 1, attachment="shared"))
-    runtime.postmaster().deliver_waiting()
+@pytest.mark.parametrize("before", ["unreferenced row", "orphan"])
+def test_a_blob_removed_by_gc_before_the_commit_is_written_again(runtime, before):
+    from worker.cas import tools as cas_tools
+
+    # Bytes already stored that no artifact references: a blob whose artifacts are gone (its
+    # row old), or an orphan a killed delivery left (no row). The put deduplicates against
+    # them; then gc takes them, row and bytes, before the commit.
     digest = hashlib.sha256(b"shared").hexdigest()
+    runtime.store.put(b"shared")
+    if before == "unreferenced row":
+        with runtime.ledger.write():
+            runtime.ledger.execute(
+                "INSERT INTO blobs (hash, size, created_at) VALUES (?, 6, 0)", (digest,)
+            )
     queue(runtime, parcel("b", 2, attachment="shared"))
     pm = runtime.postmaster()
     rows = pm._claim(now=1.0, limit=10)
-    # The put deduplicates against the file on disk; then gc removes the file before the commit.
     original_put_many = pm.store.put_many
+    collected = []
 
     def put_then_gc(items):
         results = original_put_many(items)
-        runtime.store.remove(digest)
+        report = cas_tools.gc(runtime.ledger, runtime.store, grace=0, now=time.time() + 3600)
+        collected.extend(b.hash for b in report.removed + report.orphans_removed)
         pm.store.put_many = original_put_many  # once: the commit's own put is a put_many too
         return results
 
     pm.store.put_many = put_then_gc
     assert pm._deliver(rows, now=2.0).delivered == 1
+    assert digest in collected
     assert runtime.store.read(digest) == b"shared"
+    assert runtime.ledger.scalar("SELECT count(*) FROM blobs WHERE hash = ?", (digest,)) == 1
 
 
-@pytest.mark.usefixtures("blob_kind")
-def test_a_parcel_with_the_content_of_a_damaged_blob_heals_it(runtime):
+def test_a_parcel_with_the_content_of_a_damaged_blob_heals_it(blob_kind, runtime):
     queue(runtime, parcel("a", 1, attachment="same bytes " * 50))
     runtime.postmaster().deliver_waiting()
     (msg,) = inbox.messages(runtime.ledger, "a")
@@ -354,6 +366,16 @@ def test_a_parcel_with_the_content_of_a_damaged_blob_heals_it(runtime):
         runtime.store.read(digest)
     queue(runtime, parcel("b", 2, attachment="same bytes " * 50))
     assert runtime.postmaster().deliver_waiting().delivered == 1
+    if blob_kind == "objects":
+        # A create-only PUT trusts the object the server verified when it was stored (a 412
+        # costs no read): damage at rest is what verify finds and repair mends.
+        from worker.cas import tools as cas_tools
+
+        with pytest.raises(CorruptBlob):
+            runtime.store.read(digest)
+        found = cas_tools.verify(runtime.ledger, runtime.store)
+        assert [b.hash for b in found.corrupt] == [digest]
+        return  # repair from a parcel's bytes: tests/test_cas_tools.py, on objects too
     # The new delivery points at good bytes, and so does the first one now.
     assert runtime.store.read(digest) == ("same bytes " * 50).encode()
     assert runtime.ledger.scalar("SELECT count(*) FROM blobs WHERE hash = ?", (digest,)) == 1

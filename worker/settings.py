@@ -281,6 +281,15 @@ def server_address(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _cas_url(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return value
+    from worker.object_urls import ObjectUrl
+
+    return str(ObjectUrl.parse(value))
+
+
 def _host_id(raw: str) -> str:
     value = raw.strip()
     if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
@@ -357,6 +366,21 @@ class Settings:
         "Blobs of at most this size are kept in the ledger's database, a batch of deliveries "
         "in one transaction; larger ones are files under orchestration/cas (0: every blob is "
         "a file; at most 1M).",
+    )
+    cas_url: str = _spec(
+        "ORCHESTRATION_CAS_URL",
+        "",
+        _cas_url,
+        "Where the CAS keeps the blobs that are not the ledger's: empty for files under "
+        "orchestration/cas, or s3://bucket/prefix for an S3-compatible object store (endpoint "
+        "and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_DEFAULT_REGION; seer init creates the bucket).",
+    )
+    cas_concurrency: int = _spec(
+        "ORCHESTRATION_CAS_CONCURRENCY",
+        "8",
+        _int_range(1, 64),
+        "Requests at once to the object store for a batch of blobs (puts, lookups, listings).",
     )
     cas_alert_threshold: float = _spec(
         "ORCHESTRATION_CAS_ALERT_THRESHOLD",

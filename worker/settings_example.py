@@ -82,7 +82,14 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "POSTMASTER_TEST_AGENT",
         ),
     ),
-    ("Content store", ("ORCHESTRATION_CAS_SMALL_BLOB_SIZE",)),
+    (
+        "Content store",
+        (
+            "ORCHESTRATION_CAS_SMALL_BLOB_SIZE",
+            "ORCHESTRATION_CAS_URL",
+            "ORCHESTRATION_CAS_CONCURRENCY",
+        ),
+    ),
     (
         "Metrics and console",
         (

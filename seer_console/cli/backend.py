@@ -1,5 +1,6 @@
 """`seer migrate-backend --to URL`: the SQLite ledger copied to PostgreSQL, checked table by
-table (worker/ops/migrate_backend.py does it; this prints it)."""
+table; `seer migrate-cas --to s3://…`: the CAS files copied into an object store, checked blob
+by blob (worker/ops/migrate_backend.py and migrate_cas.py do it; this prints it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from seer_console import output
 from seer_console.cli.common import AddCommand, ExitCode, Failure, UserError, plural
 from worker.ledger.errors import LedgerError, LedgerUnavailable
 from worker.ops import migrate_backend as moving
+from worker.ops import migrate_cas
 from worker.settings import load_settings
 
 NEXT = (
@@ -68,8 +70,55 @@ def cmd_migrate_backend(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+NEXT_CAS = (
+    "next: set ORCHESTRATION_CAS_URL={url} (and the AWS_* variables) in the settings file of "
+    "every host, then `seer up`; the files under orchestration/cas stay until you remove them"
+)
+
+
+def cmd_migrate_cas(args: argparse.Namespace) -> int:
+    import humanize
+
+    settings = load_settings()
+    try:
+        url = migrate_cas.parse_target(args.to)
+    except migrate_cas.MigrationRefused as exc:
+        raise UserError(str(exc)) from None
+    try:
+        report = migrate_cas.migrate_cas(settings, str(url))
+    except migrate_cas.MigrationRefused as exc:
+        raise Failure(str(exc)) from None
+    except migrate_cas.CasError as exc:
+        raise Failure(f"the copy stopped: {exc}; run it again to complete it") from None
+    next_step = NEXT_CAS.format(url=url)
+    if args.json:
+        output.emit_json({**report.as_dict(), "next": next_step.removeprefix("next: ")})
+        return ExitCode.OK if report.verified else ExitCode.FAILED
+    if report.bucket_created:
+        print(f"created the bucket {url.bucket}")
+    print(
+        f"copied {plural(report.copied, 'blob')} "
+        f"({humanize.naturalsize(report.copied_bytes, binary=True)}) to {report.target}; "
+        f"{plural(report.already_there, 'blob')} already there"
+    )
+    if not report.verified:
+        more = len(report.mismatches) - 1
+        raise Failure(
+            f"the copy does not match the files: {report.mismatches[0]}"
+            + (f" (and {more} more)" if more else "")
+            + "; run it again"
+        )
+    print(
+        f"verified: all {plural(report.source_blobs, 'blob file')} "
+        f"({humanize.naturalsize(report.source_bytes, binary=True)}) are objects of the same size"
+    )
+    print("small blobs stay in the ledger, which every host reaches")
+    print(next_step)
+    return ExitCode.OK
+
+
 def register(sub: Any, add: AddCommand) -> None:
-    """Registers `seer migrate-backend` on the top-level subparsers."""
+    """Registers `seer migrate-backend` and `seer migrate-cas` on the top-level subparsers."""
     p = add(
         "migrate-backend",
         cmd_migrate_backend,
@@ -83,5 +132,19 @@ def register(sub: Any, add: AddCommand) -> None:
         help="the target, postgresql://USER@HOST:PORT/DB (a password in it is never shown, "
         "but the command line is visible to other users of this host: PGPASSWORD or "
         "~/.pgpass keep it off)",
+    )
+    p.add_argument("--json", action="store_true")
+    p = add(
+        "migrate-cas",
+        cmd_migrate_cas,
+        "copy this root's CAS files into an S3-compatible object store, verify every blob "
+        "(the workers stopped; safe to run again)",
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="s3://BUCKET/PREFIX",
+        help="the object store; its endpoint and credentials come from AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION",
     )
     p.add_argument("--json", action="store_true")

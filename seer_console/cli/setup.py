@@ -40,9 +40,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     layout.write_marker()
     runtime = opened(Runtime.open(settings))
     runtime.queues.initialize()
+    bucket = operations.prepare_cas(runtime)
     print(f"storage root {layout.root}")
     print(f"  directories created: {len(created)} (mode {oct(layout.dir_mode)[2:]:0>4})")
     print(f"  migrations applied: {len(applied)} (schema version {migrations.LATEST})")
+    if bucket is not None:
+        print(f"  object store: {bucket}")
     print("ready: `seer up` starts the workers, `seer status` shows them")
     return ExitCode.OK
 

@@ -112,6 +112,12 @@ class BlobStore(ABC):
         with open(src, "rb") as f:
             return self.put(f.read())
 
+    def prepare(self) -> str | None:
+        """Creates what the store needs before its first put (an object store's bucket), safe
+        to call again; a line saying where the blobs go, or None for a store with nothing
+        to prepare (`seer init` calls it)."""
+        return None
+
     def location(self) -> str:
         """Where the blobs are, as this host names it: hosts that share one store report the
         same location (`seer status` compares them)."""

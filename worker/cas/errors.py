@@ -32,6 +32,12 @@ class DiskFull(CasError):
     """A write failed with ENOSPC or EDQUOT; nothing partial was left behind."""
 
 
+class StoreUnavailable(CasError):
+    """The store cannot be reached or refuses every request (an object store down, its
+    credentials refused, its bucket missing): nobody's parcel's fault, so the Postmaster backs
+    off as for a full disk and no try is used up."""
+
+
 class UnsafeStoreEntry(CasError, UnsafeEntry):
     """A symbolic link where the store keeps a directory (tmp/, a fan-out dir, the way to the
     root): refused with one line naming it, nothing written through it."""

@@ -45,6 +45,9 @@ class TieredStore(BlobStore):
     def location(self) -> str:
         return self.files.location()
 
+    def prepare(self) -> str | None:
+        return self.files.prepare()
+
     # -- writing -----------------------------------------------------------------------------
 
     def put_many(self, items: Sequence[bytes]) -> list[PutResult]:

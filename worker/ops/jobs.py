@@ -202,7 +202,7 @@ def build(runtime: Runtime) -> Jobs:
             return  # a doorbell is already scheduled for the end of the backoff
         result = runtime.postmaster().deliver_waiting()
         if result.retry_at is not None:
-            if result.disk_full:
+            if result.backing_off:
                 backoff_until[0] = result.retry_at
             queues.ring([parcel_id], delay=max(0.0, result.retry_at - runtime.ledger.now()))
         if result.claimed >= runtime.settings.batch_size and queues.pending_count() == 0:

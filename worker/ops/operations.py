@@ -52,6 +52,12 @@ def _ring(runtime: Runtime, ids: list[str]) -> Rung:
     return Rung(tuple(ids), True)
 
 
+def prepare_cas(runtime: Runtime) -> str | None:
+    """Makes the CAS's store ready (an object store's bucket created if missing); a line
+    saying where the blobs go, or None when there is nothing to make (files)."""
+    return runtime.store.prepare()
+
+
 def send_parcels(runtime: Runtime, batch: list[dict]) -> Rung:
     """Queues validated parcels (all or none) and rings the postmaster queue."""
     return _ring(runtime, parcels.queue_parcels(runtime.ledger, batch))

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, cast
 
 from worker.cas.artifacts import artifact_uri
 from worker.cas.base import BlobStore
-from worker.cas.errors import DiskFull
+from worker.cas.errors import DiskFull, StoreUnavailable
 from worker.fleet import consumers, control
 from worker.identity import Owner, current_owner, is_alive
 from worker.ledger import (
@@ -44,7 +44,7 @@ MESSAGE_TYPE = "postmaster.delivery"
 # A failed batch's give-back is tried again after this many seconds, doubling up to the
 # second figure, while the ledger is out of reach.
 GIVE_BACK_RETRY = (0.5, 5.0)
-DISK_FULL_BACKOFF = (5.0, 300.0)
+STORE_BACKOFF = (5.0, 300.0)
 
 
 class PermanentFailure(Exception):
@@ -57,7 +57,7 @@ class BatchResult:
     delivered: int = 0
     retried: int = 0
     failed: int = 0
-    disk_full: bool = False
+    backing_off: bool = False  # a full disk or a store out of reach: retry at retry_at
     retry_at: float | None = None
 
 
@@ -193,13 +193,13 @@ class Postmaster:
                 delivered=totals.delivered + result.delivered,
                 retried=totals.retried + result.retried,
                 failed=totals.failed + result.failed,
-                disk_full=result.disk_full,
+                backing_off=result.backing_off,
                 retry_at=min(
                     (t for t in (totals.retry_at, result.retry_at) if t is not None),
                     default=None,
                 ),
             )
-            if result.disk_full:
+            if result.backing_off:
                 break
         return totals
 
@@ -238,8 +238,8 @@ class Postmaster:
             outcome.deliveries.append(delivery)
         try:
             self.store.put_many([b for d in outcome.deliveries for b in d.blobs])
-        except DiskFull as exc:
-            return self._back_off_disk_full(rows, exc, now)
+        except (DiskFull, StoreUnavailable) as exc:
+            return self._back_off(rows, exc, now)
         except LedgerError:
             # Small blobs are the ledger's rows: a ledger that fails them fails the commit
             # too, and the parcels go back whole as they would from there.
@@ -252,7 +252,11 @@ class Postmaster:
             ]
             outcome.deliveries = []
         control.clear_backoff(self.ledger)
-        return self._commit(rows, outcome, self.ledger.now() if stamp is None else stamp)
+        try:
+            return self._commit(rows, outcome, self.ledger.now() if stamp is None else stamp)
+        except (DiskFull, StoreUnavailable) as exc:
+            # The commit's re-put of what gc took met the store down: rolled back whole.
+            return self._back_off(rows, exc, now)
 
     def _mark_delivered(self, parcel_ids: list[str], now: float) -> set[str]:
         """Marks delivered those of the parcels this consumer still owns; returns their ids."""
@@ -279,16 +283,17 @@ class Postmaster:
             f"{self.settings.cas_max_size} are in use (ORCHESTRATION_CAS_MAX_SIZE)"
         )
 
-    def _hold_to_quota(self, rows: list[ClaimedParcel], outcome: _Outcome) -> None:
+    def _hold_to_quota(self, rows: list[ClaimedParcel], outcome: _Outcome, known: set[str]) -> None:
         """The quota once more, inside the commit: the check before the store's put saw only
         what had committed then, and consumers on other hosts commit meanwhile. Those adding
         bytes take lock("cas.quota") in turn, so no two pass it on the same figure; a
-        parcel that no longer fits fails as it would have before the put."""
+        parcel that no longer fits fails as it would have before the put. `known`: the
+        batch's digests the ledger records now (left unchanged)."""
         if not outcome.deliveries:
             return
-        known = self._known_blobs({d for delivery in outcome.deliveries for d in delivery.digests})
         if all(d in known for delivery in outcome.deliveries for d in delivery.digests):
             return
+        known = set(known)
         self.ledger.lock("cas.quota")
         in_use = self.ledger.counter("cas_bytes")
         by_id = {r.id: r for r in rows}
@@ -436,7 +441,8 @@ class Postmaster:
             # gc removes blobs holding lock("cas") exclusively: held shared here, what the
             # loop below finds in the store stays there until these rows commit.
             ledger.lock("cas", shared=True)
-            self._hold_to_quota(rows, outcome)
+            recorded = self._known_blobs({d for o in outcome.deliveries for d in o.digests})
+            self._hold_to_quota(rows, outcome, recorded)
             # One statement per kind of row for the whole batch, not one per parcel: on a
             # database over the network each is a round trip, and the triggers count a
             # statement's rows at once.
@@ -444,10 +450,18 @@ class Postmaster:
             done = [d for d in outcome.deliveries if d.parcel_id in owned]
             # Only those we still own: if we were taken for dead, someone else delivers.
             taken_back += [d.parcel_id for d in outcome.deliveries if d.parcel_id not in owned]
-            wanted = {h: b for d in done for h, b in zip(d.digests, d.blobs, strict=True)}
+            # Blobs with no row yet: gc may have taken them, as orphans or as old unreferenced
+            # blobs, between our deduplicating put and now. gc removes a blob holding the
+            # "cas" lock, its row in the same transaction: with the lock held shared, a blob
+            # the ledger records is there, and only the others need asking for (on an
+            # object store, each is a request).
+            wanted = {
+                h: b
+                for d in done
+                for h, b in zip(d.digests, d.blobs, strict=True)
+                if h not in recorded
+            }
             there = self.store.present(wanted)
-            # `seer cas gc` removed these between our deduplicating put and now; gc deletes
-            # holding the "cas" lock, so with it held, write them again.
             gone = [data for digest, data in wanted.items() if digest not in there]
             if gone:
                 self.store.put_many(gone)
@@ -553,24 +567,27 @@ class Postmaster:
             self.owner.pid,
         )
 
-    def _back_off_disk_full(
-        self, rows: list[ClaimedParcel], exc: DiskFull, now: float
+    def _back_off(
+        self, rows: list[ClaimedParcel], exc: DiskFull | StoreUnavailable, now: float
     ) -> BatchResult:
-        # A full disk is nobody's parcel's fault: give them back without using up a try.
+        # A full disk or a store out of reach is nobody's parcel's fault: give them back
+        # without using up a try, and wait longer each time it happens again.
         self._release_own()
+        what = "CAS disk full" if isinstance(exc, DiskFull) else "CAS store unavailable"
         previous = control.backoff_state(self.ledger)
-        wait = DISK_FULL_BACKOFF[0]
+        wait = STORE_BACKOFF[0]
         if previous:
-            wait = min(DISK_FULL_BACKOFF[1], max(wait, 2 * (previous.until - previous.since)))
+            wait = min(STORE_BACKOFF[1], max(wait, 2 * (previous.until - previous.since)))
         until = now + wait
-        control.set_backoff(self.ledger, f"CAS disk full: {exc}", until, now)
+        control.set_backoff(self.ledger, f"{what}: {exc}", until, now)
         log.error(
-            "CAS disk full (%s): %d parcels back in the queue, next try in %.0fs",
+            "%s (%s): %d parcels back in the queue, next try in %.0fs",
+            what,
             exc,
             len(rows),
             wait,
         )
-        return BatchResult(claimed=len(rows), disk_full=True, retry_at=until)
+        return BatchResult(claimed=len(rows), backing_off=True, retry_at=until)
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,9 @@ def _restore(
                 f"{manifest.blobs}"
             )
         with blobs.live_store(layout, settings, store) as target:
+            # An object store's bucket made if missing. What a failed restore put there stays:
+            # valid blobs, orphans to the ledger, which `seer cas gc` takes after its grace.
+            target.prepare()
             placed = blobs.restore_recorded(source, target, recorded)
         fsync_dir(layout.orchestration)
         fsync_dir(layout.root)
