@@ -3,7 +3,7 @@ queue on PostgreSQL (issue 12) and on Redis (issue 13).
 
     .venv/bin/python bench/scaleout.py [--queue all|postgresql|redis] [--count 5000]
         [--repeat 3] [--no-sqlite] [--server postgresql://postgres@127.0.0.1:5432]
-        [--redis redis://127.0.0.1:6379/15] [--code HEAD] [--profile DIR]
+        [--redis redis://127.0.0.1:6379/15] [--code HEAD] [--profile DIR] [--object-store]
 
 `--queue all` (the default, what `make bench` runs) measures both sections in one invocation,
 the PostgreSQL section first in every run; `--queue postgresql` is issue 12's benchmark as it
@@ -25,6 +25,12 @@ PostgreSQL section (issue 12), on one PostgreSQL server; each run does:
     per POSTMASTER_BATCH_SIZE parcels), delivered by C real `seer worker postmaster` processes
     with SEER_HOST_ID=bench-1 .. bench-C, so that they are two hosts to the ledger.
 Per run the order is (s), (a) with 1, (b) with 1, (a) with 2, (b) with 2.
+
+`--object-store` (issue 16) adds to the PostgreSQL section a (b) whose CAS is on a private
+Ceph RGW the bench starts (tests/rgw_server.py), a bucket per measurement, every blob an object
+(ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0: with the default threshold the 1 KB attachments and the
+manifests would be rows of the ledger, and RGW would see none): the drain of a deployment
+whose hosts share no disk, against the same (a).
 
 Redis section (issue 13), on one Redis database of the bench's own (`--redis`, default number
 15: the test suite takes 1 to 4 of the shared server, one per xdist worker, and 0 is left to
@@ -896,7 +902,7 @@ class Figures:
 class LedgerChoice:
     """One (b) of a section: where its ledger is."""
 
-    name: str  # "postgresql" or "sqlite"
+    name: str  # "postgresql", "sqlite", or "postgresql+rgw" (the CAS on the bench's Ceph RGW)
     shown: str  # how the output names it
 
 
@@ -910,6 +916,7 @@ class Context:
     figures: Figures
     sqlite: bool  # the PostgreSQL section's (s)
     profiling: Profiling | None
+    rgw_env: dict[str, str] | None = None  # --object-store: the private RGW's AWS_* settings
 
 
 SECTION_LEDGERS = {
@@ -994,12 +1001,21 @@ def seer_environment(
     and the servers it uses."""
     env: dict[str, str] = {}
     pg: str | None = None
-    if ledger.name == "postgresql":
+    if ledger.name.startswith("postgresql"):
         assert ctx.dbs
+        objects = ledger.name == "postgresql+rgw"
         env["SEER_DATABASE_URL"] = ctx.dbs.create(
-            f"seer_bench_{os.getpid()}_{section[:2]}r{number}c{count}"
+            f"seer_bench_{os.getpid()}_{section[:2]}{'o' if objects else ''}r{number}c{count}"
         )
         pg = ctx.dbs.server
+        if objects:
+            assert ctx.rgw_env
+            # Every blob an object (the 1 KB attachment and the manifest alike): with the
+            # default threshold they would be rows of the ledger, and RGW would see none.
+            env |= ctx.rgw_env | {
+                "ORCHESTRATION_CAS_URL": f"s3://seer-bench-{os.getpid()}-r{number}c{count}/cas",
+                "ORCHESTRATION_CAS_SMALL_BLOB_SIZE": "0",
+            }
     else:
         env["SEER_SQLITE_SYNCHRONOUS"] = "full"
     if section == "postgresql":
@@ -1058,7 +1074,9 @@ def summary(figures: Figures, sections: list[str], runs: int) -> None:
             ratios = {
                 c: [b / a for a, b in zip(huey[c], rates[c], strict=True)] for c in CONSUMER_COUNTS
             }
-            if section == "postgresql":
+            if ledger.name == "postgresql+rgw":
+                goal = "no goal (issue 16 records it): every blob an object on RGW"
+            elif section == "postgresql":
                 met = all(med(ratios[c]) >= 1.0 for c in CONSUMER_COUNTS)
                 goal = f"goal >= 1.0 for both (issue 12): {'met' if met else 'NOT met'}"
             elif ledger.name == "postgresql":
@@ -1159,6 +1177,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-sqlite", action="store_true", help="leave out bench/parcels.py's SQLite figures"
     )
     parser.add_argument(
+        "--object-store",
+        action="store_true",
+        help="add to the PostgreSQL section a (b) with the CAS on a private Ceph RGW "
+        "(tests/rgw_server.py), every blob an object (issue 16)",
+    )
+    parser.add_argument(
         "--code",
         default="HEAD",
         help="commit of worker/ and seer_console/ to measure (default HEAD), or 'worktree'",
@@ -1197,6 +1221,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"code: {snapshot_code(top / 'code', args.code)}")
     dbs = Databases(args.server)
     figures = Figures()
+    rgw = None
+    if args.object_store:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.rgw_server import PrivateRgw
+
+        rgw = PrivateRgw(top / "rgw").start()
+        print(f"object store: private Ceph RGW at {rgw.endpoint} (one mon, one BlueStore OSD)")
+        SECTION_LEDGERS["postgresql"] += (LedgerChoice("postgresql+rgw", "postmaster pg+rgw"),)
     try:
         if bench_redis:
             bench_redis.flush()
@@ -1208,6 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
             a_url=dbs.create(f"seer_bench_{os.getpid()}") if "postgresql" in sections else None,
             figures=figures,
             sqlite=not args.no_sqlite,
+            rgw_env=rgw.env() if rgw else None,
             profiling=(
                 Profiling.make(top, args.profile.resolve(), args.profile_clock)
                 if args.profile
@@ -1224,6 +1257,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         sys.stdout.flush()
     finally:
+        if rgw is not None:
+            rgw.stop()
         dbs.drop_all()
         if bench_redis:
             bench_redis.flush()

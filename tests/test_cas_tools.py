@@ -433,7 +433,8 @@ def test_cli_stats(runtime, seer, blob_kind):
     if blob_kind == "ledger":
         assert "in the ledger: 1.1 KiB in 6 blobs (those up to 100.0 KiB" in result.out
     else:
-        assert "every blob in files under orchestration/cas" in result.out
+        place = "objects of s3://" if blob_kind == "objects" else "files under orchestration/cas"
+        assert f"every blob in {place}" in result.out
 
 
 def test_cli_verify_exit_codes_and_json(runtime, seer):

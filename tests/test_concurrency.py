@@ -541,17 +541,17 @@ def test_a_commit_after_gc_removed_the_file_stores_it_again(
     digest = unreferenced_old_blob(runtime, data)
     writer_began = started(ledgers[1], monkeypatch)
     collected = threading.Event()
-    original = cas_tools._collect_blob
+    original = cas_tools._collect_blobs
     writer: list[BaseException | None] = []
 
-    def collect_then_wait(ledger, store, found, cutoff):
-        size = original(ledger, store, found, cutoff)
-        if found == digest:
+    def collect_then_wait(ledger, store, batch, cutoff):
+        found = original(ledger, store, batch, cutoff)
+        if digest in batch:
             collected.set()
             wait_for(lambda: writer or waiting(observer, writer_began), TIMEOUT, "the commit")
-        return size
+        return found
 
-    monkeypatch.setattr(cas_tools, "_collect_blob", collect_then_wait)
+    monkeypatch.setattr(cas_tools, "_collect_blobs", collect_then_wait)
 
     def write() -> None:
         try:

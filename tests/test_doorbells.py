@@ -338,7 +338,8 @@ def test_a_doorbell_lost_with_a_consumer_killed_after_its_brpop_is_rung_again(
     # parcel taken back from a dead consumer has a crash counted and is isolated).
     row = runtime.ledger.row("SELECT attempts, crashes, isolate FROM parcels WHERE id = ?", (only,))
     assert (row["attempts"], row["crashes"], row["isolate"]) == (1, 0, 0)
-    assert "delivered parcel " + only in other.output()
+    # Logged after the commit the ledger showed: waited for, not read at once.
+    wait_for(lambda: "delivered parcel " + only in other.output(), SETUP, "the delivery's log line")
     assert running(other) and running(scheduler)
 
 

@@ -17,6 +17,7 @@ from seer_console.cli.common import (
     Parser,
     confirm,
     duration_arg,
+    large_blobs_place,
     open_runtime,
     plural,
     warn,
@@ -97,11 +98,14 @@ def cmd_cas_stats(args: argparse.Namespace) -> int:
             else "stored before ORCHESTRATION_CAS_SMALL_BLOB_SIZE was 0"
         )
         print(
-            f"  in the ledger: {_stats_text(rows)} ({which}); the rest in files under "
-            "orchestration/cas"
+            f"  in the ledger: {_stats_text(rows)} ({which}); the rest in "
+            f"{large_blobs_place(runtime.settings)}"
         )
     else:
-        print("  every blob in files under orchestration/cas (ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0)")
+        print(
+            f"  every blob in {large_blobs_place(runtime.settings)} "
+            "(ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0)"
+        )
     return ExitCode.OK
 
 
@@ -117,7 +121,7 @@ def cmd_cas_unpack(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json({"bytes": moved.bytes, "blobs": moved.blobs})
         return ExitCode.OK
-    print(f"moved {_stats_text(moved)} from the ledger into files")
+    print(f"moved {_stats_text(moved)} from the ledger into {large_blobs_place(runtime.settings)}")
     if runtime.settings.cas_small_blob_size:
         warn(
             "new small blobs are rows again: set ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0 to keep "

@@ -14,7 +14,7 @@ from worker.ledger import Ledger
 from worker.ledger.errors import LedgerError
 from worker.queue.errors import QueueError
 from worker.runtime import Runtime
-from worker.settings import parse_duration
+from worker.settings import Settings, parse_duration
 
 # The ledger, the queue and backup's copy turn their drivers' errors into these: the CLI
 # never sees sqlite3's (or, later, a PostgreSQL or Redis driver's).
@@ -134,3 +134,10 @@ def error(text: object) -> None:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def large_blobs_place(settings: Settings) -> str:
+    """Where the blobs above the ledger's threshold are, as the CAS commands say it."""
+    if settings.cas_url:
+        return f"objects of {settings.cas_url}"
+    return "files under orchestration/cas"

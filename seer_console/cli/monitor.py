@@ -13,6 +13,7 @@ from seer_console.cli.common import (
     Failure,
     Parser,
     UserError,
+    large_blobs_place,
     open_runtime,
     positive_int,
     warn,
@@ -30,12 +31,12 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
         result: dict[str, Any] = {"report": report.as_dict()}
     else:
         growth = output.rate(report.growth_per_day)
-        print(f"storage    {runtime.layout.cas}")
+        print(f"storage    {runtime.store.location()}")
         print(f"size       {output.size(report.cas_bytes)} in {report.cas_blobs:,} blobs")
         print(
             f"where      {output.size(report.ledger_bytes)} in {report.ledger_blobs:,} blobs "
             f"in the ledger (up to {output.size(runtime.settings.cas_small_blob_size)} each), "
-            "the rest in files"
+            f"the rest in {large_blobs_place(runtime.settings)}"
         )
         print(
             f"quota      {output.size(report.quota)}: {report.percent:.1f}% used "

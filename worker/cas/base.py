@@ -143,6 +143,17 @@ class BlobStore(ABC):
     def stat(self, digest: str) -> BlobStat | None:
         """Size and last write of the blob, or None if none is stored under `digest`."""
 
+    def stats(self, digests: Iterable[str]) -> dict[str, BlobStat]:
+        """digest -> BlobStat of those of `digests` stored here: `stat` for many, which a
+        backend answers in fewer round trips (or at once) where it can. gc asks for a batch
+        while it holds the ledger's lock."""
+        found = {}
+        for digest in digests:
+            st = self.stat(digest)
+            if st is not None:
+                found[digest] = st
+        return found
+
     def read(self, digest: str) -> bytes:
         """The blob's bytes, verified: raises BlobNotFound, or CorruptBlob if they no longer
         hash to `digest`."""

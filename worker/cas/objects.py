@@ -396,6 +396,11 @@ class ObjectStore(BlobStore):
         found = self._map(self._head, wanted)
         return {d for d, head in zip(wanted, found, strict=True) if head is not None}
 
+    def stats(self, digests: Iterable[str]) -> dict[str, BlobStat]:
+        wanted = sorted(set(digests))
+        found = self._map(self.stat, wanted)
+        return {d: st for d, st in zip(wanted, found, strict=True) if st is not None}
+
     def stat(self, digest: str) -> BlobStat | None:
         head = self._head(digest)
         if head is None:
@@ -428,13 +433,41 @@ class ObjectStore(BlobStore):
             raise self._failed(exc, f"listing {listing}") from None
         return found  # S3 lists keys in order: digest order within a fan-out
 
+    def _list_all_at_once(self) -> list[ListedBlob] | None:
+        """Every blob from one LIST of the whole prefix, if a page holds them all (a store
+        of up to 1,000 blobs: one request, not 256); None for a larger one."""
+        listing = f"{self.url.prefix}/" if self.url.prefix else ""
+        try:
+            page = self.client.list_objects_v2(Bucket=self.url.bucket, Prefix=listing, MaxKeys=1000)
+        except Exception as exc:
+            raise self._failed(exc, f"listing {listing or '/'}") from None
+        if page.get("IsTruncated"):
+            return None
+        found = []
+        for entry in page.get("Contents", ()):
+            match = _KEY_TAIL_RE.fullmatch(entry["Key"][len(listing) :])
+            if match and match[2].startswith(match[1]):
+                found.append(ListedBlob(match[2], int(entry["Size"])))
+        return found  # in key order: digest order
+
     def iter_blobs(self, prefix: str | None = None) -> Iterator[ListedBlob]:
+        if prefix is None:
+            small = self._list_all_at_once()
+            if small is not None:
+                yield from small
+                return
         for fanout in PREFIXES if prefix is None else (prefix,):
             yield from self._list(fanout)
 
     def sizes(self, prefixes: Iterable[str] = PREFIXES) -> dict[str, int]:
+        prefixes = list(prefixes)
+        if len(prefixes) > 1:
+            small = self._list_all_at_once()
+            if small is not None:
+                wanted = set(prefixes)
+                return {d: size for d, size in small if d[:2] in wanted}
         found: dict[str, int] = {}
-        for listed in self._map(self._list, list(prefixes)):
+        for listed in self._map(self._list, prefixes):
             found.update(listed)
         return found
 

@@ -99,6 +99,12 @@ class TieredStore(BlobStore):
     def stat(self, digest: str) -> BlobStat | None:
         return self.small.stat(digest) or self.files.stat(digest)
 
+    def stats(self, digests: Iterable[str]) -> dict[str, BlobStat]:
+        digests = set(digests)
+        found = self.small.stats(digests)
+        found.update(self.files.stats(digests - found.keys()))
+        return found
+
     # -- listing -----------------------------------------------------------------------------
 
     def iter_blobs(self, prefix: str | None = None) -> Iterator[ListedBlob]:

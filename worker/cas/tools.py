@@ -624,39 +624,46 @@ def _unreferenced(ledger: Ledger, cutoff: float) -> Iterator[list[tuple[str, int
         after = batch[-1][0]
 
 
-def _collect_blob(ledger: Ledger, store: BlobStore, digest: str, cutoff: float) -> int | None:
-    """Deletes one blob (row and file) if it is still collectable; its size, or None if kept.
+def _collect_blobs(
+    ledger: Ledger, store: BlobStore, batch: list[str], cutoff: float
+) -> tuple[list[BlobInfo], int]:
+    """Deletes those of `batch` (rows and stored bytes) still collectable; what it removed,
+    and how many it kept.
 
     Called holding `LOCK` exclusively, so a writer's commit cannot slip in between the check
-    and the delete; the file goes before the commit, so a writer that commits after us sees
-    it gone and stores it again.
+    and the delete; the bytes go before the commit, so a writer that commits after us sees
+    them gone and stores them again. The store is asked for the batch at once (an object store
+    answers it with concurrent requests, not one round trip a blob while the lock is held).
     """
-    st = _stat(store, digest)
-    if st is not None and st.modified >= cutoff:
-        return None
-    found = ledger.execute(
-        "DELETE FROM blobs WHERE hash = ? AND created_at < ? "
-        "AND NOT EXISTS (SELECT 1 FROM artifacts WHERE hash = ?) RETURNING size",
-        (digest, cutoff, digest),
-    ).fetchone()
-    if found is None:
-        return None
-    if st is not None:
-        store.remove(digest)
-    return found[0]
+    found = store.stats(d for d in batch if _valid(d))
+    old = [d for d in batch if d not in found or found[d].modified < cutoff]
+    removed: list[BlobInfo] = []
+    for chunk in _chunks(old):
+        marks = ",".join("?" * len(chunk))
+        removed += [
+            BlobInfo(h, size)
+            for h, size in ledger.execute(
+                f"DELETE FROM blobs WHERE hash IN ({marks}) AND created_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.hash = blobs.hash) "
+                "RETURNING hash, size",
+                [*chunk, cutoff],
+            ).fetchall()
+        ]
+    removed.sort(key=lambda b: b.hash)
+    store.remove_many([b.hash for b in removed if b.hash in found])
+    return removed, len(batch) - len(removed)
 
 
-def _collect_orphan(ledger: Ledger, store: BlobStore, digest: str, cutoff: float) -> int | None:
-    st = _stat(store, digest)
-    if st is None or st.modified >= cutoff:
-        return None
+def _collect_orphans(
+    ledger: Ledger, store: BlobStore, batch: list[str], cutoff: float
+) -> tuple[list[BlobInfo], int]:
+    found = store.stats(batch)
+    old = {d: st for d, st in found.items() if st.modified < cutoff}
     # A row means a writer committed it meanwhile: it is a blob now, not an orphan.
-    if ledger.scalar("SELECT 1 FROM blobs WHERE hash = ?", (digest,)):
-        return None
-    if ledger.scalar("SELECT 1 FROM artifacts WHERE hash = ? LIMIT 1", (digest,)):
-        return None
-    store.remove(digest)
-    return st.size
+    kept = _existing_rows(ledger, old).keys() | _referencing(ledger, old).keys()
+    gone = sorted(d for d in old if d not in kept)
+    store.remove_many(gone)
+    return [BlobInfo(d, old[d].size) for d in gone], len(batch) - len(gone)
 
 
 def gc(
@@ -679,9 +686,9 @@ def gc(
 
     for batch in _unreferenced(ledger, cutoff):
         if dry_run:
+            found = store.stats(d for d, _ in batch if _valid(d))
             for digest, size in batch:
-                st = _stat(store, digest)
-                if st is not None and st.modified >= cutoff:
+                if digest in found and found[digest].modified >= cutoff:
                     skipped += 1
                 else:
                     removed.append(BlobInfo(digest, size))
@@ -690,34 +697,26 @@ def gc(
             # On PostgreSQL without it, a commit that found the file before we removed it
             # would record the blob after our delete: an artifact with no bytes.
             ledger.lock(LOCK)
-            for digest, _ in batch:
-                collected = _collect_blob(ledger, store, digest, cutoff)
-                if collected is None:
-                    skipped += 1
-                else:
-                    removed.append(BlobInfo(digest, collected))
+            taken, kept = _collect_blobs(ledger, store, [d for d, _ in batch], cutoff)
+            removed += taken
+            skipped += kept
 
     # Orphaned files: on disk without a row. Old ones are leftovers of writes that never
     # committed; young ones may be a write in flight and are left alone.
     recorded = {h for (h,) in ledger.execute("SELECT hash FROM blobs").fetchall()}
     disk = _scan(store)
-    old_orphans = []
-    for digest in sorted(disk.keys() - recorded):
-        st = _stat(store, digest) if _valid(digest) else None
-        if st is not None and st.modified < cutoff:
-            old_orphans.append(digest)
+    unrecorded = sorted(d for d in disk.keys() - recorded if _valid(d))
+    written = store.stats(unrecorded)
+    old_orphans = [d for d in unrecorded if d in written and written[d].modified < cutoff]
     for orphan_batch in _chunks(old_orphans):
         if dry_run:
             orphans += [BlobInfo(h, disk[h]) for h in orphan_batch]
             continue
         with ledger.write():
             ledger.lock(LOCK)  # as for the blobs: a commit may be adopting this file now
-            for digest in orphan_batch:
-                collected = _collect_orphan(ledger, store, digest, cutoff)
-                if collected is None:
-                    skipped += 1
-                else:
-                    orphans.append(BlobInfo(digest, collected))
+            taken, kept = _collect_orphans(ledger, store, orphan_batch, cutoff)
+            orphans += taken
+            skipped += kept
 
     return GcReport(
         dry_run=dry_run,

@@ -141,9 +141,13 @@ def _copy(
 ) -> dict[str, Any]:
     copied = copied_bytes = already = total_blobs = total_bytes = 0
     mismatches: list[str] = []
+    # What the target holds, listed once (concurrently, or in one request when it is small).
+    held: dict[str, dict[str, int]] = {}
+    for digest, size in target.sizes().items():
+        held.setdefault(digest[:2], {})[digest] = size
     for fanout in PREFIXES:
         have = {d: s for d, s in source.iter_blobs(fanout) if is_valid_digest(d)}
-        there = dict(target.iter_blobs(fanout))
+        there = held.get(fanout, {})
         total_blobs += len(have)
         total_bytes += sum(have.values())
         missing = sorted(d for d in have if d not in there)
@@ -156,8 +160,8 @@ def _copy(
         if progress is not None:
             progress(fanout, len(missing), copied)
     # Verified by listing both sides again: every file is an object of the same size.
+    there = target.sizes()
     for fanout in PREFIXES:
-        there = dict(target.iter_blobs(fanout))
         for digest, size in source.iter_blobs(fanout):
             if not is_valid_digest(digest):
                 continue
