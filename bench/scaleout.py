@@ -1227,6 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
         from tests.rgw_server import PrivateRgw
 
         rgw = PrivateRgw(top / "rgw").start()
+        # The bench's own checks open the consumers' CAS too.
+        os.environ.update(rgw.env())
         print(f"object store: private Ceph RGW at {rgw.endpoint} (one mon, one BlueStore OSD)")
         SECTION_LEDGERS["postgresql"] += (LedgerChoice("postgresql+rgw", "postmaster pg+rgw"),)
     try:

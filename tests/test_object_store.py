@@ -395,3 +395,23 @@ def test_migrate_cas_refuses_a_root_already_on_an_object_store(on_objects, cli):
     assert cli("init").code == 0
     refused = cli("migrate-cas", "--to", "s3://elsewhere/cas")
     assert refused.code == 1 and "already on an object store" in refused.err
+
+
+def test_the_object_store_settings_may_be_in_the_settings_file(
+    rgw, env, cli, monkeypatch, tmp_path
+):
+    # The endpoint and the keys only in the .env file, as every other setting may be.
+    bucket = f"seer-{time.time_ns():x}"
+    lines = [f"{name}={value}" for name, value in rgw.env().items()]
+    lines += [f"ORCHESTRATION_CAS_URL=s3://{bucket}/cas", "ORCHESTRATION_CAS_SMALL_BLOB_SIZE=0"]
+    settings_file = tmp_path / "seer.env"
+    settings_file.write_text("\n".join(lines) + "\n")
+    for name in rgw.env():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SEER_ENV_FILE", str(settings_file))
+    made = cli("init")
+    assert made.code == 0, made.err
+    assert "(bucket created)" in made.out
+    shown = cli("config", "show")
+    assert rgw.secret_key not in shown.out + shown.err
+    assert bucket in [b["Name"] for b in rgw.client().list_buckets()["Buckets"]]

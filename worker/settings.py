@@ -728,6 +728,31 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+# What boto3 reads for the object store (ORCHESTRATION_CAS_URL): taken from the environment,
+# or else from the settings file, so that a .env holding them works as it does for ours.
+OBJECT_STORE_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def object_store_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The AWS_* variables of OBJECT_STORE_VARIABLES that are set, the environment over the
+    settings file; the others are left to boto3's own chain (~/.aws, an instance role)."""
+    environ = os.environ if environ is None else environ
+    path = env_file_path(environ)
+    from_file = parse_env_file(path) if path else {}
+    found = {}
+    for name in OBJECT_STORE_VARIABLES:
+        value = environ.get(name, from_file.get(name, "")).strip()
+        if value:
+            found[name] = value
+    return found
+
+
 def env_file_path(environ: Mapping[str, str]) -> Path | None:
     explicit = environ.get("SEER_ENV_FILE")
     if explicit:

@@ -26,11 +26,13 @@ def open_large_store(layout: Layout, ledger: Ledger, settings: Settings) -> Blob
     ORCHESTRATION_CAS_URL, or files under `orchestration/cas`."""
     if settings.cas_url:
         from worker.cas.objects import ObjectStore
+        from worker.settings import object_store_environment
 
         return ObjectStore(
             settings.cas_url,
             concurrency=settings.cas_concurrency,
             clock=ledger.now,
+            environ=object_store_environment(),
             file_mode=layout.file_mode,
             dir_mode=layout.dir_mode,
         )

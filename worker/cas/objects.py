@@ -29,7 +29,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -78,13 +78,19 @@ class CorruptUpload(CasError):
 
 
 def make_client(
-    *, concurrency: int = 8, connect_timeout: float = 3, read_timeout: float = 30, attempts: int = 4
+    *,
+    environ: Mapping[str, str] | None = None,
+    concurrency: int = 8,
+    connect_timeout: float = 3,
+    read_timeout: float = 30,
+    attempts: int = 4,
 ) -> S3Client:
     """An S3 client from boto3's standard configuration (the AWS_* variables, ~/.aws), set for
     what this store relies on: payloads signed, checksums only where the API requires one
     (boto3 1.36+ adds CRC checksums that RGW 16 ignores), path-style addressing (an endpoint
     on an address or a private name has no bucket subdomains), bounded timeouts and boto3's
-    standard retries with exponential backoff and jitter."""
+    standard retries with exponential backoff and jitter. `environ`: AWS_* values that win
+    over boto3's own lookup (settings.object_store_environment: a .env file's too)."""
     import boto3
     from botocore.config import Config
 
@@ -98,7 +104,14 @@ def make_client(
         max_pool_connections=concurrency + 2,
         tcp_keepalive=True,
     )
-    client = boto3.session.Session().client("s3", config=config)
+    given = {} if environ is None else environ
+    session = boto3.session.Session(
+        aws_access_key_id=given.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=given.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=given.get("AWS_SESSION_TOKEN"),
+        region_name=given.get("AWS_DEFAULT_REGION"),
+    )
+    client = session.client("s3", config=config, endpoint_url=given.get("AWS_ENDPOINT_URL"))
     _sign_with_the_address(client)
     return client
 
@@ -192,6 +205,7 @@ class ObjectStore(BlobStore):
         client: S3Client | None = None,
         concurrency: int = 8,
         clock: Callable[[], float] | None = None,
+        environ: Mapping[str, str] | None = None,
         file_mode: int = 0o660,
         dir_mode: int = 0o770,
     ) -> None:
@@ -200,6 +214,7 @@ class ObjectStore(BlobStore):
         self.url = url if isinstance(url, ObjectUrl) else ObjectUrl.parse(url)
         self.concurrency = max(1, concurrency)
         self._client = client
+        self._environ = dict(environ or {})
         self.clock = clock or time.time
         self.file_mode = file_mode
         self.dir_mode = dir_mode
@@ -213,7 +228,7 @@ class ObjectStore(BlobStore):
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = make_client(concurrency=self.concurrency)
+                    self._client = make_client(environ=self._environ, concurrency=self.concurrency)
         return self._client
 
     @property

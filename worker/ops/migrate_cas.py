@@ -28,7 +28,7 @@ from worker.layout import Layout
 from worker.ledger import open_ledger
 from worker.object_urls import ObjectUrl
 from worker.ops.operations import running_consumers
-from worker.settings import Settings
+from worker.settings import Settings, object_store_environment
 
 # Blobs sent in one concurrent batch, and at most this many bytes held in memory for it.
 BATCH = 256
@@ -116,7 +116,12 @@ def migrate_cas(
                 "blobs they wrote meanwhile would not be copied"
             )
         source = ContentStore(layout.cas, base=layout.root)
-        store = target or ObjectStore(url, concurrency=settings.cas_concurrency, clock=ledger.now)
+        store = target or ObjectStore(
+            url,
+            concurrency=settings.cas_concurrency,
+            clock=ledger.now,
+            environ=object_store_environment(),
+        )
         try:
             created = store.ensure_bucket()
             report = _copy(source, store, progress)
