@@ -15,6 +15,7 @@ from seer_console.cli.common import (
     ExitCode,
     Failure,
     Parser,
+    UserError,
     confirm,
     duration_arg,
     large_blobs_place,
@@ -253,6 +254,12 @@ def _print_gc(report: cas_tools.GcReport, grace_text: str, as_json: bool) -> Non
 
 def cmd_cas_gc(args: argparse.Namespace) -> int:
     grace = duration_arg(args.grace, "--grace")
+    if grace < cas_tools.MIN_GRACE:
+        raise UserError(
+            f"--grace {args.grace!r} is not allowed: expected at least "
+            f"{cas_tools.MIN_GRACE / 60:.0f}m (a delivery in progress trusts the blobs it "
+            "wrote that recently)"
+        )
     runtime = open_runtime()
     ledger, store = runtime.ledger, runtime.store
     # One clock for the plan and the run: what was counted is what was agreed to.

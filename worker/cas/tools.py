@@ -29,6 +29,10 @@ BATCH_SIZE = 500
 # commit (shared), which checks that its blobs are stored and then records them: on SQLite
 # the write lock does that already; on PostgreSQL writers run side by side.
 LOCK = "cas"
+# The least grace `seer cas gc` takes: a delivery trusts that the blobs its own put created
+# are still there when it commits, if that is sooner than this after the put (gc removes only
+# blobs written longer ago than its grace), and asks the store only about the others.
+MIN_GRACE = 600.0
 
 _Part = TypeVar("_Part")
 

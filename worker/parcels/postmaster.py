@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, cast
 from worker.cas.artifacts import artifact_uri
 from worker.cas.base import BlobStore
 from worker.cas.errors import DiskFull, StoreUnavailable
+from worker.cas.tools import MIN_GRACE
 from worker.fleet import consumers, control
 from worker.identity import Owner, current_owner, is_alive
 from worker.ledger import (
@@ -110,6 +111,9 @@ class Failure(NamedTuple):
 class _Outcome:
     deliveries: list[Delivery] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    # What the batch's put created, and when (monotonic): see _commit.
+    created: set[str] = field(default_factory=set)
+    created_at: float = 0.0
 
 
 def _error_text(exc: BaseException) -> str:
@@ -237,7 +241,10 @@ class Postmaster:
             known.update(new)
             outcome.deliveries.append(delivery)
         try:
-            self.store.put_many([b for d in outcome.deliveries for b in d.blobs])
+            put_at = time.monotonic()
+            stored = self.store.put_many([b for d in outcome.deliveries for b in d.blobs])
+            outcome.created = {r.digest for r in stored if r.created}
+            outcome.created_at = put_at
         except (DiskFull, StoreUnavailable) as exc:
             return self._back_off(rows, exc, now)
         except LedgerError:
@@ -455,11 +462,16 @@ class Postmaster:
             # "cas" lock, its row in the same transaction: with the lock held shared, a blob
             # the ledger records is there, and only the others need asking for (on an
             # object store, each is a request).
+            # Of those, the ones our own put created just now are there too (gc removes only
+            # blobs older than its grace, at least MIN_GRACE).
+            fresh = (
+                outcome.created if time.monotonic() - outcome.created_at < MIN_GRACE / 2 else set()
+            )
             wanted = {
                 h: b
                 for d in done
                 for h, b in zip(d.digests, d.blobs, strict=True)
-                if h not in recorded
+                if h not in recorded and h not in fresh
             }
             there = self.store.present(wanted)
             gone = [data for digest, data in wanted.items() if digest not in there]
