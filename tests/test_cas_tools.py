@@ -511,6 +511,10 @@ def test_cli_gc_asks_first_and_refuses_without_a_terminal(runtime, seer):
 
     line = one_line(seer("cas", "gc", "--grace", "soon", "--yes"), 2)
     assert "--grace" in line
+    # Under the floor: a delivery in progress trusts the blobs it wrote that recently.
+    line = one_line(seer("cas", "gc", "--grace", "5m", "--yes"), 2)
+    assert "--grace '5m' is not allowed: expected at least 10m" in line
+    assert table(runtime) == rows
 
     result = seer("cas", "gc", "--dry-run", "--json")
     assert result.code == 0, result
