@@ -32,8 +32,9 @@ stop: install
 status: install
 	@$(BIN)/seer status
 
-## test: lint, format check, type check and the whole suite
+## test: the Debian packages the suite needs (.ci/packages), lint, format check, type check and the whole suite
 test: install
+	bash .ci/packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
