@@ -77,6 +77,23 @@ class CorruptUpload(CasError):
     Content-MD5 or signed SHA-256: nothing was stored."""
 
 
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _session() -> Any:
+    """One boto3 session a process: a new one parses the S3 service model again (~0.1-0.2 s
+    a client here, paid by every `seer` command and test); what differs between clients (the
+    endpoint, the keys) is passed to each client."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            import boto3
+
+            _SESSION = boto3.session.Session()
+        return _SESSION
+
+
 def make_client(
     *,
     environ: Mapping[str, str] | None = None,
@@ -89,9 +106,9 @@ def make_client(
     what this store relies on: payloads signed, checksums only where the API requires one
     (boto3 1.36+ adds CRC checksums that RGW 16 ignores), path-style addressing (an endpoint
     on an address or a private name has no bucket subdomains), bounded timeouts and boto3's
-    standard retries with exponential backoff and jitter. `environ`: AWS_* values that win
-    over boto3's own lookup (settings.object_store_environment: a .env file's too)."""
-    import boto3
+    standard retries with exponential backoff and jitter. `environ`: the AWS_* values that
+    win over boto3's own lookup, by default settings.object_store_environment() (the
+    environment over the settings file)."""
     from botocore.config import Config
 
     config = Config(
@@ -104,14 +121,19 @@ def make_client(
         max_pool_connections=concurrency + 2,
         tcp_keepalive=True,
     )
-    given = {} if environ is None else environ
-    session = boto3.session.Session(
-        aws_access_key_id=given.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=given.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=given.get("AWS_SESSION_TOKEN"),
-        region_name=given.get("AWS_DEFAULT_REGION"),
+    if environ is None:
+        from worker.settings import object_store_environment
+
+        environ = object_store_environment()
+    client = _session().client(
+        "s3",
+        config=config,
+        endpoint_url=environ.get("AWS_ENDPOINT_URL"),
+        aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=environ.get("AWS_SESSION_TOKEN"),
+        region_name=environ.get("AWS_DEFAULT_REGION"),
     )
-    client = session.client("s3", config=config, endpoint_url=given.get("AWS_ENDPOINT_URL"))
     _sign_with_the_address(client)
     return client
 
