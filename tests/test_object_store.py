@@ -297,7 +297,13 @@ def test_a_parcel_is_delivered_with_its_attachment_an_object(on_objects, cli, rg
     finally:
         runtime.close()
     pulled = cli("cas", "stats", "--json")
-    assert pulled.code == 0 and json.loads(pulled.out)["blobs"] >= 1
+    assert pulled.code == 0 and json.loads(pulled.out)["blobs"] == 2
+    # The storage monitor's figures are the ledger's accounting of what the bucket holds.
+    report = json.loads(cli("monitor-storage", "--json").out)["report"]
+    assert report["cas_blobs"] == 2 and report["cas_bytes"] > 0
+    shown = cli("monitor-storage")
+    assert f"storage    s3://{on_objects}/cas at {rgw.endpoint}" in shown.out
+    assert f"the rest in objects of s3://{on_objects}/cas" in shown.out
 
 
 def test_the_worker_backs_off_while_the_store_is_down_and_no_try_is_used(
