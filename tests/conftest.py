@@ -61,6 +61,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "blob_kinds(*kinds): the kinds of blob (tests/blobs.py KINDS) a blob_kind test runs on",
+    )
+    config.addinivalue_line(
+        "markers",
         "queue_facing: the test is about the queue (doorbells, consumers, pause): it runs on "
         "the redis backend too",
     )
@@ -84,8 +88,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # ledger's (rows of small_blobs): the files' code does not depend on the ledger.
         # Objects (the files' place taken by an S3 bucket on the session's Ceph RGW) on SQLite
         # too: the object store's code does not depend on the ledger either.
-        pairs = [(b, "ledger") for b in chosen] + [
-            (b, kind) for b in chosen if b == "sqlite" for kind in ("files", "objects")
+        # `@pytest.mark.blob_kinds(...)` narrows the kinds (the objects take seconds a test).
+        limit = metafunc.definition.get_closest_marker("blob_kinds")
+        kinds = limit.args if limit is not None else ("ledger", "files", "objects")
+        pairs = [(b, "ledger") for b in chosen if "ledger" in kinds] + [
+            (b, kind) for b in chosen if b == "sqlite" for kind in kinds if kind != "ledger"
         ]
         metafunc.parametrize(("ledger_backend", "blob_kind"), pairs, indirect=True)
         return

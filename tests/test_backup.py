@@ -33,7 +33,10 @@ DAY = 86400.0
 
 # A backup's CAS is files whatever the live store keeps in the ledger: every test runs on both
 # kinds of blob.
-pytestmark = pytest.mark.usefixtures("blob_kind")
+# Backup and restore reach the blobs through the store interface alone: every test on the
+# ledger's rows and on files, the ones about what a copy of the blobs does on objects too.
+pytestmark = [pytest.mark.usefixtures("blob_kind"), pytest.mark.blob_kinds("ledger", "files")]
+ON_OBJECTS_TOO = pytest.mark.blob_kinds("ledger", "files", "objects")
 
 
 def deliver(runtime: Runtime, items: list[dict]) -> list[str]:
@@ -159,6 +162,7 @@ def restored_runtime(monkeypatch, tmp_path: Path, cli, dest: Path, name: str = "
 # -- an idle root -------------------------------------------------------------------------------
 
 
+@ON_OBJECTS_TOO
 def test_backup_of_an_idle_root_then_restore_gives_the_same_ledger_and_blobs(
     runtime, cli, tmp_path, monkeypatch
 ):
@@ -364,6 +368,7 @@ def test_restore_refuses_a_missing_manifest_and_leaves_the_target_alone(
     assert cli("restore", str(tmp_path / "nowhere")).code == 2
 
 
+@ON_OBJECTS_TOO
 def test_restore_refuses_a_damaged_blob_and_removes_what_it_wrote(
     runtime, taken, cli, tmp_path, monkeypatch
 ):
@@ -413,6 +418,7 @@ def between_snapshot_and_cas(monkeypatch, action) -> None:
     monkeypatch.setattr(backup_blobs, "copy_recorded", wrapped)
 
 
+@ON_OBJECTS_TOO
 def test_a_gc_during_the_backup_leaves_out_the_blob_and_its_row(
     runtime, cli, tmp_path, monkeypatch
 ):
@@ -442,6 +448,7 @@ def test_a_gc_during_the_backup_leaves_out_the_blob_and_its_row(
     restored.close()
 
 
+@ON_OBJECTS_TOO
 def test_a_referenced_blob_missing_from_the_live_store_fails_the_backup(
     runtime, cli, tmp_path, monkeypatch
 ):
@@ -627,6 +634,7 @@ BATCHES = 10
 PER_BATCH = 30
 
 
+@ON_OBJECTS_TOO
 @pytest.mark.queue_facing
 def test_a_backup_taken_under_load_restores_a_consistent_point_in_time(
     runtime, cli, consumers, tmp_path, monkeypatch
@@ -733,6 +741,7 @@ def test_a_backup_taken_under_load_restores_a_consistent_point_in_time(
     restored.close()
 
 
+@ON_OBJECTS_TOO
 def test_a_byte_flipped_in_the_live_store_after_a_backup_is_not_in_the_backup(
     runtime, taken, cli, tmp_path, monkeypatch
 ):

@@ -73,7 +73,9 @@ def assert_exactly_once_and_whole(runtime: Runtime, ids: list[str]) -> None:
         runtime.store.read(digest)  # verifies the hash
 
 
-@pytest.mark.backends("sqlite", "postgresql")
+# PostgreSQL: the deployment that has no shared disk (the ledger's part of exactly once is the
+# SQLite SIGKILL test's, tests/test_consumer.py).
+@pytest.mark.backends("postgresql")
 def test_sigkill_while_writing_to_rgw_loses_nothing_and_delivers_once(
     on_rgw, runtime, consumers, monkeypatch
 ):

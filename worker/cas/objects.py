@@ -381,16 +381,19 @@ class ObjectStore(BlobStore):
         raise AssertionError("unreachable")
 
     def put_many(self, items: Sequence[bytes]) -> list[PutResult]:
-        digests = [hashlib.sha256(data).hexdigest() for data in items]
-        first: dict[str, bytes] = {}
-        for digest, data in zip(digests, items, strict=True):
-            first.setdefault(digest, data)
-        stored = self._map(lambda kv: self._put_one(kv[1], kv[0]), list(first.items()))
-        done = dict(zip(first, stored, strict=True))
-        results = []
-        for digest, data in zip(digests, items, strict=True):
-            result = done.pop(digest, None)
-            results.append(result or PutResult(digest, len(data), created=False))
+        # Each blob hashed on the thread that sends it (hashlib lets go of the GIL): the
+        # digests of a batch of large blobs are computed side by side, not all before the
+        # first request. Copies within the batch are told apart by their bytes.
+        unique = list(dict.fromkeys(items))
+        done = dict(zip(unique, self._map(self._put_one, unique), strict=True))
+        results: list[PutResult] = []
+        reported: set[bytes] = set()
+        for data in items:
+            result = done[data]
+            if data in reported:  # a later copy in the batch: only the first created it
+                result = PutResult(result.digest, result.size, created=False)
+            reported.add(data)
+            results.append(result)
         return results
 
     def put(self, data: bytes) -> PutResult:
