@@ -492,3 +492,39 @@ def lock_waiters(ledger: Ledger) -> int | None:
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
     return None
+
+
+def in_flight_in_a_batch(runtime: Runtime) -> int:
+    # Not a parcel claimed alone (after a crash): a death is blamed on such a parcel, and
+    # killing it again and again would fail it on purpose (POSTMASTER_MAX_CRASHES).
+    return runtime.ledger.scalar(
+        "SELECT count(*) FROM parcels WHERE state = 'in_flight' AND claim_size > 1"
+    )
+
+
+def kill_while_holding_batches(
+    runtime: Runtime, start: Callable[[], Any], thresholds: list[int], timeout: float
+) -> Any:
+    """Starts a consumer (`start()`, a conftest Consumer), and for each threshold, once that
+    many parcels are delivered, SIGKILLs it while it holds a batch and starts another; returns
+    the last one. The moments come from what the ledger shows, not from the clock: a kill that
+    finds the batch already committed (none in flight once the consumer is dead) does not
+    count, and the next batch in flight is killed instead, so every kill lands on any machine."""
+    missed = 0
+    consumer = start()
+    for threshold in thresholds:
+        wait_for(
+            lambda t=threshold: runtime.ledger.counter("parcels_delivered") >= t,
+            timeout,
+            f"{threshold} deliveries",
+        )
+        while True:
+            wait_for(lambda: in_flight_in_a_batch(runtime), timeout, "a batch in flight", 0.001)
+            consumer.kill()
+            held = in_flight_in_a_batch(runtime)  # the dead consumer's: none other runs
+            consumer = start()
+            if held:
+                break
+            missed += 1
+            assert missed < 50, "the batches commit before a kill lands, 50 times over"
+    return consumer

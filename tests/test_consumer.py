@@ -18,7 +18,7 @@ from huey import MemoryHuey
 
 from tests import blobs
 from tests.conftest import BIN
-from tests.helpers import parcel, wait_for
+from tests.helpers import kill_while_holding_batches, parcel, wait_for
 from worker.fleet import consumers as registry
 from worker.fleet import control
 from worker.monitoring import metrics
@@ -176,14 +176,6 @@ def test_worker_refuses_bad_settings_in_one_line(env, cli):
     assert "POSTMASTER_TRIES='lots'" in result.stderr and "whole number" in result.stderr
 
 
-def in_flight_in_a_batch(runtime: Runtime) -> int:
-    # Not a parcel claimed alone (after a crash): a death is blamed on such a parcel, and
-    # killing it again and again would fail it on purpose (POSTMASTER_MAX_CRASHES).
-    return runtime.ledger.scalar(
-        "SELECT count(*) FROM parcels WHERE state = 'in_flight' AND claim_size > 1"
-    )
-
-
 def test_sigkill_at_random_moments_loses_nothing_and_delivers_once(
     runtime, cli, consumers, monkeypatch
 ):
@@ -210,21 +202,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_delivers_once(
         ],
     )
     thresholds = sorted(rng.sample(range(0, total - 100), 6))
-    landed = missed = 0
-    consumer = consumers("postmaster")
-    for threshold in thresholds:
-        wait_for(lambda t=threshold: delivered(runtime) >= t, 60, f"{threshold} deliveries")
-        while True:
-            wait_for(lambda: in_flight_in_a_batch(runtime), 60, "a batch in flight", step=0.001)
-            consumer.kill()
-            held = in_flight_in_a_batch(runtime)  # the dead consumer's: none other runs
-            consumer = consumers("postmaster")
-            if held:
-                landed += 1
-                break
-            missed += 1
-            assert missed < 50, "the batches commit before a kill lands, 50 times over"
-    assert landed == 6 and delivered(runtime) < total
+    kill_while_holding_batches(runtime, lambda: consumers("postmaster"), thresholds, 60)
+    assert delivered(runtime) < total
 
     wait_for(lambda: delivered(runtime) == total, 60, "all parcels delivered after the restarts")
     ledger = runtime.ledger
