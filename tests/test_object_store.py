@@ -432,3 +432,35 @@ def test_the_object_store_settings_may_be_in_the_settings_file(
     shown = cli("config", "show")
     assert rgw.secret_key not in shown.out + shown.err
     assert bucket in [b["Name"] for b in rgw.client().list_buckets()["Buckets"]]
+
+
+@pytest.mark.parametrize(
+    "code, status, kind",
+    [
+        ("QuotaExceeded", 403, "DiskFull"),
+        ("InsufficientCapacity", 507, "DiskFull"),
+        ("", 507, "DiskFull"),
+        ("NoSuchBucket", 404, "StoreUnavailable"),
+        ("AccessDenied", 403, "StoreUnavailable"),
+        ("SignatureDoesNotMatch", 403, "StoreUnavailable"),
+        ("RequestTimeTooSkewed", 403, "StoreUnavailable"),
+        ("SlowDown", 503, "StoreUnavailable"),
+        ("InternalError", 500, "StoreUnavailable"),
+        ("InvalidArgument", 400, "CasError"),
+    ],
+)
+def test_what_the_server_answers_is_the_error_the_worker_acts_on(code, status, kind):
+    # A full quota backs the worker off as a full disk does; a store that refuses everything
+    # backs it off too; anything else fails the batch's parcels (a try each).
+    from botocore.exceptions import ClientError
+
+    from worker.cas.errors import CasError, DiskFull
+
+    store = ObjectStore("s3://seer-cas/prod", client=object())  # type: ignore[arg-type]
+    answer = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    found = store._failed(ClientError(answer, "PutObject"), "storing blob x")
+    assert type(found).__name__ == kind
+    assert isinstance(found, CasError) and not isinstance(found, CorruptUpload)
+    if kind == "DiskFull":
+        assert isinstance(found, DiskFull) and "out of space" in str(found)
+    assert "s3://seer-cas/prod" in str(found) and "\n" not in str(found)
