@@ -471,3 +471,35 @@ def test_a_consumer_stopped_gracefully_leaves_no_entry_one_killed_leaves_its_sil
     wait_for(lambda: entry(runtime, queue), 30, "the second consumer to register")
     killed.kill()
     assert entry(runtime, queue) is not None  # for the reaper to judge by its heartbeat
+
+
+def test_a_cas_check_that_hangs_does_not_hold_up_the_heartbeat(runtime):
+    # On an object store that is down, the look for the newest blob waits as long as the
+    # client's retries and timeouts: the beats go on meanwhile, and its answer comes later.
+    release = threading.Event()
+    looks: list[int] = []
+
+    def slow_check() -> str | None:
+        looks.append(1)
+        assert release.wait(60)
+        return "f" * 64
+
+    registration = fleet.register(runtime.ledger, "postmaster", host_id="host-slow")
+    assert registration is not None
+    heartbeat = fleet.Heartbeat(other_ledger(runtime), registration, 0.05, slow_check).start()
+    try:
+        wait_for(lambda: looks, 30, "the CAS check to start")
+        token = current_owner("host-slow").process_token
+        first = fleet.last_heartbeats(runtime.ledger)[token]
+        wait_for(
+            lambda: fleet.last_heartbeats(runtime.ledger)[token] > first + 0.2,
+            30,
+            "beats while the check hangs",
+        )
+        assert len(looks) == 1  # one look at a time
+        assert registration.value.get("cas_missing") is None
+        release.set()
+        wait_for(lambda: registration.value.get("cas_missing") == "f" * 64, 30, "its answer")
+    finally:
+        release.set()
+        heartbeat.stop()

@@ -258,6 +258,8 @@ class Heartbeat:
         self.interval = interval
         self.cas_check = cas_check
         self._beats = 0
+        self._checking: threading.Thread | None = None
+        self._found: tuple[str | None] | None = None
         self._meter = _Meter()
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -277,16 +279,26 @@ class Heartbeat:
 
     def _check_cas(self) -> bool:
         """Every CAS_CHECK_EVERY beats, looks for the newest recorded blob in this host's CAS;
-        True when what it found differs from what the entry says."""
-        if self.cas_check is None or self._beats % CAS_CHECK_EVERY:
-            self._beats += 1
-            return False
+        True when what it found differs from what the entry says.
+
+        The look runs on a thread of its own and its answer is taken at a later beat: on an
+        object store that is down it can take as long as the client's retries and timeouts,
+        and a heartbeat that waited for it would have this consumer taken for dead."""
         self._beats += 1
-        try:
-            missing = self.cas_check()
-        except Exception as exc:  # an unreadable store is its own report, not a dead heartbeat
-            log.warning("CAS check failed: %s", exc)
+        if self.cas_check is None:
             return False
+        if self._checking is None and (self._beats - 1) % CAS_CHECK_EVERY == 0:
+            self._checking = threading.Thread(
+                target=self._look, name=f"CAS check {self.registration.key}", daemon=True
+            )
+            self._checking.start()
+        if self._checking is None or self._checking.is_alive():
+            return False
+        self._checking = None
+        found, self._found = self._found, None
+        if found is None:
+            return False
+        missing = found[0]
         value = self.registration.value
         if value.get("cas_missing") == missing:
             return False
@@ -294,6 +306,14 @@ class Heartbeat:
             log.warning("the newest recorded blob %s is not in this host's CAS", missing[:12])
         value["cas_missing"] = missing
         return True
+
+    def _look(self) -> None:
+        assert self.cas_check is not None
+        try:
+            self._found = (self.cas_check(),)
+        except Exception as exc:  # an unreadable store is its own report, not a dead heartbeat
+            log.warning("CAS check failed: %s", exc)
+            self._found = None
 
     def _run(self) -> None:
         failing = False
