@@ -258,7 +258,8 @@ class Heartbeat:
         self.interval = interval
         self.cas_check = cas_check
         self._beats = 0
-        self._checking: threading.Thread | None = None
+        self._checker: threading.Thread | None = None
+        self._look_wanted = threading.Event()
         self._found: tuple[str | None] | None = None
         self._meter = _Meter()
         self._stopped = threading.Event()
@@ -272,6 +273,7 @@ class Heartbeat:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopped.set()
+        self._look_wanted.set()  # the checker, if waiting, ends
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if self._thread.is_alive():
@@ -283,18 +285,19 @@ class Heartbeat:
 
         The look runs on a thread of its own and its answer is taken at a later beat: on an
         object store that is down it can take as long as the client's retries and timeouts,
-        and a heartbeat that waited for it would have this consumer taken for dead."""
+        and a heartbeat that waited for it would have this consumer taken for dead. One
+        thread for the heartbeat's life, not one a look: on PostgreSQL each thread that reads
+        the ledger holds a connection of the pool until it ends."""
         self._beats += 1
         if self.cas_check is None:
             return False
-        if self._checking is None and (self._beats - 1) % CAS_CHECK_EVERY == 0:
-            self._checking = threading.Thread(
-                target=self._look, name=f"CAS check {self.registration.key}", daemon=True
-            )
-            self._checking.start()
-        if self._checking is None or self._checking.is_alive():
-            return False
-        self._checking = None
+        if (self._beats - 1) % CAS_CHECK_EVERY == 0 and not self._look_wanted.is_set():
+            if self._checker is None:
+                self._checker = threading.Thread(
+                    target=self._looking, name=f"CAS check {self.registration.key}", daemon=True
+                )
+                self._checker.start()
+            self._look_wanted.set()
         found, self._found = self._found, None
         if found is None:
             return False
@@ -307,13 +310,14 @@ class Heartbeat:
         value["cas_missing"] = missing
         return True
 
-    def _look(self) -> None:
+    def _looking(self) -> None:
         assert self.cas_check is not None
-        try:
-            self._found = (self.cas_check(),)
-        except Exception as exc:  # an unreadable store is its own report, not a dead heartbeat
-            log.warning("CAS check failed: %s", exc)
-            self._found = None
+        while self._look_wanted.wait() and not self._stopped.is_set():
+            try:
+                self._found = (self.cas_check(),)
+            except Exception as exc:  # an unreadable store is its own report, not a death
+                log.warning("CAS check failed: %s", exc)
+            self._look_wanted.clear()
 
     def _run(self) -> None:
         failing = False
