@@ -108,19 +108,21 @@ def test_sigkill_while_writing_to_rgw_loses_nothing_and_delivers_once(
 def test_radosgw_and_the_osd_killed_during_a_drain_lose_nothing(
     env, tmp_path, monkeypatch, cli, consumers
 ):
-    """Two consumers drain 300 parcels; radosgw is SIGKILLed and restarted, then the OSD:
-    the consumers back off while the store is away (no try used up, `seer status` says why)
-    and deliver everything once it is back, with no one restarting them."""
+    """Two consumers drain parcels; radosgw is SIGKILLed and restarted, then the OSD: the
+    consumers back off while the store is away (no try used up, `seer status` says why) and
+    deliver everything once it is back, with no one restarting them. Each outage starts with
+    parcels still waiting or in flight, however fast the drain: the first once some are
+    delivered and more wait, the second with parcels sent and claimed while the OSD is gone."""
     with PrivateRgw(tmp_path) as server:
         bucket = server.make_bucket()
         use_objects(server, bucket, env, monkeypatch)
         assert cli("init").code == 0
         runtime = Runtime.open(load_settings())
         try:
-            total = 300
+            first = 300
             ids = send(
                 runtime,
-                [parcel(f"agent-{n % 4}", n, attachment=f"drain {n} " * 300) for n in range(total)],
+                [parcel(f"agent-{n % 4}", n, attachment=f"drain {n} " * 300) for n in range(first)],
             )
             consumers("postmaster")
             consumers("postmaster")
@@ -134,14 +136,31 @@ def test_radosgw_and_the_osd_killed_during_a_drain_lose_nothing(
             assert said.startswith("CAS store unavailable: object store s3://")
             status = cli("status", "--json")
             assert "CAS store unavailable" in status.out
-            paused_at = delivered(runtime)
+            # Batches of 100 and the first seen through: at least one waits for the store.
+            assert delivered(runtime) < first
             server.start_radosgw()
-            wait_for(lambda: delivered(runtime) >= paused_at + 60, 120, "deliveries resume")
-            resumed_at = delivered(runtime)
+            wait_for(lambda: delivered(runtime) == first, 180, "the first parcels delivered")
+            assert control.backoff_state(runtime.ledger) is None, "the backoff outlived it"
             # Requests wait in radosgw while the OSD is gone, then complete or time out.
             server.kill_osd()
+            second = 100
+            ids += send(
+                runtime,
+                [
+                    parcel(f"agent-{n % 4}", n, attachment=f"after {n} " * 300)
+                    for n in range(first, first + second)
+                ],
+            )
+            wait_for(
+                lambda: runtime.ledger.scalar(
+                    "SELECT count(*) FROM parcels WHERE state = 'in_flight'"
+                ),
+                60,
+                "parcels claimed while the OSD is gone",
+                0.01,
+            )
             server.start_osd()
-            wait_for(lambda: delivered(runtime) > resumed_at, 120, "deliveries after the OSD")
+            total = first + second
             wait_for(lambda: delivered(runtime) == total, 180, "every parcel delivered")
             # A delivery counts as a parcel's try: each took exactly one, none was used up
             # by the store being away.
