@@ -503,3 +503,33 @@ def test_a_cas_check_that_hangs_does_not_hold_up_the_heartbeat(runtime):
     finally:
         release.set()
         heartbeat.stop()
+
+
+def test_a_failing_cas_check_is_said_once_and_its_recovery_once(runtime, caplog):
+    # A store that stays down for an hour would otherwise write a warning every few beats.
+    down = threading.Event()
+    down.set()
+    looks: list[int] = []
+
+    def check() -> str | None:
+        looks.append(1)
+        if down.is_set():
+            raise OSError("object store s3://bucket/cas cannot be reached")
+        return None
+
+    caplog.set_level(logging.INFO, logger="seer")
+    registration = fleet.register(runtime.ledger, "postmaster", host_id="host-down")
+    assert registration is not None
+    heartbeat = fleet.Heartbeat(other_ledger(runtime), registration, 0.02, check).start()
+    try:
+        wait_for(lambda: len(looks) >= 3, 30, "three looks at a store that is down")
+        down.clear()
+        seen = len(looks)
+        wait_for(lambda: len(looks) >= seen + 2, 30, "two looks once it is back")
+    finally:
+        heartbeat.stop()
+    said = [r.getMessage() for r in caplog.records if "CAS check" in r.getMessage()]
+    assert said == [
+        "CAS check failed, retrying: object store s3://bucket/cas cannot be reached",
+        "CAS check works again",
+    ]

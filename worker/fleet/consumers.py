@@ -312,11 +312,19 @@ class Heartbeat:
 
     def _looking(self) -> None:
         assert self.cas_check is not None
+        failing = False
         while self._look_wanted.wait() and not self._stopped.is_set():
             try:
                 self._found = (self.cas_check(),)
             except Exception as exc:  # an unreadable store is its own report, not a death
-                log.warning("CAS check failed: %s", exc)
+                # Said once, not at every look: the Postmaster's backoff says the rest.
+                if not failing:
+                    log.warning("CAS check failed, retrying: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("CAS check works again")
+                failing = False
             self._look_wanted.clear()
 
     def _run(self) -> None:
