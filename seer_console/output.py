@@ -45,6 +45,11 @@ def size(n: int | None) -> str:
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def counted(n: int, word: str, many: str | None = None) -> str:
+    """`n` and the word that goes with it: "1 blob", "2,048 blobs", "3 entries" (`many`)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def printable(text: object) -> str:
     """Text from data made safe to print on a terminal: control characters as \\x.. escapes,
     unpaired surrogates (bytes that were not UTF-8) as \\udc.. escapes."""

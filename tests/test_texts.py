@@ -61,3 +61,26 @@ def test_pause_without_user_is_attributed_to_the_uid_name(runtime, cli, monkeypa
     state = control.pause_state(runtime.ledger)
     assert state.by == f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
     assert "?" not in state.by
+
+
+def test_counts_agree_with_their_word():
+    assert output.counted(0, "blob") == "0 blobs"
+    assert output.counted(1, "blob") == "1 blob"
+    assert output.counted(2048, "failed parcel") == "2,048 failed parcels"
+    assert output.counted(1, "crash", "crashes") == "1 crash"
+    assert output.counted(3, "crash", "crashes") == "3 crashes"
+
+
+def test_one_blob_is_a_blob_in_status_stats_and_verify(runtime, cli):
+    data = b"one blob, said in the singular\n"
+    put = runtime.store.put(data)
+    with runtime.ledger.write():
+        runtime.ledger.execute(
+            "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?)",
+            (put.digest, put.size, time.time()),
+        )
+    assert "in 1 blob," in cli("status").out
+    stats = cli("monitor-storage", "--dry-run").out
+    assert "in 1 blob\n" in stats and "in 1 blob in the ledger" in stats, stats
+    verified = cli("cas", "verify").out
+    assert "1 blob (" in verified and "1 row in the ledger" in verified, verified

@@ -140,7 +140,11 @@ def _progress(verb: str = "verified") -> Callable[[int, int], None] | None:
         now = time.monotonic()
         if now - last[0] >= 0.5:
             last[0] = now
-            print(f"\r{verb} {blobs} blobs, {output.size(nbytes)}", end="", file=sys.stderr)
+            print(
+                f"\r{verb} {output.counted(blobs, 'blob')}, {output.size(nbytes)}",
+                end="",
+                file=sys.stderr,
+            )
 
     return show
 
@@ -159,7 +163,8 @@ def cmd_cas_verify(args: argparse.Namespace) -> int:
         state = "clean" if report.clean else "DAMAGED"
         print(
             f"verify {state}: {plural(report.blobs_checked, 'blob')} "
-            f"({output.size(report.bytes_checked)}) rehashed, {report.rows} rows in the ledger; "
+            f"({output.size(report.bytes_checked)}) rehashed, "
+            f"{output.counted(report.rows, 'row')} in the ledger; "
             f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
             f"{len(report.orphaned)} orphaned, in {report.duration:.1f}s"
         )

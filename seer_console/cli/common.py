@@ -132,8 +132,7 @@ def error(text: object) -> None:
     print(f"seer: {output.printable(text)}", file=sys.stderr)
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+plural = output.counted
 
 
 def large_blobs_place(settings: Settings) -> str:

@@ -46,7 +46,7 @@ def _filter(args: argparse.Namespace) -> failures.FailureFilter:
 
 
 def _plural(count: int) -> str:
-    return f"{count:,} failed parcel{'' if count == 1 else 's'}"
+    return output.counted(count, "failed parcel")
 
 
 def cmd_failed_list(args: argparse.Namespace) -> int:

@@ -32,9 +32,11 @@ def cmd_monitor_storage(args: argparse.Namespace) -> int:
     else:
         growth = output.rate(report.growth_per_day)
         print(f"storage    {runtime.store.location()}")
-        print(f"size       {output.size(report.cas_bytes)} in {report.cas_blobs:,} blobs")
+        blobs = output.counted(report.cas_blobs, "blob")
+        print(f"size       {output.size(report.cas_bytes)} in {blobs}")
         print(
-            f"where      {output.size(report.ledger_bytes)} in {report.ledger_blobs:,} blobs "
+            f"where      {output.size(report.ledger_bytes)} in "
+            f"{output.counted(report.ledger_blobs, 'blob')} "
             f"in the ledger (up to {output.size(runtime.settings.cas_small_blob_size)} each), "
             f"the rest in {large_blobs_place(runtime.settings)}"
         )

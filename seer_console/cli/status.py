@@ -70,7 +70,7 @@ def status_lines(snap: status.Snapshot) -> list[str]:
         lines.append(f"last {f.window:.0f}s   {f.delivered} delivered, {f.failed} failed")
     pct = 100.0 * snap.cas_bytes / snap.cas_quota if snap.cas_quota else 0.0
     lines.append(
-        f"cas        {output.size(snap.cas_bytes)} in {snap.cas_blobs} blobs, "
+        f"cas        {output.size(snap.cas_bytes)} in {output.counted(snap.cas_blobs, 'blob')}, "
         f"{pct:.1f}% of {output.size(snap.cas_quota)}"
     )
     lines.append(f"supervisor {snap.supervisor}")

@@ -66,7 +66,7 @@ class CasPane(Pane):
             "#cas-bar",
             quota_bar(s.cas_bytes, quota, snapshot.warning_bytes, snapshot.critical_bytes, width),
         )
-        growth = f"{s.cas_blobs:,} blobs · {output.rate(snapshot.growth_per_day)}"
+        growth = f"{output.counted(s.cas_blobs, 'blob')} · {output.rate(snapshot.growth_per_day)}"
         if snapshot.growth_per_day and snapshot.growth_per_day > 0 and s.cas_bytes < quota:
             days = (quota - s.cas_bytes) / snapshot.growth_per_day
             growth += f"\nquota full {output.quota_eta(days * 86400, short=True)}"

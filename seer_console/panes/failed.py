@@ -400,7 +400,7 @@ class FailedPane(Pane):
             lambda: self.console.perform(
                 "Retry all",
                 lambda ops, rt: len(ops.retry_all_failed(rt).ids),
-                "{} failed parcels back in the queue",
+                "{} failed parcel{s} back in the queue",
             ),
         )
 
@@ -413,7 +413,7 @@ class FailedPane(Pane):
             "are gone after this; it cannot be undone.",
             "Purge",
             lambda: self.console.perform(
-                "Purge", lambda ops, rt: ops.purge_failed(rt), "purged {} failed parcels"
+                "Purge", lambda ops, rt: ops.purge_failed(rt), "purged {} failed parcel{s}"
             ),
             danger=True,
         )
@@ -467,7 +467,7 @@ class FailedPane(Pane):
             "this filter when you confirm goes back in the queue with its original contents "
             "and fresh tries; the notice says how many did.",
             lambda ops, rt, chosen, now: len(ops.retry_failed_matching(rt, chosen, now).ids),
-            "{} failed parcels back in the queue",
+            "{} failed parcel{s} back in the queue",
         )
 
     def act_purge_shown(self) -> None:
@@ -478,6 +478,6 @@ class FailedPane(Pane):
             "parcel matching this filter when you confirm is deleted with its contents, error "
             "and traceback; it cannot be undone.",
             lambda ops, rt, chosen, now: ops.purge_failed_matching(rt, chosen, now),
-            "purged {} failed parcels",
+            "purged {} failed parcel{s}",
             danger=True,
         )

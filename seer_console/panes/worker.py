@@ -44,8 +44,8 @@ def _fit(text: Text, parts: list[tuple[str, str]], width: int) -> None:
 
 def _restarts(w: WorkerRow, window: float) -> str:
     """All restarts, and those not on purpose within the window (consumer_restarts')."""
-    said = f"{w.restarts} restart" + ("" if w.restarts == 1 else "s")
-    return said + f" ({w.restarts_recent or 0} crashes in {_window(window)})"
+    crashes = output.counted(w.restarts_recent or 0, "crash", "crashes")
+    return f"{output.counted(w.restarts, 'restart')} ({crashes} in {_window(window)})"
 
 
 def _window(seconds: float) -> str:

@@ -162,7 +162,8 @@ class ParcelsView(View):
         number = len(self.cursors)
         more = "n: older" if page.next_before is not None else "the last page"
         back = " · b: newer" if number > 1 else ""
-        said = f"page {number} · {len(page.rows)} parcels, newest first · {more}{back}"
+        shown = output.counted(len(page.rows), "parcel")
+        said = f"page {number} · {shown}, newest first · {more}{back}"
         if not page.rows:
             said = "No parcel matches." if number == 1 else f"page {number} · nothing older"
         self.query_one("#parcels-status", Static).update(Text(said))

@@ -280,7 +280,7 @@ SMALL_BLOBS_DOWN = (
 # files (`seer cas unpack`).
 SMALL_BLOBS_KEPT = (
     "SELECT count(*) FROM small_blobs",
-    "the ledger keeps {count} blobs of the CAS in table small_blobs, which this rollback would "
+    "the ledger keeps {count} blob{s} of the CAS in table small_blobs, which this rollback would "
     "drop: with the workers stopped, move them into files first with `seer cas unpack`",
 )
 
@@ -390,7 +390,8 @@ def _refuse_if_kept(ledger: Ledger, migration: Migration) -> None:
     count = ledger.scalar(count_sql) or 0
     if count:
         raise RollbackRefused(
-            f"cannot undo migration {migration.version}: " + advice.format(count=count)
+            f"cannot undo migration {migration.version}: "
+            + advice.format(count=count, s="" if count == 1 else "s")
         )
 
 
@@ -401,7 +402,7 @@ def rollback_effects(ledger: Ledger, migration: Migration) -> list[str]:
         words = statement.split()
         if words[:2] == ["DROP", "TABLE"]:
             rows = ledger.scalar(f'SELECT count(*) FROM "{words[2]}"')
-            effects.append(f"table {words[2]} ({rows} rows)")
+            effects.append(f"table {words[2]} ({rows} row{'' if rows == 1 else 's'})")
         elif words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["DROP", "COLUMN"]:
             effects.append(f"column {words[2]}.{words[5]} (every row's)")
         elif words[0] == "DROP":

@@ -269,10 +269,11 @@ def consumer_restarts_reading(
             "consumer_restarts",
             "ok",
             most,
-            f"at most {most} restarts of a consumer in {shown} (warning > {limit})",
+            f"at most {most} restart{'' if most == 1 else 's'} of a consumer in {shown} "
+            f"(warning > {limit})",
         )
     summary = "; ".join(
-        f"{program_of(settings, queue)} on {host}: {n} restarts in {shown}"
+        f"{program_of(settings, queue)} on {host}: {n} restart{'' if n == 1 else 's'} in {shown}"
         for n, queue, host in over
     )
     return Reading("consumer_restarts", "warning", most, f"{summary} (warning > {limit})")

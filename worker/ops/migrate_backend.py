@@ -435,7 +435,8 @@ def _copy(
         for t in TABLES
     )
     mismatches = [
-        f"{c.name}: {c.source} rows in the source, {c.target} in the target"
+        f"{c.name}: {c.source} row{'' if c.source == 1 else 's'} in the source, "
+        f"{c.target} in the target"
         for c in counts
         if c.source != c.target
     ]
