@@ -189,9 +189,10 @@ class SeerConsole(App):
         self.snapshot = message.snapshot
         self.last_error = None
         for pane in self.query(Pane):
-            # A pane still composing gets the snapshot when it is mounted (Pane.on_mount): the
-            # first read can come back before the last pane has its widgets.
-            if pane.is_mounted:
+            # A pane still composing or not yet laid out gets the snapshot when it has its size
+            # (Pane.on_resize): the first read can come back before the last pane has its
+            # widgets, or its width to fit its lines to.
+            if pane.is_mounted and pane.laid_out:
                 pane.show(message.snapshot)
         if isinstance(self.screen, View):
             self.screen.show(message.snapshot)

@@ -98,10 +98,19 @@ class Pane(Vertical, can_focus=True):
         """True on a big terminal (48 rows or more): lists show more."""
         return self.screen.has_class("-big")
 
+    @property
+    def laid_out(self) -> bool:
+        """Whether the pane has its size: what it shows is fitted to its width (bars,
+        sparklines, what goes on a line of its own), and shown before the first layout it
+        was fitted to nothing (a fallback width), then shown again a line shorter once laid
+        out, which a frame or a snapshot caught in between showed as a blank line."""
+        return self.size.width > 0
+
     def on_mount(self) -> None:
-        # Mounted after a snapshot arrived: shown at once, not a refresh later.
+        # Mounted after a snapshot arrived: shown at once, not a refresh later (once laid
+        # out, which on_resize sees).
         snapshot = getattr(self.app, "snapshot", None)
-        if snapshot is not None:
+        if snapshot is not None and self.laid_out:
             self.show(snapshot)
 
     def show(self, snapshot: ConsoleSnapshot) -> None:
@@ -109,7 +118,8 @@ class Pane(Vertical, can_focus=True):
 
     def on_resize(self) -> None:
         # Lines are fitted to the width (bars, sparklines, what goes on a line of its own): a
-        # snapshot that came before the first layout, or a resized terminal, is shown again.
+        # snapshot that came before the first layout is shown now, and shown again when the
+        # terminal is resized.
         console = self.console
         snapshot = getattr(console, "snapshot", None)
         if snapshot is not None and not console.last_error and console.is_running:
