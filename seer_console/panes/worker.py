@@ -45,6 +45,8 @@ def _fit(text: Text, parts: list[tuple[str, str]], width: int) -> None:
 def _restarts(w: WorkerRow, window: float) -> str:
     """All restarts, and those not on purpose within the window (consumer_restarts')."""
     crashes = output.counted(w.restarts_recent or 0, "crash", "crashes")
+    if w.restarts is None:  # the ledger cannot be read
+        return f"restarts unknown ({crashes} in {_window(window)})"
     return f"{output.counted(w.restarts, 'restart')} ({crashes} in {_window(window)})"
 
 
