@@ -426,7 +426,7 @@ class SeerConsole(App):
                 self.notify, f"{label} failed: {_describe(exc)}", severity="error"
             )
             return
-        text = done.format(result, s="" if result == 1 else "s") if "{}" in done else done
+        text = done.format(result, s=output.plural_s(result)) if "{}" in done else done
         if result is False:
             text = f"{label}: nothing to change"
         # A result that says it did not fully work (a channel that did not take a test alert).

@@ -11,6 +11,10 @@ from typing import Any, TextIO
 
 import humanize
 
+# How counts are said: the worker's, so the CLI, the console and the worker say them alike.
+from worker.wording import counted as counted
+from worker.wording import plural_s as plural_s
+
 
 def stamp(ts: float | None) -> str:
     """A time in full, local: "2026-12-02 16:29:10"; "-" for none."""
@@ -43,11 +47,6 @@ def size(n: int | None) -> str:
 # C0 and C1 controls, DEL, and the line and paragraph separators: a terminal obeys escape
 # sequences, and each of these breaks a line for someone (str.splitlines, JavaScript, less).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def counted(n: int, word: str, many: str | None = None) -> str:
-    """`n` and the word that goes with it: "1 blob", "2,048 blobs", "3 entries" (`many`)."""
-    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
 def printable(text: object) -> str:

@@ -22,6 +22,8 @@ CORE = {
     "worker.doorbells",
     "worker.lean_imports",
     "worker.object_urls",
+    "worker.said_once",
+    "worker.wording",
 }
 BELOW_OPS = {
     "worker.ledger",

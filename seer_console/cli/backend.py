@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from seer_console import output
-from seer_console.cli.common import AddCommand, ExitCode, Failure, UserError, plural
+from seer_console.cli.common import AddCommand, ExitCode, Failure, UserError
 from worker.ledger.errors import LedgerError, LedgerUnavailable
 from worker.ops import migrate_backend as moving
 from worker.ops import migrate_cas
@@ -62,7 +62,10 @@ def cmd_migrate_backend(args: argparse.Namespace) -> int:
     _table(report)
     print("verified: every table's rows and every counter match the source")
     if report.rung:
-        print(f"rang {plural(report.rung, 'doorbell')} for the queued parcels on the new queue")
+        print(
+            f"rang {output.counted(report.rung, 'doorbell')} "
+            "for the queued parcels on the new queue"
+        )
     if report.ring_warning:
         print(f"seer: warning: {report.ring_warning}", file=sys.stderr)
     print("the CAS directory stays where it is: both ledgers name the same blob files")
@@ -97,9 +100,9 @@ def cmd_migrate_cas(args: argparse.Namespace) -> int:
     if report.bucket_created:
         print(f"created the bucket {url.bucket}")
     print(
-        f"copied {plural(report.copied, 'blob')} "
+        f"copied {output.counted(report.copied, 'blob')} "
         f"({humanize.naturalsize(report.copied_bytes, binary=True)}) to {report.target}; "
-        f"{plural(report.already_there, 'blob')} already there"
+        f"{output.counted(report.already_there, 'blob')} already there"
     )
     if not report.verified:
         more = len(report.mismatches) - 1
@@ -109,7 +112,7 @@ def cmd_migrate_cas(args: argparse.Namespace) -> int:
             + "; run it again"
         )
     print(
-        f"verified: all {plural(report.source_blobs, 'blob file')} "
+        f"verified: all {output.counted(report.source_blobs, 'blob file')} "
         f"({humanize.naturalsize(report.source_bytes, binary=True)}) are objects of the same size"
     )
     print("small blobs stay in the ledger, which every host reaches")

@@ -19,7 +19,6 @@ from seer_console.cli.common import (
     ExitCode,
     Failure,
     UserError,
-    plural,
 )
 from worker.layout import Layout
 from worker.ledger import migrations
@@ -76,17 +75,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"  {db.name:<{width}} {output.size(db.size):>10}  sha256 {db.sha256}")
     print(
         f"  {'CAS':<{width}} {output.size(manifest.blob_bytes):>10}  "
-        f"{plural(manifest.blobs, 'blob')}: "
+        f"{output.counted(manifest.blobs, 'blob')}: "
         f"{manifest.cloned} cloned (reflink), {manifest.copied} copied"
     )
     print(
         f"  {'ledger':<{width}} {_ledger_line(manifest.engine, manifest.schema)}: schema version "
         f"{manifest.schema_version}, "
-        f"{plural(manifest.messages, 'message')}, {plural(manifest.parcels, 'parcel')}"
+        f"{output.counted(manifest.messages, 'message')}, "
+        f"{output.counted(manifest.parcels, 'parcel')}"
     )
     if manifest.collected_meanwhile:
         print(
-            f"  {plural(manifest.collected_meanwhile, 'unreferenced blob')} removed by "
+            f"  {output.counted(manifest.collected_meanwhile, 'unreferenced blob')} removed by "
             "`seer cas gc` during the backup: left out of it"
         )
     signed = "signed with SEER_BACKUP_KEY" if manifest.signed else "unsigned"
@@ -94,8 +94,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     print(f"took {manifest.duration:.2f}s")
     if checked is not None:
         print(
-            f"verified: {plural(checked.databases, 'database')} and "
-            f"{plural(checked.blobs, 'blob')} read back and hash-checked"
+            f"verified: {output.counted(checked.databases, 'database')} and "
+            f"{output.counted(checked.blobs, 'blob')} read back and hash-checked"
         )
     if manifest.cloned:
         print(
@@ -125,10 +125,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(f"  {db.name:<{width}} {output.size(db.size):>10}  sha256 checked")
     print(
         f"  {'CAS':<{width}} {output.size(report.blob_bytes):>10}  "
-        f"{plural(report.blobs, 'blob')} "
+        f"{output.counted(report.blobs, 'blob')} "
         f"hash-checked: {report.cloned} cloned (reflink), {report.copied} copied"
     )
-    print(f"  {'ledger':<{width}} {plural(report.messages, 'message')}")
+    print(f"  {'ledger':<{width}} {output.counted(report.messages, 'message')}")
     print(f"took {report.duration:.2f}s")
     if report.schema_version != migrations.LATEST:
         direction = "behind" if report.schema_version < migrations.LATEST else "ahead of"

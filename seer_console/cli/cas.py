@@ -20,7 +20,6 @@ from seer_console.cli.common import (
     duration_arg,
     large_blobs_place,
     open_runtime,
-    plural,
     warn,
 )
 from worker.cas import tools as cas_tools
@@ -66,7 +65,7 @@ def _resized_lines(resized: Sequence[cas_tools.Resized]) -> list[str]:
 
 
 def _stats_text(s: cas_tools.CasStats) -> str:
-    return f"{output.size(s.bytes)} in {plural(s.blobs, 'blob')}"
+    return f"{output.size(s.bytes)} in {output.counted(s.blobs, 'blob')}"
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ def cmd_cas_verify(args: argparse.Namespace) -> int:
     else:
         state = "clean" if report.clean else "DAMAGED"
         print(
-            f"verify {state}: {plural(report.blobs_checked, 'blob')} "
+            f"verify {state}: {output.counted(report.blobs_checked, 'blob')} "
             f"({output.size(report.bytes_checked)}) rehashed, "
             f"{output.counted(report.rows, 'row')} in the ledger; "
             f"{len(report.corrupt)} corrupt, {len(report.missing)} missing, "
@@ -227,7 +226,7 @@ def cmd_cas_reconcile(args: argparse.Namespace) -> int:
     dangling = sum(len(m.artifacts) for m in report.missing)
     if dangling:
         warn(
-            f"{plural(dangling, 'artifact')} {'points' if dangling == 1 else 'point'} at "
+            f"{output.counted(dangling, 'artifact')} {'points' if dangling == 1 else 'point'} at "
             "blobs whose file is gone: their content is lost unless a parcel stores the same "
             "bytes again"
         )
@@ -237,9 +236,9 @@ def cmd_cas_reconcile(args: argparse.Namespace) -> int:
 def _gc_summary(report: cas_tools.GcReport, grace_text: str) -> str:
     verb = "would remove" if report.dry_run else "removed"
     text = (
-        f"gc: {verb} {plural(len(report.removed), 'unreferenced blob')} "
+        f"gc: {verb} {output.counted(len(report.removed), 'unreferenced blob')} "
         f"({output.size(report.removed_bytes)}) and "
-        f"{plural(len(report.orphans_removed), 'orphaned file')} "
+        f"{output.counted(len(report.orphans_removed), 'orphaned file')} "
         f"({output.size(report.orphan_bytes)}) older than {grace_text}"
     )
     if report.skipped:
@@ -279,9 +278,9 @@ def cmd_cas_gc(args: argparse.Namespace) -> int:
             _print_gc(plan, args.grace, args.json)
             return ExitCode.OK
         question = (
-            f"Remove {plural(len(plan.removed), 'unreferenced blob')} "
+            f"Remove {output.counted(len(plan.removed), 'unreferenced blob')} "
             f"({output.size(plan.removed_bytes)}) and "
-            f"{plural(len(plan.orphans_removed), 'orphaned file')} "
+            f"{output.counted(len(plan.orphans_removed), 'orphaned file')} "
             f"({output.size(plan.orphan_bytes)}) older than {args.grace} for good?"
         )
         if not confirm(question, args.yes):

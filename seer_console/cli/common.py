@@ -132,9 +132,6 @@ def error(text: object) -> None:
     print(f"seer: {output.printable(text)}", file=sys.stderr)
 
 
-plural = output.counted
-
-
 def large_blobs_place(settings: Settings) -> str:
     """Where the blobs above the ledger's threshold are, as the CAS commands say it."""
     if settings.cas_url:

@@ -28,6 +28,7 @@ import psutil
 
 from worker.identity import Owner, current_owner, host_name, is_alive
 from worker.ledger import Ledger
+from worker.said_once import SaidOnce
 
 log = logging.getLogger("seer.consumers")
 
@@ -312,23 +313,19 @@ class Heartbeat:
 
     def _looking(self) -> None:
         assert self.cas_check is not None
-        failing = False
+        # Said once, not at every look: the Postmaster's backoff says the rest.
+        said = SaidOnce(log, "CAS check failed, retrying", "CAS check works again")
         while self._look_wanted.wait() and not self._stopped.is_set():
             try:
                 self._found = (self.cas_check(),)
             except Exception as exc:  # an unreadable store is its own report, not a death
-                # Said once, not at every look: the Postmaster's backoff says the rest.
-                if not failing:
-                    log.warning("CAS check failed, retrying: %s", exc)
-                failing = True
+                said.failed(exc)
             else:
-                if failing:
-                    log.info("CAS check works again")
-                failing = False
+                said.worked()
             self._look_wanted.clear()
 
     def _run(self) -> None:
-        failing = False
+        said = SaidOnce(log, "heartbeat not recorded, retrying", "heartbeat recorded again")
         try:
             while not self._stopped.wait(self.interval):
                 try:
@@ -341,13 +338,9 @@ class Heartbeat:
                             self.registration.key,
                         )
                 except Exception as exc:  # the ledger out of reach: said once, then retried
-                    if not failing:
-                        log.warning("heartbeat not recorded, retrying: %s", exc)
-                    failing = True
+                    said.failed(exc)
                     continue
-                if failing:
-                    log.info("heartbeat recorded again")
-                failing = False
+                said.worked()
         finally:
             self.ledger.close()
 

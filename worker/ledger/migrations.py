@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from worker.ledger.base import Ledger
+from worker.wording import counted, plural_s
 
 
 class SchemaMismatch(RuntimeError):
@@ -391,7 +392,7 @@ def _refuse_if_kept(ledger: Ledger, migration: Migration) -> None:
     if count:
         raise RollbackRefused(
             f"cannot undo migration {migration.version}: "
-            + advice.format(count=count, s="" if count == 1 else "s")
+            + advice.format(count=count, s=plural_s(count))
         )
 
 
@@ -402,7 +403,7 @@ def rollback_effects(ledger: Ledger, migration: Migration) -> list[str]:
         words = statement.split()
         if words[:2] == ["DROP", "TABLE"]:
             rows = ledger.scalar(f'SELECT count(*) FROM "{words[2]}"')
-            effects.append(f"table {words[2]} ({rows} row{'' if rows == 1 else 's'})")
+            effects.append(f"table {words[2]} ({counted(rows, 'row')})")
         elif words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["DROP", "COLUMN"]:
             effects.append(f"column {words[2]}.{words[5]} (every row's)")
         elif words[0] == "DROP":

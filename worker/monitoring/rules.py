@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import humanize
 
+from worker import wording
 from worker.alerts.alerting import Reading
 from worker.fleet import consumers, control
 from worker.ledger import Ledger
@@ -269,11 +270,11 @@ def consumer_restarts_reading(
             "consumer_restarts",
             "ok",
             most,
-            f"at most {most} restart{'' if most == 1 else 's'} of a consumer in {shown} "
+            f"at most {wording.counted(most, 'restart')} of a consumer in {shown} "
             f"(warning > {limit})",
         )
     summary = "; ".join(
-        f"{program_of(settings, queue)} on {host}: {n} restart{'' if n == 1 else 's'} in {shown}"
+        f"{program_of(settings, queue)} on {host}: {wording.counted(n, 'restart')} in {shown}"
         for n, queue, host in over
     )
     return Reading("consumer_restarts", "warning", most, f"{summary} (warning > {limit})")

@@ -39,6 +39,7 @@ from worker.doorbells import QueueProbe, backend_of
 from worker.fleet import control
 from worker.monitoring import monitor, rules
 from worker.monitoring.wiring import WiredWithQueue
+from worker.said_once import SaidOnce
 
 log = logging.getLogger("seer.watchdog")
 
@@ -195,20 +196,16 @@ class Watchdog:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        failing = False
+        said = SaidOnce(log, "watchdog: cannot look, retrying", "watchdog: looking again")
         try:
             while not self._stopped.is_set():
                 began = time.monotonic()
                 try:
                     self.look()
                 except Exception as exc:  # the ledger out of reach: said once, then retried
-                    if not failing:
-                        log.warning("watchdog: cannot look, retrying: %s", exc)
-                    failing = True
+                    said.failed(exc)
                 else:
-                    if failing:
-                        log.info("watchdog: looking again")
-                    failing = False
+                    said.worked()
                 self._stopped.wait(max(0.0, self.interval - (time.monotonic() - began)))
         finally:
             self.runtime.ledger.close()

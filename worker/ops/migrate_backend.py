@@ -45,6 +45,7 @@ from worker.ops.operations import running_consumers
 from worker.queue import QueueError
 from worker.runtime import Runtime
 from worker.settings import SPECS, Settings, server_address
+from worker.wording import counted
 
 # The target's control flag that names the source and the copy's progress.
 MARKER = "migrate-backend"
@@ -435,8 +436,7 @@ def _copy(
         for t in TABLES
     )
     mismatches = [
-        f"{c.name}: {c.source} row{'' if c.source == 1 else 's'} in the source, "
-        f"{c.target} in the target"
+        f"{c.name}: {counted(c.source, 'row')} in the source, {c.target:,} in the target"
         for c in counts
         if c.source != c.target
     ]
